@@ -1,0 +1,1 @@
+"""`editforge edit | t2i | fuse | doctor`."""

@@ -1,0 +1,47 @@
+"""Generation parameters inside every PNG, and crash-safe PNG writes.
+
+The parameters go into one iTXt chunk `editforge` as JSON (and a human-readable `parameters`
+chunk), so any image can be traced back to the model, LoRAs, seed, steps and prompt that made it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, PngImagePlugin
+
+PNG_KEY = "editforge"
+
+
+def png_info(params: dict[str, Any]) -> PngImagePlugin.PngInfo:
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt(PNG_KEY, json.dumps(params, ensure_ascii=False, sort_keys=True, default=str))
+    summary = ", ".join(f"{k}: {v}" for k, v in params.items() if k != "prompt")
+    info.add_itxt("parameters", f"{params.get('prompt', '')}\n{summary}")
+    return info
+
+
+def read_params(path: str | os.PathLike) -> dict[str, Any]:
+    """The parameters EditForge stored in `path`, or {} for a PNG from elsewhere."""
+    with Image.open(path) as img:
+        raw = img.text.get(PNG_KEY) if hasattr(img, "text") else None
+    return json.loads(raw) if raw else {}
+
+
+def save_png_atomic(image: Image.Image, path: str | os.PathLike, params: dict[str, Any]) -> Path:
+    """Write `image` to `path` via a temporary name, fsync, then rename: never a half-written PNG."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            image.save(fh, format="PNG", pnginfo=png_info(params))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
