@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 
 import typer
@@ -22,7 +24,17 @@ err_console = Console(stderr=True)
 from editforge.cli import generate  # noqa: E402,F401
 
 
+def _quiet_third_party_logs() -> None:
+    """Import-time chatter from torch/torchao/diffusers buries the one line a user needs to read.
+    EditForge checks what those warnings are about (e.g. LoRA keys that match nothing) itself."""
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    for name in ("torch.utils._pytree", "torchao"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def main() -> None:
+    _quiet_third_party_logs()
     try:
         app()
     except EditForgeError as exc:

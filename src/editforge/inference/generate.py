@@ -1,0 +1,139 @@
+"""Requests in, images out: `generate` (image + its parameters), `edit`, `text_to_image`.
+
+Every knob defaults to `None`, meaning "what the loaded model and its Lightning setting say", so a
+caller never has to remember that Lightning wants cfg 1.0 or that Edit-2509 reads 384x384 conditions.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import Any, Sequence
+
+import torch
+from PIL import Image
+
+from editforge.errors import EditForgeError
+from editforge.inference.sizes import aspect_size, output_size, pipeline_areas
+from editforge.models.registry import FAMILY_BY_PIPELINE
+
+POSITIVE_MAGIC = {"en": ", Ultra HD, 4K, cinematic composition.", "zh": ", 超清，4K，电影级构图."}
+log = logging.getLogger("editforge")
+
+
+class NegativePromptIgnored(UserWarning):
+    """cfg <= 1 turns classifier-free guidance off, so a negative prompt changes nothing."""
+
+
+def pipeline_info(pipe) -> dict[str, Any]:
+    """`pipe.editforge_info`, or family defaults for a pipeline built by hand."""
+    info = getattr(pipe, "editforge_info", None)
+    if info is not None:
+        return info
+    family = FAMILY_BY_PIPELINE.get(type(pipe).__name__)
+    if family is None:
+        raise EditForgeError(f"{type(pipe).__name__} is not a Qwen-Image pipeline")
+    return {
+        "model": family.hub_id, "family": family.name, "max_pixels": family.max_pixels,
+        "condition_pixels": family.condition_pixels, "loras": [], "default_steps": family.steps,
+        "default_cfg": family.cfg,
+    }
+
+
+def generate(
+    pipe,
+    images: Sequence[Image.Image],
+    prompt: str,
+    *,
+    seed: int,
+    steps: int | None = None,
+    cfg: float | None = None,
+    negative_prompt: str | None = None,
+    max_pixels: int | None = None,
+    condition_pixels: int | None = None,
+    width: int | None = None,
+    height: int | None = None,
+) -> tuple[Image.Image, dict[str, Any]]:
+    """One image from `images` (none for text-to-image) and `prompt`; returns it with its parameters."""
+    info = pipeline_info(pipe)
+    family = FAMILY_BY_PIPELINE[type(pipe).__name__]
+    images = list(images)
+    if family.is_edit and not 1 <= len(images) <= family.max_images:
+        want = "one input image" if family.max_images == 1 else f"1 to {family.max_images} input images"
+        raise EditForgeError(f"{family.name} takes {want}, got {len(images)}")
+    if not family.is_edit and images:
+        raise EditForgeError(f"{family.name} is text-to-image; it takes no input images")
+    if not prompt or not prompt.strip():
+        raise EditForgeError("the prompt is empty")
+    steps = steps or info["default_steps"]
+    cfg = info["default_cfg"] if cfg is None else cfg
+    max_pixels = max_pixels or info["max_pixels"]
+    if condition_pixels and not family.condition_pixels:
+        raise EditForgeError(
+            f"--condition-pixels applies to Edit-2509 only; {family.name} feeds one image size to both encoders"
+        )
+    condition_pixels = condition_pixels or info["condition_pixels"]
+    if negative_prompt and cfg <= 1:
+        warnings.warn(
+            f"cfg {cfg:g} turns classifier-free guidance off, so the negative prompt does nothing "
+            "(Lightning LoRAs are distilled for cfg 1.0)",
+            NegativePromptIgnored,
+            stacklevel=2,
+        )
+        negative_prompt = None
+    if cfg > 1 and negative_prompt is None:
+        negative_prompt = " "  # diffusers only runs true CFG with some negative prompt (the model cards use " ")
+
+    if width is None or height is None:
+        reference = images[-1].size if images else (1, 1)
+        width, height = output_size(max_pixels, reference) if images else aspect_size("1:1", max_pixels)
+    kwargs: dict[str, Any] = dict(
+        prompt=prompt,
+        negative_prompt=negative_prompt,
+        true_cfg_scale=cfg,
+        num_inference_steps=steps,
+        width=width,
+        height=height,
+        generator=torch.Generator("cpu").manual_seed(seed),
+    )
+    if family.is_edit:
+        kwargs["image"] = images if family.max_images > 1 else images[0]
+    with torch.inference_mode(), pipeline_areas(pipe, vae_pixels=max_pixels, condition_pixels=condition_pixels):
+        image = pipe(**kwargs).images[0]
+
+    params = {
+        "model": info["model"],
+        "family": info["family"],
+        "loras": info["loras"],
+        "lightning": info.get("lightning"),
+        "seed": seed,
+        "steps": steps,
+        "cfg": cfg,
+        "prompt": prompt,
+        "negative_prompt": negative_prompt if cfg > 1 else None,
+        "width": image.width,
+        "height": image.height,
+        "max_pixels": max_pixels,
+        "condition_pixels": condition_pixels if family.condition_pixels else None,
+        "input_sizes": [list(img.size) for img in images],
+        "quantize": info.get("quantize"),
+    }
+    return image, params
+
+
+def edit(pipe, images: Image.Image | Sequence[Image.Image], prompt: str, *, seed: int, **options) -> Image.Image:
+    """Edit one image, or (Edit-2509) combine up to three, following `prompt`."""
+    if isinstance(images, Image.Image):
+        images = [images]
+    return generate(pipe, images, prompt, seed=seed, **options)[0]
+
+
+def text_to_image(
+    pipe, prompt: str, *, seed: int, aspect: str = "1:1", magic: str | None = None, **options
+) -> tuple[Image.Image, dict[str, Any]]:
+    """Qwen-Image text-to-image at one of its aspect ratios, optionally with the model card's positive magic."""
+    info = pipeline_info(pipe)
+    width, height = aspect_size(aspect, options.pop("max_pixels", None) or info["max_pixels"])
+    if magic:
+        prompt = prompt + POSITIVE_MAGIC[magic]
+    return generate(pipe, [], prompt, seed=seed, width=width, height=height, **options)

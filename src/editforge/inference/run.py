@@ -1,0 +1,47 @@
+"""Run a list of batch jobs: check every input first, load the model once, write PNGs with metadata."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from editforge.errors import EditForgeError
+from editforge.images import open_rgb
+from editforge.inference.batch import BatchJob
+from editforge.inference.generate import generate, text_to_image
+from editforge.inference.metadata import save_png_atomic
+from editforge.progress import progress_bar
+
+
+def run_jobs(
+    model: str,
+    load_options: dict[str, Any],
+    jobs: list[BatchJob],
+    *,
+    out: Path | None,
+    out_dir: Path | None,
+    seed: int,
+    gen: dict[str, Any],
+    aspect: str | None = None,
+    magic: str | None = None,
+) -> list[Path]:
+    """Generate every job with the same `seed`; `out` names the single output, else `out_dir/NNNN.png`."""
+    from editforge.models.loading import load_pipeline
+
+    if out is not None and out.suffix.lower() != ".png":
+        raise EditForgeError(f"--out {out}: EditForge writes PNG (it carries the generation parameters); use .png")
+    # Reading every input before loading the model: a typo on line 900 should not cost a model load.
+    inputs = [[open_rgb(path) for path in job.images] for job in jobs]
+    pipe = load_pipeline(model, **load_options)
+    targets = [out] if out is not None else [out_dir / f"{job.index:04d}.png" for job in jobs]
+    with progress_bar("img", per_minute=True) as bar:
+        task = bar.add_task("generating", total=len(jobs))
+        for job, images, target in zip(jobs, inputs, targets):
+            if images:
+                image, params = generate(pipe, images, job.prompt, seed=seed, **gen)
+                params["inputs"] = [str(p) for p in job.images]
+            else:
+                image, params = text_to_image(pipe, job.prompt, seed=seed, aspect=aspect or "1:1", magic=magic, **gen)
+            save_png_atomic(image, target, params)
+            bar.advance(task)
+    return targets

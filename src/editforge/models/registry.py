@@ -1,0 +1,175 @@
+"""The model families EditForge knows, their defaults, and how a `--model` string resolves.
+
+A family is one diffusers pipeline class plus the facts a user should not have to remember: its hub id,
+default steps and cfg, how inputs are sized, and which Lightning LoRA belongs to it. Every family has a
+tiny offline twin with the same classes and random weights (see `editforge.models.tiny`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from editforge.errors import EditForgeError
+
+LIGHTNING_REPO = "lightx2v/Qwen-Image-Lightning"
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    hub_id: str
+    pipeline_class: str  # diffusers class name
+    max_images: int  # 0: text-to-image; 1: Edit; 3: Edit-2509
+    steps: int
+    cfg: float
+    max_pixels: int  # output / VAE area
+    condition_pixels: int | None  # VL-encoder area per image (Edit-2509 only)
+    prompt_drop_tokens: int  # template prefix tokens the pipeline drops from the text embedding
+    lightning_files: dict[int, str] = field(default_factory=dict)  # steps -> file in LIGHTNING_REPO
+
+    @property
+    def is_edit(self) -> bool:
+        return self.max_images > 0
+
+
+FAMILIES: dict[str, Family] = {
+    f.name: f
+    for f in (
+        Family(
+            name="qwen-image",
+            hub_id="Qwen/Qwen-Image",
+            pipeline_class="QwenImagePipeline",
+            max_images=0,
+            steps=50,
+            cfg=4.0,
+            max_pixels=1328 * 1328,
+            condition_pixels=None,
+            prompt_drop_tokens=34,
+            lightning_files={
+                4: "Qwen-Image-Lightning-4steps-V2.0.safetensors",
+                8: "Qwen-Image-Lightning-8steps-V2.0.safetensors",
+            },
+        ),
+        Family(
+            name="qwen-image-edit",
+            hub_id="Qwen/Qwen-Image-Edit",
+            pipeline_class="QwenImageEditPipeline",
+            max_images=1,
+            steps=50,
+            cfg=4.0,
+            max_pixels=1024 * 1024,
+            condition_pixels=None,
+            prompt_drop_tokens=64,
+            lightning_files={
+                4: "Qwen-Image-Edit-Lightning-4steps-V1.0-bf16.safetensors",
+                8: "Qwen-Image-Edit-Lightning-8steps-V1.0-bf16.safetensors",
+            },
+        ),
+        Family(
+            name="qwen-image-edit-2509",
+            hub_id="Qwen/Qwen-Image-Edit-2509",
+            pipeline_class="QwenImageEditPlusPipeline",
+            max_images=3,
+            steps=40,
+            cfg=4.0,
+            max_pixels=1024 * 1024,
+            condition_pixels=384 * 384,
+            prompt_drop_tokens=64,
+            lightning_files={
+                4: "Qwen-Image-Edit-2509/Qwen-Image-Edit-2509-Lightning-4steps-V1.0-bf16.safetensors",
+                8: "Qwen-Image-Edit-2509/Qwen-Image-Edit-2509-Lightning-8steps-V1.0-bf16.safetensors",
+            },
+        ),
+    )
+}
+
+FAMILY_BY_PIPELINE = {f.pipeline_class: f for f in FAMILIES.values()}
+
+# Tiny twins: same classes, random weights. They default to small sizes so demos and tests take seconds.
+TINY_PREFIX = "tiny-"
+TINY_MAX_PIXELS = 64 * 64
+TINY_CONDITION_PIXELS = 56 * 56
+TINY_MODELS = {TINY_PREFIX + name: family for name, family in FAMILIES.items()}
+
+# Written by EditForge into every pipeline folder it saves (tiny models, `editforge fuse`), so a saved
+# folder keeps its family, its size defaults and what was fused into it.
+EDITFORGE_META = "editforge.json"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What `--model` resolved to."""
+
+    source: str  # hub id or local folder, as given to from_pretrained
+    family: Family
+    max_pixels: int
+    condition_pixels: int | None
+    is_local: bool
+    fused: tuple[str, ...] = ()  # LoRAs already fused into a saved folder (for PNG metadata)
+    fused_lightning: int | None = None  # Lightning steps already fused into a saved folder
+
+
+def resolve_model(model: str) -> ModelSpec:
+    """Turn a family name, tiny name, hub id or local folder into a `ModelSpec`."""
+    if model in FAMILIES:
+        family = FAMILIES[model]
+        return ModelSpec(family.hub_id, family, family.max_pixels, family.condition_pixels, is_local=False)
+    if model in TINY_MODELS:
+        from editforge.models.tiny import tiny_model_dir
+
+        return spec_for_folder(tiny_model_dir(model))
+    path = Path(model).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise EditForgeError(f"--model {model}: expected a pipeline folder (with model_index.json), got a file")
+        return spec_for_folder(path)
+    if model.count("/") == 1 and not model.startswith((".", "/", "~")):
+        return spec_for_hub_id(model)
+    raise EditForgeError(
+        f"--model {model}: no such folder, and not a family ({', '.join(FAMILIES)}), "
+        f"tiny model ({', '.join(TINY_MODELS)}) or hub id (owner/name)"
+    )
+
+
+def spec_for_folder(path: Path) -> ModelSpec:
+    index = path / "model_index.json"
+    if not index.is_file():
+        raise EditForgeError(f"--model {path}: not a diffusers pipeline folder (no model_index.json)")
+    try:
+        class_name = json.loads(index.read_text())["_class_name"]
+    except (ValueError, KeyError) as exc:
+        raise EditForgeError(f"{index} is not a valid model_index.json ({exc})") from exc
+    family = FAMILY_BY_PIPELINE.get(class_name)
+    if family is None:
+        raise EditForgeError(f"--model {path}: {class_name} is not a Qwen-Image pipeline EditForge supports")
+    meta_path = path / EDITFORGE_META
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    return ModelSpec(
+        source=str(path),
+        family=family,
+        max_pixels=meta.get("max_pixels", family.max_pixels),
+        condition_pixels=meta.get("condition_pixels", family.condition_pixels),
+        is_local=True,
+        fused=tuple(meta.get("fused", ())),
+        fused_lightning=meta.get("lightning"),
+    )
+
+
+def spec_for_hub_id(repo_id: str) -> ModelSpec:
+    for family in FAMILIES.values():
+        if family.hub_id.lower() == repo_id.lower():
+            return ModelSpec(repo_id, family, family.max_pixels, family.condition_pixels, is_local=False)
+    # An unknown repo (a fine-tune, a mirror): its model_index.json says which pipeline it is.
+    from huggingface_hub import hf_hub_download
+
+    try:
+        index = hf_hub_download(repo_id, "model_index.json")
+    except Exception as exc:  # offline, not cached, private, typo: all need the same advice
+        raise EditForgeError(
+            f"--model {repo_id}: not cached locally and the hub could not be reached ({exc.__class__.__name__}); "
+            f"download it where there is internet (`hf download {repo_id}`) or pass a local folder"
+        ) from exc
+    spec = spec_for_folder(Path(index).parent)
+    return ModelSpec(repo_id, spec.family, spec.max_pixels, spec.condition_pixels, is_local=False)
