@@ -22,6 +22,7 @@ err_console = Console(stderr=True)
 
 # Each module registers its commands on `app` when imported.
 from editforge.cli import generate  # noqa: E402,F401
+from editforge.cli import synth  # noqa: E402,F401
 
 
 def _quiet_third_party_logs() -> None:

@@ -1,0 +1,409 @@
+"""The `editforge synth` run: plan the workbook, generate the missing pictures, journal, render.
+
+    summary = synth("data.xlsx", make_generator, SynthOptions(seed=7), team=Team())
+
+`make_generator()` is called once, only when this process has rows to do, and returns a callable
+`(images, prompt, seed) -> (image, params)`; the model lives behind it, so this module knows nothing
+of torch beyond recognising an out-of-memory error.
+
+Crash safety, step by step for one row: the journal reserves the output name (`running`), the image
+goes to a temp name and is renamed (save_png_atomic), the journal says `done`. A kill at any point
+leaves at worst a `running` entry, whose file the next run deletes before regenerating the row with
+the same seed. Only the main process writes the workbook, from the journal, every `save_every_rows`
+rows or `save_every_seconds` seconds (never more often than 10x the time a save takes, so a 100,000-row
+workbook does not spend the run saving) and at exit, Ctrl-C and SIGTERM included.
+
+Several processes (accelerate) share the rows: each computes the same plan, takes every n-th job, and
+journals its results; the main process renders them all.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from PIL import Image
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from editforge.errors import EditForgeError
+from editforge.images import open_rgb
+from editforge.inference.metadata import save_png_atomic
+from editforge.sheet.journal import Journal, Result
+from editforge.sheet.plan import BadPath, Job, PathResolver, Plan, plan_workbook
+from editforge.sheet.quality import check_quality
+from editforge.sheet.render import GEN_SEED, GEN_STATUS, RenderLock, render
+from editforge.sheet.seeds import random_base_seed, row_seed
+from editforge.sheet.workbook import Workbook, ensure_not_locked, open_workbook
+
+Generator = Callable[[Sequence[Image.Image], str, int], "tuple[Image.Image, dict[str, Any]]"]
+MAX_CONSECUTIVE_ERRORS = 10  # a generator that fails this often in a row is broken, not unlucky
+
+
+@dataclass
+class SynthOptions:
+    sheet: str | None = None
+    base_dir: Path | None = None          # default: the workbook's folder
+    columns: Mapping[str, str] | None = None
+    out_raw: str = "generated/raw"
+    out_ref: str = "generated/ref"
+    seed: int | None = None               # default: the journal's, or a new random one
+    max_rows: int | None = None
+    retries: int = 2
+    allow_outside: bool = False
+    save_every_rows: int = 100
+    save_every_seconds: float = 60.0
+
+
+@dataclass
+class Team:
+    """The processes sharing one run. `share` hands the main process's value to all (a barrier)."""
+
+    index: int = 0
+    size: int = 1
+    share: Callable[[Any], Any] = lambda value: value
+
+    @property
+    def is_main(self) -> bool:
+        return self.index == 0
+
+
+@dataclass
+class Summary:
+    generated: int = 0
+    skipped: int = 0
+    failed: int = 0
+    recovered: int = 0               # finished by an interrupted run, rendered by this one
+    base_seed: int | None = None
+    interrupted: bool = False
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return 130 if self.interrupted else (1 if self.failed else 0)
+
+    def line(self) -> str:
+        text = f"generated {self.generated}, skipped {self.skipped}, failed {self.failed}"
+        if self.recovered:
+            text += f" (+{self.recovered} recovered from an interrupted run)"
+        return text + (" — interrupted" if self.interrupted else "")
+
+
+@dataclass(frozen=True)
+class Todo:
+    job: Job
+    generation: int
+
+
+def synth(workbook: str | Path, make_generator: Callable[[], Generator], options: SynthOptions, *,
+          team: Team = Team(), console: Console | None = None, show_progress: bool = True) -> Summary:
+    console = console or Console(stderr=True)
+    path = Path(workbook)
+    resolver = PathResolver(options.base_dir or path.parent, allow_outside=options.allow_outside)
+    out_dirs = {"raw": _out_dir(resolver, options.out_raw), "ref": _out_dir(resolver, options.out_ref)}
+    lock = RenderLock(path)
+    if team.is_main:
+        ensure_not_locked(path)
+        if not lock.acquire(blocking=False):
+            raise EditForgeError(f"another `editforge synth` is running on {path.name}; wait for it to finish")
+    try:
+        book = open_workbook(path, sheet=options.sheet, columns=options.columns, read_only=not team.is_main)
+        plan = plan_workbook(book, resolver)
+        with Journal.for_workbook(path) as journal:
+            # Every process derives the same to-do list before anyone generates: reconcile (below)
+            # changes nothing it depends on, and nobody journals a result until the barrier.
+            todo, recovered = _todo(plan, journal.latest_by_identity(book.sheet))
+            todo = todo[: options.max_rows] if options.max_rows is not None else todo
+            shared = None
+            if team.is_main:
+                shared = (uuid.uuid4().hex, _base_seed(journal, options.seed))
+                _reconcile(journal, book.sheet, plan, resolver)
+            run_id, base_seed = team.share(shared)
+            if team.is_main:
+                hint = "" if options.seed is not None else f" (random; --seed {base_seed} reproduces it)"
+                console.print(f"synth {path.name}: {len(todo)} rows to generate, seed {base_seed}{hint}",
+                              highlight=False)
+            runner = _Runner(journal, book, resolver, out_dirs, options, team, run_id, base_seed, console)
+            summary = runner.run(todo[team.index:: team.size], make_generator, plan, len(todo), show_progress)
+            summary.recovered = recovered
+            summary.skipped = len(plan.skipped)
+            summary.failed += len(plan.failed)
+            summary.failures[:0] = [f"row {i.row}: {i.reason}" for i in plan.failed]
+            return summary
+    finally:
+        lock.release()
+
+
+def _out_dir(resolver: PathResolver, folder: str) -> Path:
+    try:
+        return resolver.resolve(folder)[0]
+    except BadPath as exc:
+        raise EditForgeError(f"output folder {folder}: {exc}") from None
+
+
+def _base_seed(journal: Journal, seed: int | None) -> int:
+    """--seed if given (and remembered), else the seed this journal already uses, else a new one."""
+    if seed is not None:
+        return int(journal.set_meta("base_seed", str(seed)))
+    return int(journal.set_meta("base_seed", str(random_base_seed()), only_if_absent=True))
+
+
+def _todo(plan: Plan, latest: dict[str, Result]) -> tuple[list[Todo], int]:
+    """Planned jobs minus those an interrupted run already finished (they only need rendering)."""
+    todo, recovered = [], 0
+    for job in plan.jobs:
+        previous = latest.get(job.identity)
+        if previous is None:
+            todo.append(Todo(job, 0))
+        elif previous.status == "done" and not previous.rendered:
+            recovered += 1
+        elif previous.status == "done":  # rendered, and the user asked for this row again: a new picture
+            todo.append(Todo(job, previous.generation + 1))
+        else:  # failed, or running when a run was killed: try the same generation again
+            todo.append(Todo(job, previous.generation))
+    return todo, recovered
+
+
+def _reconcile(journal: Journal, sheet: str, plan: Plan, resolver: PathResolver) -> None:
+    """Main process, before any worker starts: settle what earlier (killed) runs left behind."""
+    running = journal.results(sheet=sheet, status="running")
+    for r in running:  # the image may have been renamed into place but never journaled
+        _delete_output(resolver, r.output)
+    journal.set_status([r.id for r in running], "failed", "interrupted")
+    planned = {job.identity: job.row for job in plan.jobs}
+    moves, rendered, superseded = {}, [], []
+    for r in journal.results(sheet=sheet, status="done", rendered=False):
+        if r.identity in planned:
+            moves[r.id] = planned[r.identity]  # recovered: rendered into its row's current position
+        elif r.output in plan.referenced:
+            rendered.append(r.id)  # the workbook got it, the journal did not hear back
+        else:  # its row changed or vanished before the result reached the workbook: stale
+            _delete_output(resolver, r.output)
+            superseded.append(r.id)
+    journal.move_rows(moves)
+    journal.mark_rendered(rendered)
+    journal.set_status(superseded, "superseded", "row changed before the result was rendered")
+
+
+def _delete_output(resolver: PathResolver, output: str) -> None:
+    path = resolver.resolve(output)[0]
+    path.unlink(missing_ok=True)
+    for leftover in path.parent.glob(f".{path.name}.tmp-*"):  # save_png_atomic's temp name
+        leftover.unlink(missing_ok=True)
+
+
+class _Runner:
+    def __init__(self, journal: Journal, book: Workbook, resolver: PathResolver, out_dirs: dict[str, Path],
+                 options: SynthOptions, team: Team, run_id: str, base_seed: int, console: Console):
+        self.journal, self.book, self.resolver, self.out_dirs = journal, book, resolver, out_dirs
+        self.options, self.team, self.run_id, self.base_seed = options, team, run_id, base_seed
+        self.console = console
+        self.saver = _SaveSchedule(options.save_every_rows, options.save_every_seconds)
+        self.consecutive_errors = 0
+        self.local: Counter[str] = Counter()  # this process's results, by status
+
+    def run(self, mine: list[Todo], make_generator, plan: Plan, total: int, show_progress: bool) -> Summary:
+        summary = Summary(base_seed=self.base_seed)
+        dirty = self.team.is_main and _write_plan_statuses(self.book, plan)
+        previous_sigterm = _sigterm_raises_interrupt()
+        progress = _progress(self.console, show_progress and self.team.is_main and total > 0)
+        try:
+            with progress:
+                task = progress.add_task("synth", total=total, rate="-")
+                started = time.monotonic()
+                generate = make_generator() if mine else None
+                for todo in mine:
+                    self._run_one(todo, generate)
+                    if self.team.is_main:
+                        self._show(progress, task, started)
+                        dirty = self._maybe_render(dirty)
+                self._finished()
+                if self.team.is_main:
+                    while not self._everyone_finished():  # keep rendering the others' results
+                        time.sleep(0.5)
+                        self._show(progress, task, started)
+                        dirty = self._maybe_render(dirty)
+                    self._show(progress, task, started)
+        except KeyboardInterrupt:
+            summary.interrupted = True
+        finally:
+            if previous_sigterm is not None:
+                signal.signal(signal.SIGTERM, previous_sigterm)
+            if self.team.is_main:
+                self._render(dirty)
+        counts = self.journal.counts(self.run_id) if self.team.is_main else Counter(self.local)
+        summary.generated = counts.get("done", 0)
+        summary.failed = counts.get("failed", 0)
+        summary.failures = [f"row {r.row}: {r.error}" for r in self.journal.results(run_id=self.run_id,
+                                                                                     status="failed")]
+        return summary
+
+    def _run_one(self, todo: Todo, generate: Generator) -> None:
+        job = todo.job
+        folder = self.out_dirs["raw" if job.target == "raw_image" else "ref"]
+        output = folder / f"{uuid.uuid4().hex}.png"
+        first_seed = row_seed(self.base_seed, job.identity, todo.generation)
+        result_id = self.journal.begin(
+            sheet=self.book.sheet, identity=job.identity, generation=todo.generation, row=job.row,
+            mode=job.mode, target=job.target, output=self.resolver.cell_value(output), seed=first_seed,
+            run_id=self.run_id, worker=self.team.index)
+        status, seed, report, error = "failed", first_seed, None, None
+        try:
+            images = [open_rgb(p) for p in job.inputs]
+            for attempt in range(self.options.retries + 1):
+                seed = first_seed + attempt
+                image, params = generate(images, job.prompt, seed)
+                report = check_quality(image, images)
+                if report.ok:
+                    break
+            if report.ok:
+                save_png_atomic(image, output, {**params, "seed": seed, "mode": job.mode,
+                                                "workbook": self.book.path.name, "sheet": self.book.sheet,
+                                                "row": job.row})
+                status = "done"
+            else:
+                error = f"quality gate: {report.reason} ({self.options.retries + 1} tries)"
+            self.consecutive_errors = 0
+        except EditForgeError as exc:  # unreadable input and the like: this row's problem
+            error = str(exc)
+        except Exception as exc:  # noqa: BLE001 - one row's crash must not end a 10-hour run
+            if _is_out_of_memory(exc):
+                error = "out of memory (try --max-pixels, --offload or --quantize)"
+            else:
+                self.consecutive_errors += 1
+                error = _describe(exc)
+            if self.consecutive_errors >= MAX_CONSECUTIVE_ERRORS:
+                self.journal.finish(result_id, status="failed", seed=seed, error=error)
+                raise EditForgeError(f"stopping: {MAX_CONSECUTIVE_ERRORS} rows in a row failed; last: {error}")
+        self.journal.finish(result_id, status=status, seed=seed,
+                            quality=report.metrics if report else None, error=error)
+        self.local[status] += 1
+
+    def _finished(self) -> None:
+        self.journal.set_meta(f"run:{self.run_id}:finished:{self.team.index}", "1")
+
+    def _everyone_finished(self) -> bool:
+        return all(self.journal.meta(f"run:{self.run_id}:finished:{i}") for i in range(self.team.size))
+
+    def _show(self, progress: Progress, task, started: float) -> None:
+        counts = self.journal.counts(self.run_id) if self.team.size > 1 else self.local
+        done = counts.get("done", 0) + counts.get("failed", 0)
+        minutes = (time.monotonic() - started) / 60
+        rate = f"{counts.get('done', 0) / minutes:.1f}" if minutes > 0 else "-"
+        progress.update(task, completed=done, rate=rate)
+
+    def _maybe_render(self, dirty: bool) -> bool:
+        self.saver.row_done()
+        if self.saver.due():
+            self._render(dirty)
+            return False
+        return dirty
+
+    def _render(self, dirty: bool) -> None:
+        started = time.monotonic()
+        try:
+            stats = render(self.book, self.journal, dirty=dirty)
+        except EditForgeError as exc:  # Excel opened it meanwhile: the journal keeps everything
+            self.console.print(f"[yellow]workbook not saved:[/] {exc}; results are safe in the journal, "
+                               "run the same command again to write them", highlight=False)
+            self.saver.saved(time.monotonic() - started)
+            return
+        self.saver.saved(time.monotonic() - started if stats.saved else 0.0)
+
+
+class _SaveSchedule:
+    """When to render: every N rows or T seconds, but never more often than 10x a save's duration."""
+
+    def __init__(self, every_rows: int, every_seconds: float):
+        self.every_rows, self.every_seconds = every_rows, every_seconds
+        self.rows = 0
+        self.last = time.monotonic()
+        self.cost = 0.0
+
+    def row_done(self) -> None:
+        self.rows += 1
+
+    def due(self) -> bool:
+        elapsed = time.monotonic() - self.last
+        return (self.rows >= self.every_rows or elapsed >= self.every_seconds) and elapsed >= 10 * self.cost
+
+    def saved(self, seconds: float) -> None:
+        self.rows, self.last, self.cost = 0, time.monotonic(), seconds
+
+
+def _write_plan_statuses(book: Workbook, plan: Plan) -> bool:
+    """Skip and bad-input reasons into gen_status; True if any cell changed."""
+    changed = False
+    if plan.skipped or plan.failed:
+        book.ensure_column(GEN_SEED)  # the run's two columns, always in this order
+    for verdict, issues in (("skipped", plan.skipped), ("failed", plan.failed)):
+        for issue in issues:
+            text = f"{verdict}: {issue.reason}"
+            if book.get(issue.row, GEN_STATUS) != text:
+                book.set(issue.row, GEN_STATUS, text)
+                changed = True
+    return changed
+
+
+def _progress(console: Console, enabled: bool) -> Progress:
+    return Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
+                    MofNCompleteColumn(), TextColumn("rows"), TextColumn("{task.fields[rate]} images/min"),
+                    TimeRemainingColumn(), console=console, disable=not enabled, transient=False)
+
+
+def _sigterm_raises_interrupt():
+    """SIGTERM (a scheduler's preemption, `kill`) ends the run like Ctrl-C: workbook saved."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        return None
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(exc, getattr(torch, "OutOfMemoryError", ())):
+        cuda = getattr(torch, "cuda", None)
+        if cuda is not None and cuda.is_available():
+            cuda.empty_cache()  # give the next row the memory back
+        return True
+    return False
+
+
+def _describe(exc: BaseException) -> str:
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {first_line}" if first_line else type(exc).__name__
+
+
+def dry_run(workbook: str | Path, options: SynthOptions, *, limit: int = 20) -> str:
+    """The plan as text: rows per mode, skip reasons, bad inputs. Reads only; writes nothing."""
+    path = Path(workbook)
+    resolver = PathResolver(options.base_dir or path.parent, allow_outside=options.allow_outside)
+    book = open_workbook(path, sheet=options.sheet, columns=options.columns, read_only=True)
+    plan = plan_workbook(book, resolver)
+    modes = Counter(job.mode for job in plan.jobs)
+    where = f"sheet {book.sheet!r}, " if book.sheet else ""
+    layout = "positional columns A, B-D, E, G" if book.positional else f"header row {book.header_row}"
+    lines = [f"{path.name} ({where}{layout}, base dir {resolver.base})"]
+    for mode in ("gen_raw", "gen_ref", "gen_extra_ref"):
+        lines.append(f"  {mode:<14} {modes.get(mode, 0)}")
+    if options.max_rows is not None and len(plan.jobs) > options.max_rows:
+        lines.append(f"  (--max-rows {options.max_rows}: only the first {options.max_rows} of these)")
+    for verdict, issues in (("skipped", plan.skipped), ("failed", plan.failed)):
+        lines.append(f"  {verdict:<14} {len(issues)}")
+        by_reason: dict[str, list[int]] = {}
+        for issue in issues:
+            by_reason.setdefault(issue.reason, []).append(issue.row)
+        for reason, rows in list(by_reason.items())[:limit]:
+            shown = ", ".join(map(str, rows[:8])) + (f" and {len(rows) - 8} more" if len(rows) > 8 else "")
+            lines.append(f"    {reason}: row{'s' if len(rows) > 1 else ''} {shown}")
+        if len(by_reason) > limit:
+            lines.append(f"    ... {len(by_reason) - limit} more reasons")
+    return "\n".join(lines)
