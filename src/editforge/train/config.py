@@ -1,0 +1,172 @@
+"""The training config: one YAML file names everything a run depends on.
+
+`load_config(path, overrides)` reads the YAML, applies `--set key=value` overrides, and validates it with
+pydantic. Every error names the dotted key that is wrong (`train.lr: ...`), because a typo in a 40-line YAML
+is the most common way a training run fails. `default_config(family)` is what `--print-config` prints.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from editforge.errors import EditForgeError
+from editforge.models.registry import FAMILIES
+
+# Attention (image + text stream) and MLP projections of every QwenImageTransformerBlock. The modulation
+# layers (img_mod.1, txt_mod.1) are as large again but run once per sample; add them for more capacity.
+DEFAULT_TARGET_MODULES = [
+    "to_q", "to_k", "to_v", "to_out.0",
+    "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out",
+    "img_mlp.net.0.proj", "img_mlp.net.2", "txt_mlp.net.0.proj", "txt_mlp.net.2",
+]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SampleConfig(Strict):
+    """One sample written inline in the config (validation samples, or small training sets)."""
+
+    target: Optional[Path] = None  # the edited image; for validation, the reference shown beside the preview
+    controls: list[Path] = Field(default_factory=list, max_length=3)
+    instruction: str
+
+
+class DataConfig(Strict):
+    source: Optional[Path] = None  # any source editforge.dataset reads (workbook, metadata.csv, folder, JSONL, parquet)
+    samples: list[SampleConfig] = Field(default_factory=list)  # inline samples, added to `source`
+    max_pixels: Optional[int] = Field(None, gt=0)  # target / VAE area; default: the model's inference area
+    condition_pixels: Optional[int] = Field(None, gt=0)  # Edit-2509 VL-encoder area; default: the model's
+    batch_size: int = Field(1, ge=1)
+    repeats: int = Field(1, ge=1)
+    cache_dir: Optional[Path] = None  # default: <output_dir>/cache
+
+
+class LoraConfig(Strict):
+    rank: int = Field(16, ge=1)
+    alpha: float = Field(16.0, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] = Field(default_factory=lambda: list(DEFAULT_TARGET_MODULES), min_length=1)
+    init_from: Optional[Path] = None  # start from an existing LoRA file (its rank/alpha/targets win)
+
+
+class TrainConfig(Strict):
+    steps: int = Field(1000, ge=1)  # optimizer steps
+    learning_rate: float = Field(1e-4, gt=0)
+    optimizer: Literal["adamw", "adamw8bit"] = "adamw"
+    weight_decay: float = Field(0.01, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    lr_scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine"] = "constant_with_warmup"
+    warmup_steps: int = Field(0, ge=0)
+    gradient_accumulation: int = Field(1, ge=1)
+    max_grad_norm: float = Field(1.0, gt=0)
+    mixed_precision: Literal["bf16", "fp16", "no"] = "bf16"
+    gradient_checkpointing: bool = True
+    quantize: Optional[Literal["int8", "fp8"]] = None  # quantize the frozen base; the LoRA trains in full precision
+    timestep_sampling: Literal["uniform", "logit_normal", "shift"] = "shift"
+    shift: Union[float, Literal["auto"]] = "auto"  # "auto": the inference scheduler's shift for the image size
+    logit_mean: float = 0.0
+    logit_std: float = Field(1.0, gt=0)
+
+    @field_validator("shift")
+    @classmethod
+    def _positive_shift(cls, value):
+        if value != "auto" and value <= 0:
+            raise ValueError("must be a positive number or 'auto'")
+        return value
+
+
+class CheckpointConfig(Strict):
+    every: int = Field(250, ge=1)  # optimizer steps between checkpoints
+    keep: int = Field(3, ge=1)  # newest checkpoints kept on disk
+
+
+class ValidationConfig(Strict):
+    every: int = Field(250, ge=1)
+    samples: list[SampleConfig] = Field(default_factory=list)
+    steps: int = Field(20, ge=1)  # denoising steps of each preview
+    cfg: float = Field(4.0, ge=1)
+    seed: int = 0
+
+
+class Config(Strict):
+    model: str
+    output_dir: Path
+    seed: int = 0
+    data: DataConfig = Field(default_factory=DataConfig)
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    log_every: int = Field(10, ge=1)  # optimizer steps between TensorBoard / console logs
+    export_format: Literal["diffusers", "comfyui"] = "diffusers"
+
+    @model_validator(mode="after")
+    def _has_data(self):
+        if self.data.source is None and not self.data.samples:
+            raise ValueError("data: give data.source (a dataset) or data.samples (inline samples)")
+        return self
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.data.cache_dir or self.output_dir / "cache"
+
+
+def default_config(family: str = "qwen-image-edit-2509") -> dict:
+    """A complete config for `family` with every key at its default, as `--print-config` shows it."""
+    if family not in FAMILIES:
+        raise EditForgeError(f"--family must be one of {', '.join(FAMILIES)}, not {family}")
+    sample = {"target": "data/edited/0001.png", "instruction": "make the sky red"}
+    if FAMILIES[family].is_edit:
+        sample["controls"] = ["data/source/0001.png"]
+    config = Config(
+        model=family, output_dir=Path(f"runs/{family}-lora"),
+        data=DataConfig(source=Path("data/metadata.csv")), validation=ValidationConfig(samples=[sample]),
+    )
+    return config.model_dump(mode="json")
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
+    path = Path(path)
+    if not path.is_file():
+        raise EditForgeError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise EditForgeError(f"{path} is not valid YAML ({exc})") from exc
+    if not isinstance(raw, dict):
+        raise EditForgeError(f"{path}: expected a mapping of keys at the top level")
+    for override in overrides:
+        apply_override(raw, override)
+    return validate(raw, str(path))
+
+
+def apply_override(raw: dict, override: str) -> None:
+    """`--set train.learning_rate=2e-4`: the value is parsed as YAML, so numbers, lists and null work."""
+    key, sep, text = override.partition("=")
+    if not sep or not key.strip():
+        raise EditForgeError(f"--set {override}: expected key=value, e.g. train.steps=500")
+    *parents, leaf = key.strip().split(".")
+    node = raw
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise EditForgeError(f"--set {override}: {part} is not a section")
+    node[leaf] = yaml.safe_load(text)
+
+
+def validate(raw: dict, where: str = "config") -> Config:
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+            message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
+            problems.append(f"{key}: {message}")
+        raise EditForgeError(f"{where}: " + "; ".join(problems)) from None

@@ -1,0 +1,212 @@
+"""`train(config)`: cache, add a LoRA, optimise, checkpoint, preview, export. Read it top to bottom.
+
+Runs the same under `python -m editforge train` (one process) and `accelerate launch` (DDP or DeepSpeed
+ZeRO-2, any number of processes): accelerate owns the process group, gradient all-reduce and the
+sharded optimizer state; everything else here is rank-aware only where it must be (who caches which
+sample, who writes files).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from editforge.errors import EditForgeError
+from editforge.models.loading import load_pipeline, quantize_transformer
+from editforge.models.registry import FAMILY_BY_PIPELINE
+from editforge.progress import progress_bar
+from editforge.train import checkpoint as ckpt
+from editforge.train.buckets import BatchStream
+from editforge.train.cache import CacheReport, build_cache, load_cached
+from editforge.train.config import Config
+from editforge.train.logs import RunLog, loss_curve, read_metrics
+from editforge.train.lora import add_lora, save_lora
+from editforge.train.objective import auto_shift, collate, flow_matching_loss, sample_sigmas
+from editforge.train.validation import prepare_previews, run_validation
+
+log = logging.getLogger("editforge.train")
+WEIGHT_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "no": torch.float32}
+
+
+class TrainingDiverged(EditForgeError):
+    """The loss stopped being a finite number."""
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    lora: Path
+    start_step: int
+    losses: list[float] = field(default_factory=list)  # this process's run, one per optimizer step
+    cache: CacheReport | None = None
+
+
+def train(config: Config, *, resume: str | None = None) -> TrainResult:
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    accelerator = Accelerator(mixed_precision=config.train.mixed_precision)
+    set_seed(config.seed)
+    main = accelerator.is_main_process
+    out = config.output_dir
+    pipe = load_pipeline(config.model, dtype=WEIGHT_DTYPES[config.train.mixed_precision],
+                         device=str(accelerator.device))
+    family = FAMILY_BY_PIPELINE[type(pipe).__name__]
+    areas = dict(max_pixels=config.data.max_pixels or pipe.editforge_info["max_pixels"],
+                 condition_pixels=config.data.condition_pixels or pipe.editforge_info["condition_pixels"])
+
+    # 1. Encode the data once; then the text encoder goes away and the VAE off the GPU (back only to preview).
+    samples, unfit = training_samples(config, family)
+    with progress_bar("sample") as bar:
+        task = bar.add_task("caching", total=len(samples[accelerator.process_index::accelerator.num_processes]))
+        cache = build_cache(pipe, samples, config.cache_dir, vae_pixels=areas["max_pixels"],
+                            condition_pixels=areas["condition_pixels"], rank=accelerator.process_index,
+                            world_size=accelerator.num_processes, barrier=accelerator.wait_for_everyone,
+                            progress=lambda: bar.advance(task))
+    cache.skipped += unfit
+    if main and cache.skipped:
+        log.warning("skipped %d unusable sample(s): %s", len(cache.skipped), "; ".join(cache.skipped[:5]))
+    if not cache.samples:
+        raise EditForgeError("no usable training samples (all were skipped; see the warnings above)")
+    previews = prepare_previews(pipe, config.validation.samples, cfg=config.validation.cfg,
+                                max_pixels=areas["max_pixels"], condition_pixels=areas["condition_pixels"]) \
+        if main and config.validation.samples else []
+    pipe.text_encoder = None
+    pipe.vae.to("cpu")
+    gc.collect()
+    torch.cuda.empty_cache()
+
+    # 2. The model: frozen (optionally quantized) base, trainable LoRA, optimizer, schedule.
+    tc = config.train
+    if tc.quantize:
+        quantize_transformer(pipe.transformer, tc.quantize)
+    params = add_lora(pipe, config.lora)
+    if tc.gradient_checkpointing:
+        pipe.transformer.enable_gradient_checkpointing()
+    optimizer = make_optimizer(params, tc)
+    from diffusers.optimization import get_scheduler
+
+    lr_scheduler = get_scheduler(tc.lr_scheduler, optimizer, num_warmup_steps=tc.warmup_steps,
+                                 num_training_steps=tc.steps)
+    transformer, optimizer = accelerator.prepare(pipe.transformer, optimizer)
+    accelerator.register_for_checkpointing(lr_scheduler)  # stepped by hand: once per optimizer step
+    ckpt.register_lora_hooks(accelerator, pipe.transformer)
+    stream = BatchStream([s.bucket for s in cache.samples], batch_size=config.data.batch_size,
+                         repeats=config.data.repeats, seed=config.seed, rank=accelerator.process_index,
+                         world_size=accelerator.num_processes)
+    step = 0
+    if resume:
+        state = ckpt.load_checkpoint(accelerator, ckpt.resolve_resume(out / "checkpoints", resume))
+        step = state["step"]
+        stream.load_state_dict(state["data"])
+    run_log = RunLog(out, enabled=main, resume_step=step)
+    result = TrainResult(out, out / "lora.safetensors", step, cache=cache)
+
+    # 3. The loop. Noise and timesteps come from a generator seeded by (seed, step, micro-step, rank), so a
+    # resumed run draws exactly what the uninterrupted run drew.
+    transformer.train()
+    while step < tc.steps:
+        total = 0.0
+        for micro in range(tc.gradient_accumulation):
+            batch = collate(load_cached([cache.samples[i].path for i in next(stream)]), accelerator.device,
+                            pipe.transformer.dtype)
+            generator = torch.Generator().manual_seed(
+                config.seed * 1_000_003 + (step * tc.gradient_accumulation + micro) * 1009 + accelerator.process_index)
+            target = batch["target"]
+            shift = tc.shift if tc.shift != "auto" else auto_shift(
+                pipe.scheduler.config, target.shape[2] * target.shape[3] // 4)
+            sigmas = sample_sigmas(target.shape[0], method=tc.timestep_sampling, shift=shift,
+                                   logit_mean=tc.logit_mean, logit_std=tc.logit_std, generator=generator)
+            noise = torch.randn(target.shape, generator=generator)
+            with accelerator.autocast():
+                loss = flow_matching_loss(transformer, batch, sigmas.to(accelerator.device), noise)
+            mean_loss = accelerator.reduce(loss.detach(), "mean").item()
+            if not math.isfinite(mean_loss):
+                latest = ckpt.checkpoints(out / "checkpoints")
+                raise TrainingDiverged(
+                    f"loss is {mean_loss} at step {step + 1}; stopped. Last good checkpoint: "
+                    f"{latest[-1] if latest else 'none yet'}. Lower train.learning_rate or check the data.")
+            # Only the last micro-step all-reduces gradients; the others accumulate locally.
+            sync = accelerator.no_sync(transformer) if micro < tc.gradient_accumulation - 1 else contextlib.nullcontext()
+            with sync:
+                accelerator.backward(loss / tc.gradient_accumulation)
+            total += mean_loss / tc.gradient_accumulation
+        grad_norm = accelerator.clip_grad_norm_(params, tc.max_grad_norm)
+        optimizer.step()
+        lr_scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        result.losses.append(total)
+        run_log.step(step, total, lr_scheduler.get_last_lr()[0], float(grad_norm))
+        if step % config.log_every == 0 and main:
+            log.info("step %d/%d  loss %.4f  lr %.3g", step, tc.steps, total, lr_scheduler.get_last_lr()[0])
+        if step % config.checkpoint.every == 0 or step == tc.steps:
+            ckpt.save_checkpoint(accelerator, out / "checkpoints", step, {"data": stream.state_dict()},
+                                 config.checkpoint.keep)
+        if previews and (step % config.validation.every == 0 or step == tc.steps):
+            validate(pipe, previews, out / "validation" / f"step-{step:06d}", config, areas, run_log, step)
+        accelerator.wait_for_everyone()
+
+    # 4. Export.
+    if main:
+        metadata = {"model": config.model, "family": family.name, "steps": step, "rank": config.lora.rank}
+        save_lora(pipe.transformer, result.lora, "diffusers", metadata)
+        if config.export_format == "comfyui":
+            save_lora(pipe.transformer, out / "lora-comfyui.safetensors", "comfyui", metadata)
+        loss_curve([r["loss"] for r in read_metrics(run_log.path)], out / "loss.png")
+    run_log.close()
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return result
+
+
+def training_samples(config: Config, family) -> tuple[list, list[str]]:
+    """Samples from `data.source` (via editforge.dataset) plus inline ones; those the family can't take are set aside."""
+    samples = list(config.data.samples)
+    if config.data.source is not None:
+        try:
+            from editforge.dataset import load_samples
+        except ImportError as exc:
+            raise EditForgeError("data.source needs the editforge.dataset package; use data.samples meanwhile") from exc
+        samples += list(load_samples(config.data.source))
+    usable, unfit = [], []
+    for sample in samples:
+        if sample.target is None:
+            unfit.append(f"{sample.instruction[:40]!r}: no target image")
+        elif len(sample.controls) > family.max_images:
+            unfit.append(f"{sample.target}: {len(sample.controls)} control images, {family.name} takes "
+                         f"at most {family.max_images}")
+        else:
+            usable.append(sample)
+    return usable, unfit
+
+
+def make_optimizer(params, tc) -> torch.optim.Optimizer:
+    kwargs = dict(lr=tc.learning_rate, betas=tc.betas, weight_decay=tc.weight_decay)
+    if tc.optimizer == "adamw8bit":
+        try:
+            import bitsandbytes as bnb
+        except ImportError as exc:
+            raise EditForgeError("train.optimizer adamw8bit needs bitsandbytes: pip install bitsandbytes") from exc
+        return bnb.optim.AdamW8bit(params, **kwargs)
+    return torch.optim.AdamW(params, **kwargs)
+
+
+@torch.no_grad()
+def validate(pipe, previews, folder: Path, config: Config, areas: dict, run_log: RunLog, step: int) -> None:
+    """Previews with the in-training weights (main process; the others wait at the barrier)."""
+    device = pipe.transformer.device
+    pipe.transformer.eval()  # LoRA dropout off
+    pipe.vae.to(device)
+    vc = config.validation
+    sheets = run_validation(pipe, previews, folder, steps=vc.steps, cfg=vc.cfg, seed=vc.seed,
+                            max_pixels=areas["max_pixels"], condition_pixels=areas["condition_pixels"])
+    pipe.vae.to("cpu")
+    pipe.transformer.train()
+    run_log.images(step, sheets)
