@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Create .venv and install EditForge with everything its tests and demo need, on a CPU-only machine.
+# GPU machines: install a CUDA build of torch into your environment first, then `pip install -e ".[all]"`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+# torch first and pinned: the CPU wheel. An open `torch` requirement would pull a multi-GB CUDA build.
+.venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/pip install --quiet --disable-pip-version-check torch==2.13.0
+.venv/bin/pip install --quiet --disable-pip-version-check -e ".[dev]"

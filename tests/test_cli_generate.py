@@ -1,0 +1,104 @@
+"""The edit / t2i / doctor commands as a user runs them, including every way a user can get it wrong."""
+
+import pytest
+from PIL import Image
+
+from editforge.inference.metadata import read_params
+from tests.conftest import run_cli
+
+TINY = ("--model", "tiny-qwen-image-edit-2509", "--steps", "2")
+
+
+def _one_clean_error(result, *needles):
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in result.stderr, result.stderr
+
+
+def test_single_edit_writes_a_png_with_metadata(tmp_path, make_image):
+    a, b = make_image("a.png"), make_image("b.png", 48, 80, seed=1)
+    out = tmp_path / "out" / "edited.png"
+    result = run_cli("edit", "--image", a, "--image", b, "--prompt", "put them together", "--out", out,
+                     "--lightning", "8", "--seed", "42", *TINY)
+    assert result.returncode == 0, result.stderr
+    params = read_params(out)
+    assert params["seed"] == 42 and params["lightning"] == 8 and params["inputs"] == [str(a), str(b)]
+    assert Image.open(out).size == (64, 96)  # the last image (48x80) sets the aspect; sides are multiples of 32
+
+
+def test_batch_edit_from_prompt_and_image_files(tmp_path, make_image):
+    make_image("imgs/a.png"), make_image("imgs/b c.png", seed=2)
+    (tmp_path / "prompts.txt").write_text("make it red\nmake it blue\n")
+    (tmp_path / "images.txt").write_text("imgs/a.png\nimgs/a.png 'imgs/b c.png'\n")
+    result = run_cli("edit", "--prompts", tmp_path / "prompts.txt", "--images", tmp_path / "images.txt",
+                     "--out-dir", tmp_path / "out", *TINY)
+    assert result.returncode == 0, result.stderr
+    outputs = sorted((tmp_path / "out").glob("*.png"))
+    assert [p.name for p in outputs] == ["0000.png", "0001.png"]
+    assert read_params(outputs[1])["prompt"] == "make it blue" and len(read_params(outputs[1])["inputs"]) == 2
+
+
+def test_t2i_with_aspect_and_magic(tmp_path):
+    out = tmp_path / "cat.png"
+    result = run_cli("t2i", "--model", "tiny-qwen-image", "--prompt", "a cat", "--aspect", "16:9",
+                     "--magic", "en", "--steps", "1", "--out", out)
+    assert result.returncode == 0, result.stderr
+    params = read_params(out)
+    assert params["prompt"].startswith("a cat, Ultra HD") and params["width"] > params["height"]
+
+
+def test_doctor_lists_versions_and_models():
+    result = run_cli("doctor")
+    assert result.returncode == 0, result.stderr
+    for needle in ("diffusers", "transformers", "tiny-qwen-image-edit-2509", "Qwen/Qwen-Image-Edit-2509"):
+        assert needle in result.stdout
+
+
+@pytest.mark.parametrize(
+    "setup, args, needles",
+    [
+        (None, ("--image", "missing.png", "--prompt", "x", "--out", "o.png"), ["image not found", "missing.png"]),
+        ("corrupt", ("--image", "bad.png", "--prompt", "x", "--out", "o.png"), ["bad.png"]),
+        ("text", ("--image", "notes.png", "--prompt", "x", "--out", "o.png"), ["not a readable image"]),
+        ("image", ("--image", "a.png", "--prompt", "x", "--out", "o.png", "--lora", "gone.safetensors"),
+         ["LoRA file not found", "gone.safetensors"]),
+        ("image", ("--image", "a.png", "--prompt", "x", "--out", "o.jpg"), ["use .png"]),
+        ("image", ("--image", "a.png", "--prompt", "x", "--out", "o.png", "--lightning", "6"), ["--lightning"]),
+        ("image", ("--image", "a.png", "--out", "o.png"), ["give --image, --prompt and --out"]),
+    ],
+)
+def test_user_errors_are_one_line_exit_2(tmp_path, make_image, setup, args, needles):
+    if setup == "corrupt":
+        (tmp_path / "bad.png").write_bytes(make_image("a.png").read_bytes()[:100])
+    elif setup == "text":
+        (tmp_path / "notes.png").write_text("hello")
+    elif setup == "image":
+        make_image("a.png")
+    _one_clean_error(run_cli("edit", *args, *TINY, cwd=tmp_path), *needles)
+
+
+def test_model_not_cached_while_offline(tmp_path, make_image):
+    make_image("a.png")
+    result = run_cli("edit", "--image", "a.png", "--prompt", "x", "--out", "o.png", "--model",
+                     "someone/qwen-finetune", cwd=tmp_path)
+    _one_clean_error(result, "not cached", "someone/qwen-finetune")
+
+
+@pytest.mark.parametrize(
+    "prompts, images, needle",
+    [
+        ("a\n\nb\n", "x.png\nx.png\nx.png\n", "prompts.txt:2: empty prompt"),
+        ("a\nb\n", "x.png\n", "2 prompts but"),
+        ("a\n", "'x.png\n", "images.txt:1"),
+        (b"\xff\xfe\x00bad", "x.png\n", "not UTF-8"),
+    ],
+)
+def test_malformed_batch_files(tmp_path, make_image, prompts, images, needle):
+    make_image("x.png")
+    path = tmp_path / "prompts.txt"
+    path.write_bytes(prompts if isinstance(prompts, bytes) else prompts.encode())
+    (tmp_path / "images.txt").write_text(images)
+    result = run_cli("edit", "--prompts", "prompts.txt", "--images", "images.txt", "--out-dir", "out", *TINY,
+                     cwd=tmp_path)
+    _one_clean_error(result, needle)

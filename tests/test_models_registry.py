@@ -1,0 +1,60 @@
+"""How --model strings resolve, and the tiny offline models."""
+
+import json
+
+import pytest
+import torch
+
+from editforge.errors import EditForgeError
+from editforge.models.registry import FAMILIES, TINY_MODELS, resolve_model
+from editforge.models.tiny import build_tiny_pipeline
+
+
+def test_family_names_resolve_to_hub_ids():
+    spec = resolve_model("qwen-image-edit-2509")
+    assert spec.source == "Qwen/Qwen-Image-Edit-2509" and spec.family.max_images == 3
+    assert spec.max_pixels == 1024 * 1024 and spec.condition_pixels == 384 * 384
+
+
+@pytest.mark.parametrize("name", list(TINY_MODELS))
+def test_tiny_models_are_pipeline_folders_with_small_defaults(name):
+    spec = resolve_model(name)
+    index = json.loads((spec.source and open(f"{spec.source}/model_index.json").read()))
+    assert index["_class_name"] == TINY_MODELS[name].pipeline_class
+    assert spec.is_local and spec.max_pixels == 64 * 64
+    # a folder path resolves to the same thing as the tiny name
+    assert resolve_model(spec.source).family is spec.family
+
+
+def test_tiny_weights_are_reproducible():
+    family = FAMILIES["qwen-image-edit-2509"]
+    a, b = build_tiny_pipeline(family), build_tiny_pipeline(family)
+    for part in ("transformer", "vae", "text_encoder"):
+        for (name, x), (_, y) in zip(getattr(a, part).state_dict().items(), getattr(b, part).state_dict().items()):
+            assert torch.equal(x, y), f"{part}.{name} differs between builds"
+
+
+def test_tokenizer_knows_qwen_special_tokens(tiny_edit_plus):
+    tok = tiny_edit_plus.tokenizer
+    ids = tok("<|im_start|>user\nPicture 1: <|vision_start|><|image_pad|><|vision_end|><|im_end|>").input_ids
+    for special in ("<|im_start|>", "<|vision_start|>", "<|image_pad|>", "<|vision_end|>", "<|im_end|>"):
+        assert tok.convert_tokens_to_ids(special) in ids
+    assert tiny_edit_plus.text_encoder.config.image_token_id == tok.convert_tokens_to_ids("<|image_pad|>")
+
+
+@pytest.mark.parametrize(
+    "model, message",
+    [
+        ("./no/such/folder", "no such folder"),
+        ("nobody/not-cached-model", "not cached"),
+        ("just-a-word", "not a family"),
+    ],
+)
+def test_bad_models_say_what_to_do(model, message):
+    with pytest.raises(EditForgeError, match=message):
+        resolve_model(model)
+
+
+def test_folder_without_model_index(tmp_path):
+    with pytest.raises(EditForgeError, match="model_index.json"):
+        resolve_model(str(tmp_path))
