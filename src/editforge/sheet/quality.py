@@ -41,7 +41,8 @@ def check_quality(output: Image.Image | np.ndarray, inputs: Sequence[Image.Image
     if isinstance(output, np.ndarray) and not np.isfinite(output).all():
         return QualityReport(False, "broken: non-finite pixels", {"finite": 0.0})
     out = _thumbnail(output)
-    metrics = {"mean": float(out.mean()), "std": float(out.std())}
+    # spatial variation per channel: a uniform colour has none, whatever its channels are
+    metrics = {"mean": float(out.mean()), "std": float(out.std(axis=(0, 1)).max())}
     if metrics["mean"] < BLACK_MEAN:
         return QualityReport(False, f"black: mean {metrics['mean']:.1f}/255", _rounded(metrics))
     if metrics["std"] < FLAT_STD:
