@@ -210,7 +210,7 @@ class _Runner:
 
     def run(self, mine: list[Todo], make_generator, plan: Plan, total: int, show_progress: bool) -> Summary:
         summary = Summary(base_seed=self.base_seed)
-        dirty = self.team.is_main and _write_plan_statuses(self.book, plan)
+        dirty = self.team.is_main and _write_plan_statuses(self.book, plan, total)
         previous_sigterm = _sigterm_raises_interrupt()
         progress = _progress(self.console, show_progress and self.team.is_main and total > 0)
         try:
@@ -337,11 +337,12 @@ class _SaveSchedule:
         self.rows, self.last, self.cost = 0, time.monotonic(), seconds
 
 
-def _write_plan_statuses(book: Workbook, plan: Plan) -> bool:
+def _write_plan_statuses(book: Workbook, plan: Plan, to_generate: int) -> bool:
     """Skip and bad-input reasons into gen_status; True if any cell changed."""
     changed = False
-    if plan.skipped or plan.failed:
-        book.ensure_column(GEN_SEED)  # the run's two columns, always in this order
+    if to_generate or plan.skipped or plan.failed:  # the run's two columns first, in this order
+        known = book.column(GEN_SEED), book.column(GEN_STATUS)
+        changed = known != (book.ensure_column(GEN_SEED), book.ensure_column(GEN_STATUS))
     for verdict, issues in (("skipped", plan.skipped), ("failed", plan.failed)):
         for issue in issues:
             text = f"{verdict}: {issue.reason}"
