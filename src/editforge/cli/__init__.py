@@ -21,7 +21,9 @@ app = typer.Typer(
 err_console = Console(stderr=True)
 
 # Each module registers its commands on `app` when imported.
+from editforge.cli import demo  # noqa: E402,F401
 from editforge.cli import generate  # noqa: E402,F401
+from editforge.cli import train  # noqa: E402,F401
 from editforge.cli import synth  # noqa: E402,F401
 
 

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Quickstart: set up (idempotent), write a demo workbook, and fill it with the tiny offline Edit-2509
+# model + its Lightning LoRA, end to end on the CPU. Run it again: nothing is generated twice.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+DEMO="${1:-demo-out}"
+[ -f "$DEMO/demo.xlsx" ] || .venv/bin/editforge demo "$DEMO"
+.venv/bin/editforge synth "$DEMO/demo.xlsx" --model tiny-qwen-image-edit-2509 --lightning 8 --seed 0
+echo "Done. Open $DEMO/demo.xlsx: the generated images are under $DEMO/generated/."
