@@ -8,7 +8,6 @@ sample, who writes files).
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import logging
 import math
@@ -51,7 +50,8 @@ def train(config: Config, *, resume: str | None = None) -> TrainResult:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    accelerator = Accelerator(mixed_precision=config.train.mixed_precision)
+    accelerator = Accelerator(mixed_precision=config.train.mixed_precision,
+                              gradient_accumulation_steps=config.train.gradient_accumulation)
     set_seed(config.seed)
     main = accelerator.is_main_process
     out = config.output_dir
@@ -124,26 +124,27 @@ def train(config: Config, *, resume: str | None = None) -> TrainResult:
             sigmas = sample_sigmas(target.shape[0], method=tc.timestep_sampling, shift=shift,
                                    logit_mean=tc.logit_mean, logit_std=tc.logit_std, generator=generator)
             noise = torch.randn(target.shape, generator=generator)
-            with accelerator.autocast():
-                loss = flow_matching_loss(transformer, batch, sigmas.to(accelerator.device), noise)
-            mean_loss = accelerator.reduce(loss.detach(), "mean").item()
-            if not math.isfinite(mean_loss):
-                latest = ckpt.checkpoints(out / "checkpoints")
-                raise TrainingDiverged(
-                    f"loss is {mean_loss} at step {step + 1}; stopped. Last good checkpoint: "
-                    f"{latest[-1] if latest else 'none yet'}. Lower train.learning_rate or check the data.")
-            # Only the last micro-step all-reduces gradients; the others accumulate locally.
-            sync = accelerator.no_sync(transformer) if micro < tc.gradient_accumulation - 1 else contextlib.nullcontext()
-            with sync:
-                accelerator.backward(loss / tc.gradient_accumulation)
-            total += mean_loss / tc.gradient_accumulation
-        grad_norm = accelerator.clip_grad_norm_(params, tc.max_grad_norm)
-        optimizer.step()
+            # accelerate's accumulate(): gradients are all-reduced (and the optimizer really steps) only on
+            # the last micro-step; DeepSpeed does the same inside its engine.
+            with accelerator.accumulate(transformer):
+                with accelerator.autocast():
+                    loss = flow_matching_loss(transformer, batch, sigmas.to(accelerator.device), noise)
+                mean_loss = accelerator.reduce(loss.detach(), "mean").item()
+                if not math.isfinite(mean_loss):
+                    latest = ckpt.checkpoints(out / "checkpoints")
+                    raise TrainingDiverged(
+                        f"loss is {mean_loss} at step {step + 1}; stopped. Last good checkpoint: "
+                        f"{latest[-1] if latest else 'none yet'}. Lower train.learning_rate or check the data.")
+                accelerator.backward(loss)
+                total += mean_loss / tc.gradient_accumulation
+                if accelerator.sync_gradients:
+                    grad_norm = accelerator.clip_grad_norm_(params, tc.max_grad_norm)  # None under DeepSpeed
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
         lr_scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
         step += 1
         result.losses.append(total)
-        run_log.step(step, total, lr_scheduler.get_last_lr()[0], float(grad_norm))
+        run_log.step(step, total, lr_scheduler.get_last_lr()[0], float(grad_norm) if grad_norm is not None else math.nan)
         if step % config.log_every == 0 and main:
             log.info("step %d/%d  loss %.4f  lr %.3g", step, tc.steps, total, lr_scheduler.get_last_lr()[0])
         if step % config.checkpoint.every == 0 or step == tc.steps:
