@@ -83,19 +83,19 @@ def test_absolute_path_inside_base_is_read_like_a_relative_one(base):
                             ["img/r.png", None, None, None, "p", "", True]])
     first, second = plan.jobs
     assert first.inputs == second.inputs
-    assert first.identity != second.identity  # two identical rows are two pictures...
+    assert first.identity != second.identity  # two identical rows are two pictures
 
 
-def test_identity_follows_the_row_not_its_number(base):
+def test_identity_is_content_and_position(base):
     rows = [["img/r.png", None, None, None, "p1", "", True], [None, "img/a.png", None, None, "p2", "", True]]
-    before = {j.prompt: j.identity for j in plan_rows(base, rows).jobs}
-    moved = plan_rows(base, [[None, None, None, None, "x", "", False], rows[1], rows[0]])
-    assert {j.prompt: j.identity for j in moved.jobs} == before
-    assert [j.row for j in moved.jobs] == [3, 4]
-    # ...but an edited prompt or input path is a different picture
+    before = [j.identity for j in plan_rows(base, rows).jobs]
+    assert [j.identity for j in plan_rows(base, rows).jobs] == before
+    assert [j.identity for j in plan_rows(base, [rows[0], rows[1], rows[0]]).jobs][:2] == before
     edited = plan_rows(base, [["img/r.png", None, None, None, "p1 edited", "", True],
                               [None, "img/b.png", None, None, "p2", "", True]])
-    assert not set(j.identity for j in edited.jobs) & set(before.values())
+    assert not set(j.identity for j in edited.jobs) & set(before)  # an edit is a different picture
+    moved = plan_rows(base, [[None, None, None, None, "x", "", False], *rows])
+    assert not set(j.identity for j in moved.jobs) & set(before)
 
 
 def test_allow_outside(base, tmp_path_factory):

@@ -69,10 +69,9 @@ def synth(
         typer.echo(plan_text(workbook, options))
         return
     _warnings_to_console()
-    team = accelerate_team()
+    team, process_device = accelerate_team()
     load = load_options(lightning, lightning_path, lora, dtype, quantize, offload, vae_tiling, device, force)
-    if team.size > 1 and device is None:
-        load["device"] = _process_device()
+    load["device"] = device or process_device
     gen = dict(steps=steps, cfg=cfg, negative_prompt=negative_prompt, max_pixels=max_pixels,
                condition_pixels=condition_pixels)
     summary = run_synth(workbook, lambda: model_generator(model, load, gen), options, team=team, console=console)
@@ -105,24 +104,22 @@ def model_generator(model: str, load: dict, gen: dict):
     import editforge
 
     pipe = editforge.load_pipeline(model, **load)
+    pipe.set_progress_bar_config(disable=True)  # one progress bar: rows, not denoising steps
     return lambda images, prompt, seed: editforge.generate(pipe, images, prompt, seed=seed, **gen)
 
 
 def accelerate_team():
-    """The processes of an `accelerate launch` (or torchrun), or just this one."""
+    """The processes of an `accelerate launch` (or torchrun) and this one's GPU, or just this process."""
     from editforge.sheet.synth import Team
 
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return Team()
+        return Team(), None
+    import torch
     from accelerate import PartialState
     from accelerate.utils import broadcast_object_list
 
-    state = PartialState()
-    return Team(index=state.process_index, size=state.num_processes,
+    # without cpu=True, PartialState on a machine with no GPU quietly runs every process as rank 0
+    state = PartialState(cpu=not torch.cuda.is_available())
+    team = Team(index=state.process_index, size=state.num_processes,
                 share=lambda value: broadcast_object_list([value], from_process=0)[0])
-
-
-def _process_device() -> str:
-    from accelerate import PartialState
-
-    return str(PartialState().device)
+    return team, str(state.device) if state.device.type == "cuda" else None

@@ -211,11 +211,6 @@ class Journal:
             self.db.executemany("UPDATE results SET status = ?, error = ?, finished = ? WHERE id = ?",
                                 [(status, error, time.time(), i) for i in result_ids])
 
-    def move_rows(self, moves: dict[int, int]) -> None:
-        """Point results at their rows' current numbers (rows inserted above them since)."""
-        with self.transaction():
-            self.db.executemany("UPDATE results SET row = ? WHERE id = ?", [(r, i) for i, r in moves.items()])
-
     def mark_rendered(self, result_ids: list[int]) -> None:
         with self.transaction():
             self.db.executemany("UPDATE results SET rendered = 1 WHERE id = ?", [(i,) for i in result_ids])

@@ -10,8 +10,9 @@ Rows whose `need_gen` is true (text true/1/yes/y in any case, an Excel TRUE, the
 An input that is missing, or whose path leaves the base dir, fails the row.
 
 Each job carries an identity: a hash of what defines the picture (mode, target, prompt, inputs as
-normalized paths) plus how many identical rows came before it. Inserting or sorting rows keeps it, so
-the seed and the journal entry follow the row, and a row whose inputs changed is a new job.
+normalized paths) and the row number. The seed and the journal entry hang on it: a row whose inputs
+changed is a new job, never given the old result, and two identical rows are two different pictures.
+(Content alone would make identical rows collide; the row number alone would miss edits.)
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import hashlib
 import json
 import os
 import re
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,7 +110,6 @@ def plan_workbook(book: Workbook, resolver: PathResolver, *, check_files: bool =
             f"{', '.join(missing)} column; rename the header or map it with "
             f"--columns {missing[0]}=<your header>")
     plan = Plan()
-    occurrences: Counter[str] = Counter()
     for row, values in book.records(["raw_image", *ref_keys, "gen_edit_prompt", "need_gen"]):
         raw = cell_text(values["raw_image"])
         refs = [cell_text(values[k]) for k in ref_keys]
@@ -140,9 +139,8 @@ def plan_workbook(book: Workbook, resolver: PathResolver, *, check_files: bool =
         except BadPath as exc:
             plan.failed.append(RowIssue(row, str(exc)))
             continue
-        definition = json.dumps([mode, target, prompt, [key for _, key in inputs]], ensure_ascii=False)
-        occurrences[definition] += 1
-        identity = hashlib.sha256(f"{definition}#{occurrences[definition]}".encode()).hexdigest()[:32]
+        definition = json.dumps([row, mode, target, prompt, [key for _, key in inputs]], ensure_ascii=False)
+        identity = hashlib.sha256(definition.encode()).hexdigest()[:32]
         plan.jobs.append(Job(row, mode, prompt, tuple(p for p, _ in inputs), target, identity))
     return plan
 

@@ -176,17 +176,16 @@ def _reconcile(journal: Journal, sheet: str, plan: Plan, resolver: PathResolver)
     for r in running:  # the image may have been renamed into place but never journaled
         _delete_output(resolver, r.output)
     journal.set_status([r.id for r in running], "failed", "interrupted")
-    planned = {job.identity: job.row for job in plan.jobs}
-    moves, rendered, superseded = {}, [], []
+    planned = {job.identity for job in plan.jobs}
+    rendered, superseded = [], []
     for r in journal.results(sheet=sheet, status="done", rendered=False):
-        if r.identity in planned:
-            moves[r.id] = planned[r.identity]  # recovered: rendered into its row's current position
-        elif r.output in plan.referenced:
+        if r.identity in planned:  # recovered: the next render writes it
+            continue
+        if r.output in plan.referenced:
             rendered.append(r.id)  # the workbook got it, the journal did not hear back
-        else:  # its row changed or vanished before the result reached the workbook: stale
+        else:  # its row changed before the result reached the workbook: stale
             _delete_output(resolver, r.output)
             superseded.append(r.id)
-    journal.move_rows(moves)
     journal.mark_rendered(rendered)
     journal.set_status(superseded, "superseded", "row changed before the result was rendered")
 
@@ -216,8 +215,8 @@ class _Runner:
         try:
             with progress:
                 task = progress.add_task("synth", total=total, rate="-")
-                started = time.monotonic()
                 generate = make_generator() if mine else None
+                started = time.monotonic()  # images/min measures generation, not model loading
                 for todo in mine:
                     self._run_one(todo, generate)
                     if self.team.is_main:

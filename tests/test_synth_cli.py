@@ -1,0 +1,126 @@
+"""`editforge synth` as a user runs it: bad input, kill -9 and resume, two processes, the tiny model."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from editforge.cli import main
+from editforge.sheet.journal import Journal, journal_path
+from editforge.sheet.workbook import create_workbook, open_workbook
+from tests.test_synth_run import ONE_OF_EACH, cell_paths, make_workbook, outputs
+
+FAKE = {"EDITFORGE_SYNTH_GENERATOR": "editforge.sheet.fake:make_generator"}
+INPUTS = {"img/r0.png", "img/r1.png", "img\\r2.png"}
+
+
+def cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "argv", ["editforge", "synth", *map(str, args)])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    out, err = capsys.readouterr()
+    return exit_info.value.code, out, err
+
+
+def editforge(*args, env=None, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "editforge", "synth", *map(str, args)],
+                            env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, **kwargs)
+
+
+def assert_complete(folder: Path, path: Path, rows: int) -> None:
+    """Every need_gen row generated exactly once, nothing unreferenced, the workbook whole."""
+    values = [v for _, v in open_workbook(path).rows()]
+    assert [v["gen_status"] for v in values] == ["done"] * rows
+    assert outputs(folder) == cell_paths(path) - INPUTS  # no orphans, no temp files
+    with Journal.for_workbook(path) as journal:
+        done = journal.results(status="done")
+        assert len(done) == rows == len({r.identity for r in done})
+        assert not journal.results(status="running")
+
+
+@pytest.mark.parametrize("make, extra, message", [
+    (lambda d: (d / "x.xlsx").write_bytes(b"garbage") and d / "x.xlsx", [], "not a readable .xlsx workbook"),
+    (lambda d: create_workbook(d / "x.xlsx", ["raw_image"], []), ["--sheet", "nope"], "no sheet 'nope'"),
+    (lambda d: (d / "x.csv").write_text("\n\n") and d / "x.csv", [], "no header row"),
+    (lambda d: make_workbook(d), ["--columns", "prompt"], "--columns wants key=Header"),
+])
+def test_bad_workbooks_exit_2_with_one_line(tmp_path, monkeypatch, capsys, make, extra, message):
+    code, out, err = cli(monkeypatch, capsys, make(tmp_path), *extra)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_workbook_open_in_excel_exits_2_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    path = make_workbook(tmp_path)
+    (tmp_path / "~$data.xlsx").write_text("")
+    before = sorted(tmp_path.iterdir())
+    code, _, err = cli(monkeypatch, capsys, path)
+    assert code == 2 and "open in Excel" in err and sorted(tmp_path.iterdir()) == before
+
+
+def test_dry_run_and_a_run_with_failures(tmp_path, monkeypatch, capsys):
+    path = make_workbook(tmp_path)
+    monkeypatch.setenv("EDITFORGE_SYNTH_GENERATOR", FAKE["EDITFORGE_SYNTH_GENERATOR"])
+    code, out, _ = cli(monkeypatch, capsys, path, "--dry-run")
+    assert code == 0 and "gen_extra_ref  1" in out and not journal_path(path).exists()
+    code, out, err = cli(monkeypatch, capsys, path, "--seed", "3")
+    assert code == 1 and out.strip() == "generated 3, skipped 1, failed 1"
+    assert "row 6: raw_image: file not found" in err
+
+
+def test_kill_9_mid_run_then_resume(tmp_path):
+    rows = 16
+    path = make_workbook(tmp_path, rows=[ONE_OF_EACH[i % 3] for i in range(rows)])
+    first = editforge(path, "--seed", "9", "--save-every", "3", env={**FAKE, "EDITFORGE_FAKE_DELAY": "0.12"})
+    deadline = time.monotonic() + 60
+    done = 0
+    while done < 4 and time.monotonic() < deadline:  # kill once a few rows are journaled
+        time.sleep(0.05)
+        if journal_path(path).exists():
+            try:
+                done = sqlite3.connect(journal_path(path)).execute(
+                    "SELECT COUNT(*) FROM results WHERE status = 'done'").fetchone()[0]
+            except sqlite3.OperationalError:  # table not created yet
+                pass
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    assert first.returncode == -signal.SIGKILL and 4 <= done < rows
+    second = editforge(path, "--seed", "9", env=FAKE)
+    out, err = second.communicate(timeout=60)
+    assert second.returncode == 0, err
+    generated = int(out.split()[1].rstrip(","))
+    assert done <= rows - generated  # journaled rows were not made again
+    assert_complete(tmp_path, path, rows)
+
+
+def test_two_processes_share_the_rows(tmp_path):
+    rows = 12
+    path = make_workbook(tmp_path, rows=[ONE_OF_EACH[i % 3] for i in range(rows)])
+    launch = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517",
+         "-m", "editforge", "synth", str(path), "--seed", "4"],
+        env={**os.environ, **FAKE, "EDITFORGE_FAKE_DELAY": "0.05"}, capture_output=True, text=True, timeout=120)
+    assert launch.returncode == 0, launch.stderr[-3000:]
+    assert launch.stdout.count("generated 12, skipped 0, failed 0") == 1  # one summary, from the main process
+    assert_complete(tmp_path, path, rows)
+    with Journal.for_workbook(path) as journal:
+        assert sorted(journal.db.execute("SELECT worker, COUNT(*) FROM results GROUP BY worker")) == [(0, 6), (1, 6)]
+
+
+def test_tiny_model_end_to_end(tmp_path):
+    path = make_workbook(tmp_path, rows=ONE_OF_EACH[:2])
+    run = subprocess.run(
+        [sys.executable, "-m", "editforge", "synth", str(path), "--model", "tiny-qwen-image-edit-2509",
+         "--lightning", "off", "--steps", "2", "--max-pixels", "4096", "--condition-pixels", "3136", "--seed", "1"],
+        capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.strip() == "generated 2, skipped 0, failed 0"
+    assert_complete(tmp_path, path, 2)
