@@ -17,6 +17,7 @@ from editforge.errors import EditForgeError
 from editforge.models import lightning as lightning_lib
 from editforge.models.lora import LoraSpec, activate_and_fuse, load_lora, parse_lora_arg
 from editforge.models.registry import ModelSpec, resolve_model
+from editforge.models.speed import apply_fast_path
 from editforge.models.text_encoder import allow_processor_without_video, fix_mrope_positions
 from editforge.models.tiny import TINY_LIGHTNING_DIR
 
@@ -43,9 +44,14 @@ def load_pipeline(
     vae_tiling: bool = False,
     fuse: bool = True,
     force: bool = False,
+    attention: str | None = "auto",
+    compile: bool = False,
+    reuse_embeddings: bool = True,
 ):
     """Load `model` (family, tiny name, hub id or folder) ready to generate.
 
+    `attention`, `compile` and `reuse_embeddings` are the fast path (`editforge.models.speed`): exact,
+    except that a compiled or other attention kernel may round differently in the last bits.
     The returned pipeline carries `pipe.editforge_info`: the model, family, LoRAs and size defaults that
     `editforge.generate` uses and records in every PNG.
     """
@@ -96,6 +102,8 @@ def load_pipeline(
     if vae_tiling:
         pipe.vae.enable_tiling()
     pipe.set_progress_bar_config(disable=True)
+    fast = apply_fast_path(pipe, device=device, attention=attention, compile=compile,
+                           reuse_embeddings=reuse_embeddings)
 
     pipe.editforge_info = {
         "model": model,
@@ -107,6 +115,7 @@ def load_pipeline(
         "loras": [lora.label for lora in loras] + list(spec.fused),
         "dtype": str(torch_dtype).removeprefix("torch."),
         "quantize": quantize,
+        "fast_path": fast,
         "default_steps": lightning or spec.fused_lightning or spec.family.steps,
         "default_cfg": lightning_lib.CFG if lightning or spec.fused_lightning else spec.family.cfg,
     }
