@@ -1,0 +1,104 @@
+"""`load_samples(src)`: any supported dataset, its format found from what is there.
+
+    workbook   .xlsx/.xlsm, or a .csv whose header names raw_image/ref_image_N (the synth layout)
+    diffsynth  metadata.csv / metadata.json / metadata.jsonl (image, edit_image, prompt), or a folder with one
+    musubi     a .jsonl with image_path / control_path_N / caption, or a folder with one
+    hf         a .parquet file, or a folder with .parquet files anywhere below it
+    folders    a folder with target/ (or images/ ...) and control_N/ folders, .txt captions beside targets
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+
+from editforge.dataset.formats import diffsynth, folders, hf, musubi, workbook
+from editforge.dataset.sample import Columns, Dataset
+from editforge.errors import EditForgeError
+from editforge.sheet.workbook import STANDARD_KEYS, XLSX_SUFFIXES, normalize_header
+
+SOURCE_FORMATS = ("workbook", "diffsynth", "musubi", "hf", "folders")
+
+
+def load_samples(src: str | os.PathLike, *, source_format: str | None = None, columns: Columns = Columns(),
+                 base_dir: str | os.PathLike | None = None, sheet: str | None = None,
+                 only_accepted: bool = False) -> Dataset:
+    """Read a dataset as samples. `base_dir`: where relative paths start (default: the source's folder)."""
+    src = Path(os.path.abspath(src))
+    if not src.exists():
+        raise EditForgeError(f"dataset not found: {src}")
+    fmt, path = _locate(src, source_format)
+    if fmt != "workbook" and (sheet is not None or only_accepted):
+        raise EditForgeError(f"--sheet and --only-accepted apply to a workbook; {src.name} is a {fmt} dataset")
+    base = Path(os.path.abspath(base_dir)) if base_dir is not None else None
+    if fmt == "workbook":
+        return workbook.read(path, columns=columns, base_dir=base, sheet=sheet, only_accepted=only_accepted)
+    if fmt == "folders":
+        return folders.read(path, columns=columns)
+    reader = {"diffsynth": diffsynth.read, "musubi": musubi.read, "hf": hf.read}[fmt]
+    return reader(path, columns=columns, base_dir=base)
+
+
+def _locate(src: Path, wanted: str | None) -> tuple[str, Path]:
+    """(format, file or folder to read) for `src`, checking `wanted` if the user named one."""
+    if wanted is not None and wanted not in SOURCE_FORMATS:
+        raise EditForgeError(f"unknown source format {wanted!r}; use one of {', '.join(SOURCE_FORMATS)}")
+    candidates = _folder_candidates(src) if src.is_dir() else [(_file_format(src), src)]
+    for fmt, path in candidates:
+        if fmt is not None and (wanted is None or fmt == wanted):
+            return fmt, path
+    if wanted == "hf" or (wanted == "folders" and src.is_dir()):
+        return wanted, src  # let the reader say what is missing
+    what = f"a {wanted} dataset" if wanted else "a dataset EditForge reads"
+    raise EditForgeError(f"{src} is not {what}; expected one of: {', '.join(SOURCE_FORMATS)} "
+                         "(see `editforge dataset --help`)")
+
+
+def _folder_candidates(src: Path) -> list[tuple[str | None, Path]]:
+    found: list[tuple[str | None, Path]] = []
+    for name in diffsynth.METADATA_NAMES:
+        if (src / name).is_file():
+            found.append((_file_format(src / name), src / name))
+    found += [(_file_format(p), p) for p in sorted(src.glob("*.jsonl")) if p.name not in diffsynth.METADATA_NAMES]
+    if folders.find_folders(src, Columns()) is not None:
+        found.append(("folders", src))
+    if any(src.rglob("*.parquet")):
+        found.append(("hf", src))
+    return found
+
+
+def _file_format(path: Path) -> str | None:
+    suffix = path.suffix.lower()
+    if suffix in XLSX_SUFFIXES:
+        return "workbook"
+    if suffix == ".parquet":
+        return "hf"
+    if suffix == ".json":
+        return "diffsynth"
+    if suffix == ".jsonl":
+        return "musubi" if "image_path" in _first_record(path) else "diffsynth"
+    if suffix == ".csv":
+        header = {normalize_header(h) for h in _csv_header(path)}
+        if header & set(STANDARD_KEYS):
+            return "workbook"
+        return "diffsynth" if "image" in header else "workbook"
+    return None
+
+
+def _first_record(path: Path) -> dict:
+    with open(path, encoding="utf-8-sig") as fh:
+        for line in fh:
+            if line.strip():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    return {}
+                return record if isinstance(record, dict) else {}
+    return {}
+
+
+def _csv_header(path: Path) -> list[str]:
+    with open(path, encoding="utf-8-sig", errors="replace", newline="") as fh:
+        return next(csv.reader(fh), [])
