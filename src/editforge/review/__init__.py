@@ -1,0 +1,8 @@
+"""`editforge review`: look at generated pairs in a browser; accept, reject or regenerate them.
+
+    view.py     the workbook as the journal will leave it, one RowView per row
+    session.py  verdicts and regeneration, written through the synth journal
+    files.py    which files the server may send
+    server.py   the Starlette app and its server; static/ holds the page
+    export.py   accepted rows -> the dataset exporter
+"""

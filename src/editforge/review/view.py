@@ -1,0 +1,229 @@
+"""What the review page shows: every row of the workbook as the journal will leave it.
+
+The workbook file lags behind the journal: `editforge synth` renders its results only every N rows,
+and review verdicts wait in the journal while a synth run holds the workbook. So the view is the
+file with the journal's unrendered results and queued updates laid over it in memory, by the very
+`render` function synth uses; the page shows exactly what the workbook is about to become.
+
+    view = read_view(source, journal)
+    view.rows        # [RowView, ...] in sheet order, rows with nothing to look at left out
+    view.row(12)     # one row, or None
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from editforge.inference.metadata import read_params
+from editforge.sheet.journal import Journal, Result
+from editforge.sheet.plan import PathResolver, cell_text, is_true
+from editforge.sheet.render import GEN_SEED, GEN_STATUS, render
+from editforge.sheet.workbook import REF_KEYS, normalize_header, open_workbook
+
+IMAGE_KEYS = ("raw_image", *REF_KEYS)
+REVIEW = "review"
+ACCEPTED, REJECTED = "accepted", "rejected"
+# Verdicts typed by hand into the review column count too.
+_ACCEPTED_TEXTS = {"accepted", "accept", "ok", "good", "yes", "y"}
+_REJECTED_TEXTS = {"rejected", "reject", "bad", "no", "n"}
+STATUSES = ("pending", ACCEPTED, REJECTED, "queued")   # queued: need_gen is set, synth has work to do
+MODES = ("gen_raw", "gen_ref", "gen_extra_ref", "none")
+READ = (*IMAGE_KEYS, "gen_edit_prompt", "need_gen", GEN_SEED, GEN_STATUS, REVIEW)
+
+
+@dataclass(frozen=True)
+class RowView:
+    row: int
+    images: dict[str, str]          # column key -> cell text, filled cells only, raw first
+    prompt: str
+    need_gen: bool
+    gen_status: str
+    verdict: str                    # accepted | rejected | "" (none yet)
+    generated: str | None           # the column key holding the generated picture, if known
+    mode: str                       # gen_raw | gen_ref | gen_extra_ref | none
+    seed: int | None
+    quality: dict | None
+
+    @property
+    def status(self) -> str:
+        if self.need_gen:
+            return "queued"
+        return self.verdict or "pending"
+
+
+@dataclass
+class View:
+    sheet: str
+    rows: list[RowView] = field(default_factory=list)
+
+    def row(self, number: int) -> RowView | None:
+        return next((r for r in self.rows if r.row == number), None)
+
+    def summary(self) -> dict[str, int]:
+        counts = dict.fromkeys(STATUSES, 0)
+        for r in self.rows:
+            counts[r.status] += 1
+        return counts
+
+
+def parse_verdict(value: Any) -> str:
+    text = cell_text(value).lower()
+    if text in _ACCEPTED_TEXTS:
+        return ACCEPTED
+    if text in _REJECTED_TEXTS:
+        return REJECTED
+    return ""
+
+
+class WorkbookSource:
+    """The workbook's cells, re-read only when the file changed (big sheets take seconds to load)."""
+
+    def __init__(self, path: Path, *, sheet: str | None, columns: Mapping[str, str] | None):
+        self.path, self.sheet_option, self.columns = path, sheet, columns
+        self._stamp: tuple[int, int] | None = None
+        self._base: _Base | None = None
+
+    def load(self) -> "_Base":
+        stat = self.path.stat()
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        if stamp != self._stamp or self._base is None:
+            # read_only streams an .xlsx; the file is only ever written by render/apply_updates
+            book = open_workbook(self.path, sheet=self.sheet_option, columns=self.columns, read_only=True)
+            column = _column_lookup(book)
+            present = [n for n in READ if column(n) is not None]
+            rows = {row: {column(n): v for n, v in values.items()} for row, values in book.records(present)}
+            # no reference to `book` is kept: a read-only .xlsx holds its file open until collected
+            self._base = _Base(book.sheet, column, rows)
+            self._stamp = stamp
+        return self._base
+
+
+def _column_lookup(book):
+    """`book.column` as a detached function: standard keys first, then header text, first one wins."""
+    keys = dict(book.columns)
+    by_name: dict[str, int] = {}
+    for col, text in book.headers.items():
+        by_name.setdefault(normalize_header(text), col)
+    return lambda name: keys[name] if name in keys else by_name.get(normalize_header(name))
+
+
+@dataclass
+class _Base:
+    sheet: str
+    column: Any                               # Workbook.column: name -> 1-based column or None
+    rows: dict[int, dict[int, Any]]           # row number -> {column: value} for the columns we read
+
+    def get(self, row: int, name: str) -> Any:
+        col = self.column(name)
+        return None if col is None else self.rows.get(row, {}).get(col)
+
+
+class _MemoryBook:
+    """Stands in for a Workbook in `render`: cells written go to memory, `save` writes nothing."""
+
+    def __init__(self, base: _Base):
+        self.base = base
+        self.sheet = base.sheet
+        self.cells: dict[tuple[int, Any], Any] = {}
+
+    def _key(self, row: int, name: str) -> tuple[int, Any]:
+        col = self.base.column(name)
+        return row, col if col is not None else normalize_header(name)
+
+    def get(self, row: int, name: str) -> Any:
+        key = self._key(row, name)
+        return self.cells[key] if key in self.cells else self.base.get(row, name)
+
+    def set(self, row: int, name: str, value: Any) -> None:
+        self.cells[self._key(row, name)] = value
+
+    def save(self) -> None:
+        pass
+
+    def touched_rows(self) -> set[int]:
+        return {row for row, _ in self.cells}
+
+
+class _PeekJournal:
+    """The journal as `render` sees it, minus the marking: peeking must not use anything up."""
+
+    def __init__(self, journal: Journal):
+        self._journal = journal
+
+    def results(self, **filters) -> list[Result]:
+        return self._journal.results(**filters)
+
+    def pending_updates(self, sheet: str):
+        return self._journal.pending_updates(sheet)
+
+    def mark_rendered(self, result_ids) -> None:
+        pass
+
+    def mark_applied(self, update_ids) -> None:
+        pass
+
+
+def read_view(source: WorkbookSource, journal: Journal, resolver: PathResolver) -> View:
+    base = source.load()
+    book = _MemoryBook(base)
+    render(book, _PeekJournal(journal))  # type: ignore[arg-type]  # duck-typed on purpose
+    generated = {r.output: r for r in journal.results(sheet=base.sheet, status="done")}
+    view = View(base.sheet)
+    for row in sorted(set(base.rows) | book.touched_rows()):
+        images = {k: cell_text(book.get(row, k)) for k in IMAGE_KEYS}
+        images = {k: v for k, v in images.items() if v}
+        need_gen = is_true(book.get(row, "need_gen"))
+        if not images and not need_gen:
+            continue  # nothing to look at and nothing coming
+        key, result, params = _generated(images, generated, resolver)
+        seed = book.get(row, GEN_SEED)
+        view.rows.append(RowView(
+            row=row, images=images, prompt=cell_text(book.get(row, "gen_edit_prompt")), need_gen=need_gen,
+            gen_status=cell_text(book.get(row, GEN_STATUS)), verdict=parse_verdict(book.get(row, REVIEW)),
+            generated=key,
+            mode=result.mode if result else params.get("mode", "none") if params else "none",
+            seed=result.seed if result else params.get("seed") if params else _int_or_none(seed),
+            quality=result.quality if result else None,
+        ))
+    return view
+
+
+def _generated(images: dict[str, str], by_output: dict[str, Result], resolver: PathResolver):
+    """Which cell holds a generated picture: the journal knows; a PNG's own metadata is the fallback."""
+    for key, text in images.items():
+        rel = resolver.resolve(text)[1]
+        if rel in by_output:
+            return key, by_output[rel], None
+    for key, text in images.items():
+        if text.lower().endswith(".png"):
+            params = png_params(resolver.resolve(text)[0])
+            if "mode" in params:  # synth writes the row's mode into every picture it makes
+                return key, None, params
+    return None, None, None
+
+
+_PARAMS_CACHE: dict[tuple[str, int], dict] = {}
+
+
+def png_params(path: Path) -> dict:
+    """`read_params` of a PNG, cached by modification time; {} for a missing or unreadable file."""
+    try:
+        stamp = (str(path), os.stat(path).st_mtime_ns)
+    except OSError:
+        return {}
+    if stamp not in _PARAMS_CACHE:
+        try:
+            _PARAMS_CACHE[stamp] = read_params(path)
+        except (OSError, ValueError, SyntaxError):
+            _PARAMS_CACHE[stamp] = {}
+    return _PARAMS_CACHE[stamp]
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
