@@ -11,6 +11,7 @@ and never writes into a source file (copies go to a temp name and are renamed in
 
 from __future__ import annotations
 
+import filecmp
 import json
 import os
 import re
@@ -29,6 +30,7 @@ MANIFEST = ".editforge-export.json"
 IMAGE_SUFFIXES = (".png", ".jpg", ".webp")
 _SUFFIX_ALIASES = {".jpeg": ".jpg"}
 _UNSAFE = re.compile(r"[^\w.-]+")
+_EXPORT_PREFIX = re.compile(r"^\d{6}-")  # re-exporting an export keeps `000001-cat`, not `000001-000001-cat`
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,7 @@ class ExportPlan:
         `same_suffix`: every image of the sample gets one suffix (SimpleTuner pairs files by their
         full name), so a sample that mixes formats is written all-PNG.
         """
-        stem = f"{index:06d}-{_UNSAFE.sub('_', sample.target.stem)[:60]}"
+        stem = f"{index:06d}-{_UNSAFE.sub('_', _EXPORT_PREFIX.sub('', sample.target.stem))[:60]}"
         suffixes = [_normal_suffix(p) for p in sample.images]
         if same_suffix and len(set(suffixes)) > 1:
             suffixes = [".png"] * len(suffixes)
@@ -116,7 +118,8 @@ def write_plan(out_dir: Path, plan: ExportPlan, *, link: bool = False) -> None:
         tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
         try:
             write(tmp)
-            os.replace(tmp, dest)
+            if not (dest.is_file() and filecmp.cmp(tmp, dest, shallow=False)):
+                os.replace(tmp, dest)
         finally:
             tmp.unlink(missing_ok=True)
     for rel in sorted(previous - set(planned)):

@@ -34,7 +34,7 @@ def read(path: Path, *, columns: Columns, base_dir: Path | None = None, sheet: s
          only_accepted: bool = False) -> Dataset:
     book = open_workbook(path, sheet=sheet, read_only=True)
     target = columns.target or "raw_image"
-    controls = list(columns.controls or REF_KEYS)
+    controls = list(columns.controls or [k for k in REF_KEYS if book.column(k) is not None])
     instruction = columns.instruction or next(
         (name for name in INSTRUCTION_COLUMNS if book.column(name) is not None), "gen_edit_prompt")
     for name in (target, *controls, instruction):
