@@ -23,6 +23,7 @@ err_console = Console(stderr=True)
 # Each module registers its commands on `app` when imported.
 from editforge.cli import demo  # noqa: E402,F401
 from editforge.cli import generate  # noqa: E402,F401
+from editforge.cli import review  # noqa: E402,F401
 from editforge.cli import dataset  # noqa: E402,F401
 from editforge.cli import train  # noqa: E402,F401
 from editforge.cli import synth  # noqa: E402,F401

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+# Verdicts typed by hand count too, and exactly as the exporter's `--only-accepted` counts them.
+from editforge.dataset.formats.workbook import ACCEPTED as _ACCEPTED_TEXTS, REJECTED as _REJECTED_TEXTS
 from editforge.inference.metadata import read_params
 from editforge.sheet.journal import Journal, Result
 from editforge.sheet.plan import PathResolver, cell_text, is_true
@@ -26,9 +28,6 @@ from editforge.sheet.workbook import REF_KEYS, normalize_header, open_workbook
 IMAGE_KEYS = ("raw_image", *REF_KEYS)
 REVIEW = "review"
 ACCEPTED, REJECTED = "accepted", "rejected"
-# Verdicts typed by hand into the review column count too.
-_ACCEPTED_TEXTS = {"accepted", "accept", "ok", "good", "yes", "y"}
-_REJECTED_TEXTS = {"rejected", "reject", "bad", "no", "n"}
 STATUSES = ("pending", ACCEPTED, REJECTED, "queued")   # queued: need_gen is set, synth has work to do
 MODES = ("gen_raw", "gen_ref", "gen_extra_ref", "none")
 READ = (*IMAGE_KEYS, "gen_edit_prompt", "need_gen", GEN_SEED, GEN_STATUS, REVIEW)

@@ -1,0 +1,48 @@
+"""The export button: accepted rows only, through the dataset exporter (`editforge.dataset`).
+
+It reads the workbook file, so verdicts still queued in the journal are written first; while a synth
+run holds the workbook they cannot be, and the export is refused rather than silently missing them.
+`editforge dataset export WORKBOOK --only-accepted` does the same from a shell.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from editforge.dataset import EDIT_FAMILIES, EXPORT_FORMATS, Columns, export_dataset, load_samples
+from editforge.errors import EditForgeError
+from editforge.review.session import ReviewSession
+from editforge.sheet.workbook import REF_KEYS
+
+FORMATS = EXPORT_FORMATS
+DEFAULT_FAMILY = "qwen-image-edit-2509"  # the exporter's own default
+FAMILIES = tuple(sorted(EDIT_FAMILIES, key=lambda name: name != DEFAULT_FAMILY))  # the page preselects the first
+
+
+def export_accepted(session: ReviewSession, fmt: str, out: str, *,
+                    model_family: str = DEFAULT_FAMILY) -> dict:
+    """Export the accepted rows into `out` (relative to the base dir unless absolute)."""
+    if not out.strip():
+        raise EditForgeError("name an output folder for the export")
+    if session.waiting_updates() and not session.write():
+        raise EditForgeError(f"{session.waiting_updates()} review change(s) are not in {session.workbook.name} yet "
+                             f"({session.last_write_error or 'a synth run holds it'}); export once it is written")
+    out_dir = Path(os.path.join(session.base, os.path.expanduser(out.strip())))
+    data = load_samples(session.workbook, source_format="workbook", columns=_dataset_columns(session),
+                        base_dir=session.base, sheet=session.sheet or None, only_accepted=True)
+    result = export_dataset(data.samples, fmt, out_dir, model_family=model_family)
+    skipped = [f"{key}: {reason}" for key, reason in result.skipped]
+    message = f"exported {len(result.exported)} accepted rows to {result.out_dir} ({result.format}, {result.family})"
+    if skipped:
+        message += f"; {len(skipped)} left out ({skipped[0]}{' …' if len(skipped) > 1 else ''})"
+    return {"message": message, "out_dir": str(result.out_dir), "exported": [s.key for s in result.exported],
+            "skipped": skipped}
+
+
+def _dataset_columns(session: ReviewSession) -> Columns:
+    """The review's --columns renames (synth's meaning) as the dataset reader's target/controls."""
+    renamed = session.source.columns or {}
+    if not renamed:
+        return Columns()
+    return Columns(target=renamed.get("raw_image"), controls=tuple(renamed.get(k, k) for k in REF_KEYS))

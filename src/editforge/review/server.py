@@ -1,0 +1,187 @@
+"""The review web app: a static page (static/) and a small JSON API over a `ReviewSession`.
+
+    GET  /                          the page
+    GET  /api/rows                  every row to review, the summary, the filter choices
+    GET  /api/rows/{row}            one row with the generation parameters stored in its PNG
+    POST /api/rows/{row}/verdict    {"verdict": "accepted" | "rejected" | "", "seen": {images}}
+    POST /api/rows/{row}/regenerate {"seen": {images}}
+    POST /api/export                {"format", "out", "model_family"}: accepted rows -> dataset exporter
+    GET  /files/{path}              an image under the base dir (see files.py)
+
+Only a local page can drive it: the Host header must name this server (a DNS-rebinding page cannot)
+and changes must be JSON POSTs (a form on another site cannot send one without CORS, which is off).
+"""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import asdict
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from editforge.errors import EditForgeError
+from editforge.review.export import DEFAULT_FAMILY, FAMILIES, FORMATS, export_accepted
+from editforge.review.files import Refused, confined_file, file_url
+from editforge.review.session import Conflict, ReviewSession
+from editforge.review.view import MODES, STATUSES, RowView, png_params
+
+STATIC = Path(__file__).with_name("static")
+LOCAL_HOSTS = ["127.0.0.1", "localhost", "[::1]", "::1"]
+
+
+def create_app(session: ReviewSession, *, host: str = "127.0.0.1") -> Starlette:
+    def row_json(row: RowView | None) -> dict | None:
+        if row is None:
+            return None
+        rel = {k: session.relative(v) for k, v in row.images.items()}
+        return {**asdict(row), "status": row.status,
+                "urls": {k: file_url(r) if r is not None else None for k, r in rel.items()}}
+
+    def state() -> dict:
+        return {"summary": session.view().summary(), "waiting_updates": session.waiting_updates(),
+                "write_error": session.last_write_error}
+
+    async def index(request: Request) -> Response:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    def rows(request: Request) -> Response:
+        view = session.view()
+        return JSONResponse({
+            "workbook": session.workbook.name, "sheet": view.sheet, "rows": [row_json(r) for r in view.rows],
+            "statuses": STATUSES, "modes": MODES, "formats": FORMATS, "families": FAMILIES, **state(),
+        })
+
+    def one_row(request: Request) -> Response:
+        number = request.path_params["row"]
+        row = session.view().row(number)
+        if row is None:
+            return _error(404, f"row {number} has no pictures to review")
+        params = {}
+        if row.generated:
+            path = session.resolver.resolve(row.images[row.generated])[0]
+            if session.relative(row.images[row.generated]) is not None:
+                params = png_params(path)
+        return JSONResponse({"row": row_json(row), "params": params})
+
+    async def verdict(request: Request) -> Response:
+        body = await _json_body(request)
+        if isinstance(body, Response):
+            return body
+        number = request.path_params["row"]
+        return await _act(lambda: {"row": row_json(session.verdict(number, str(body.get("verdict") or ""),
+                                                                   seen=body.get("seen") or {})), **state()})
+
+    async def regenerate(request: Request) -> Response:
+        body = await _json_body(request)
+        if isinstance(body, Response):
+            return body
+        number = request.path_params["row"]
+
+        def run():
+            row, moved = session.regenerate(number, seen=body.get("seen") or {})
+            return {"row": row_json(row), "moved_to": moved.relative_to(session.base).as_posix() if moved else None,
+                    **state()}
+        return await _act(run)
+
+    async def export(request: Request) -> Response:
+        body = await _json_body(request)
+        if isinstance(body, Response):
+            return body
+        family = str(body.get("model_family") or DEFAULT_FAMILY)
+        return await _act(lambda: export_accepted(session, str(body.get("format") or ""), str(body.get("out") or ""),
+                                                  model_family=family))
+
+    def files(request: Request) -> Response:
+        try:
+            path = confined_file(session.base, request.path_params["path"])
+        except Refused:
+            return _error(403, "refused: only images under the base dir are served")
+        except FileNotFoundError:
+            return _error(404, "no such image")
+        return FileResponse(path, headers={"Cache-Control": "no-cache"})
+
+    routes = [
+        Route("/", index),
+        Route("/api/rows", rows),
+        Route("/api/rows/{row:int}", one_row),
+        Route("/api/rows/{row:int}/verdict", verdict, methods=["POST"]),
+        Route("/api/rows/{row:int}/regenerate", regenerate, methods=["POST"]),
+        Route("/api/export", export, methods=["POST"]),
+        Route("/files/{path:path}", files),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
+    wildcard = host in ("0.0.0.0", "::", "")  # bound to every interface: any name may reach it
+    middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=["*"] if wildcard else [*LOCAL_HOSTS, host])]
+    return Starlette(routes=routes, middleware=middleware, exception_handlers={EditForgeError: _user_error})
+
+
+async def _json_body(request: Request) -> dict | Response:
+    if not request.headers.get("content-type", "").startswith("application/json"):
+        return _error(415, "send JSON")
+    try:
+        body = await request.json()
+    except ValueError:
+        return _error(400, "the body is not valid JSON")
+    return body if isinstance(body, dict) else _error(400, "the body must be a JSON object")
+
+
+async def _act(action) -> Response:
+    # off the event loop: file moves, sqlite and workbook reads block
+    return JSONResponse(await run_in_threadpool(action))
+
+
+async def _user_error(request: Request, exc: Exception) -> Response:
+    return _error(409 if isinstance(exc, Conflict) else 400, str(exc))
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+class ReviewServer:
+    """The app bound to `host:port` (0: any free port). Binding first makes a taken port a one-line
+    error before anything starts, and tells the real port for `url`."""
+
+    def __init__(self, session: ReviewSession, *, host: str = "127.0.0.1", port: int = 7860):
+        import uvicorn
+
+        self.session = session
+        self.socket = _bind(host, port)
+        shown = "127.0.0.1" if host in ("0.0.0.0", "") else "[::1]" if host == "::" else host
+        shown = f"[{shown}]" if ":" in shown and not shown.startswith("[") else shown
+        self.url = f"http://{shown}:{self.socket.getsockname()[1]}/"
+        config = uvicorn.Config(create_app(session, host=host), log_level="warning", access_log=False)
+        self.server = uvicorn.Server(config)
+
+    def run(self) -> None:
+        """Serve until Ctrl-C or `stop()`, then write what is still queued."""
+        self.session.start()
+        try:
+            self.server.run(sockets=[self.socket])
+        finally:
+            self.socket.close()
+            self.session.close()
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+    except OSError as exc:
+        sock.close()
+        raise EditForgeError(f"cannot listen on {host}:{port} ({exc.strerror}); choose another --port") from None
+    sock.listen(128)
+    return sock

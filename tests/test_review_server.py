@@ -1,0 +1,186 @@
+"""The review server over real HTTP: the JSON API, the export button, and what it refuses to serve."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from editforge.errors import EditForgeError
+from editforge.review.server import ReviewServer
+from editforge.review.session import ReviewSession
+from editforge.sheet.render import RenderLock
+from editforge.sheet.workbook import open_workbook
+from tests.test_review_session import ROWS
+from tests.test_synth_run import make_workbook, run
+
+SECRET = b"the contents of a file outside the base dir"
+
+
+class Served:
+    """A review server on a free port, in a thread, on a synth-filled workbook in `folder/book`."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder / "book"
+        self.path = make_workbook(self.folder, ROWS)
+        run(self.path, seed=7)
+        self.session = ReviewSession(self.path)
+        self.server = ReviewServer(self.session, port=0)
+        self.port = urlsplit(self.server.url).port
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.server.started and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def request(self, method: str, path: str, body=None, headers=None) -> tuple[int, bytes]:
+        """The path goes out byte for byte: no client-side `..` clean-up, unlike browsers and httpx."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        as_json = body is not None and not isinstance(body, bytes)
+        data = json.dumps(body).encode() if as_json else body
+        sent = {"Content-Type": "application/json"} if as_json else {}
+        conn.request(method, path, body=data, headers={**sent, **(headers or {})})
+        response = conn.getresponse()
+        return response.status, response.read()
+
+    def json(self, method: str, path: str, body=None) -> tuple[int, dict]:
+        status, data = self.request(method, path, body)
+        return status, json.loads(data)
+
+    def stop(self) -> None:
+        self.server.stop()
+        self.thread.join(10)
+
+
+@pytest.fixture
+def served(tmp_path):
+    served = Served(tmp_path)
+    yield served
+    served.stop()
+
+
+def test_it_listens_on_localhost_only_by_default(served):
+    assert served.server.url.startswith("http://127.0.0.1:")
+    assert served.server.socket.getsockname()[0] == "127.0.0.1"
+
+
+def test_a_taken_port_is_a_one_line_error(served):
+    with pytest.raises(EditForgeError, match=f"cannot listen on 127.0.0.1:{served.port}.*choose another --port"):
+        ReviewServer(served.session, port=served.port)
+
+
+def test_the_api_lists_rows_records_verdicts_and_regenerates(served):
+    status, data = served.json("GET", "/api/rows")
+    assert status == 200 and data["workbook"] == "data.xlsx"
+    rows = {r["row"]: r for r in data["rows"]}
+    assert data["summary"] == {"pending": 4, "accepted": 0, "rejected": 0, "queued": 1}
+    assert rows[3]["urls"]["raw_image"] == "/files/" + rows[3]["images"]["raw_image"]
+    status, image = served.request("GET", rows[3]["urls"]["raw_image"])
+    assert status == 200 and image == (served.folder / rows[3]["images"]["raw_image"]).read_bytes()
+
+    status, detail = served.json("GET", "/api/rows/3")
+    assert detail["params"]["model"] == "fake" and detail["params"]["seed"] == rows[3]["seed"]
+
+    status, data = served.json("POST", "/api/rows/2/verdict", {"verdict": "accepted", "seen": rows[2]["images"]})
+    assert status == 200 and data["row"]["status"] == "accepted" and data["summary"]["accepted"] == 1
+    status, data = served.json("POST", "/api/rows/3/regenerate", {"seen": rows[3]["images"]})
+    assert status == 200 and data["row"]["status"] == "queued"
+    assert data["moved_to"] == "rejected/" + rows[3]["images"]["raw_image"]
+    assert (served.folder / data["moved_to"]).is_file()
+
+    status, data = served.json("POST", "/api/rows/4/verdict", {"verdict": "accepted", "seen": {"raw_image": "old.png"}})
+    assert status == 409 and "changed since you looked" in data["error"]
+    status, data = served.json("POST", "/api/rows/4/verdict", {"verdict": "perhaps", "seen": rows[4]["images"]})
+    assert status == 400 and "unknown verdict" in data["error"]
+    assert served.json("GET", "/api/rows/7")[0] == 404
+
+    assert served.session.write() == 4  # the verdict and regenerate's three cells
+    book = dict(open_workbook(served.path).rows())
+    assert (book[2]["review"], book[3]["raw_image"], book[3]["need_gen"]) == ("accepted", None, True)
+
+
+def test_changes_must_be_json_from_this_host(served):
+    status, _ = served.request("POST", "/api/rows/2/verdict", b"verdict=accepted",
+                               {"Content-Type": "application/x-www-form-urlencoded"})
+    assert status == 415  # what a form on another web site could send
+    status, _ = served.request("GET", "/api/rows", headers={"Host": "attacker.example"})
+    assert status == 400  # DNS rebinding: another site's name pointing at 127.0.0.1
+    conn = http.client.HTTPConnection("127.0.0.1", served.port, timeout=10)
+    conn.request("POST", "/api/rows/2/verdict", body=b"{not json", headers={"Content-Type": "application/json"})
+    assert conn.getresponse().status == 400
+    assert served.session.waiting_updates() == 0
+
+
+def test_export_writes_only_accepted_rows(served, tmp_path):
+    rows = {r["row"]: r for r in served.json("GET", "/api/rows")[1]["rows"]}
+    for row, verdict in ((2, "accepted"), (3, "rejected"), (4, "accepted")):
+        served.json("POST", f"/api/rows/{row}/verdict", {"verdict": verdict, "seen": rows[row]["images"]})
+    status, data = served.json("POST", "/api/export", {"format": "diffsynth", "out": "export"})
+    assert status == 200, data
+    assert data["exported"] == ["row 2", "row 4"] and data["out_dir"] == str(served.folder / "export")
+    written = sorted(p.relative_to(served.folder / "export").as_posix()
+                     for p in (served.folder / "export").rglob("*") if p.is_file())
+    assert sum(p.startswith("target/") for p in written) == 2
+    status, data = served.json("POST", "/api/export", {"format": "nope", "out": "export2"})
+    assert status == 400 and "unknown export format" in data["error"]
+    status, data = served.json("POST", "/api/export", {"format": "diffsynth", "out": ""})
+    assert status == 400 and "output folder" in data["error"]
+
+
+def test_export_waits_for_verdicts_a_synth_run_still_holds(served):
+    rows = {r["row"]: r for r in served.json("GET", "/api/rows")[1]["rows"]}
+    with RenderLock(served.path):
+        served.json("POST", "/api/rows/2/verdict", {"verdict": "accepted", "seen": rows[2]["images"]})
+        status, data = served.json("POST", "/api/export", {"format": "diffsynth", "out": "export"})
+    assert status == 400 and "not in data.xlsx yet" in data["error"]
+    assert not (served.folder / "export").exists()
+
+
+@pytest.fixture
+def outside(served, tmp_path):
+    """A secret file beside the base dir, and symlinks inside the base dir pointing at it."""
+    (tmp_path / "secret.png").write_bytes(SECRET)
+    (tmp_path / "private").mkdir()
+    (tmp_path / "private" / "secret.png").write_bytes(SECRET)
+    os.symlink(tmp_path / "secret.png", served.folder / "img" / "linked.png")
+    os.symlink(tmp_path / "private", served.folder / "img" / "linked_dir")
+    return tmp_path
+
+
+@pytest.mark.parametrize("path", [
+    "/files/../secret.png",
+    "/files/img/../../secret.png",
+    "/files/%2e%2e/secret.png",
+    "/files/%2E%2E%2Fsecret.png",
+    "/files/img/%2e%2e/%2e%2e/secret.png",
+    "/files/img/..%5c..%5csecret.png",
+    "/files//{outside}/secret.png",
+    "/files/%2F{outside}%2Fsecret.png",
+    "/files/img/linked.png",
+    "/files/img/linked_dir/secret.png",
+    "/files/data.xlsx",
+    "/files/data.xlsx.journal.sqlite",
+    "/files/img/r0.png%00.txt",
+    "/../secret.png",
+    "/static/../../../secret.png",
+    "/static/%2e%2e/%2e%2e/%2e%2e/secret.png",
+])
+def test_paths_outside_the_base_dir_are_refused(served, outside, path):
+    status, body = served.request("GET", path.format(outside=str(outside).lstrip("/")))
+    assert status == (403 if path.startswith("/files/") else 404) and SECRET not in body
+    assert b"PK" not in body[:2] and b"SQLite" not in body  # neither the workbook nor the journal
+
+
+def test_refusals_say_refused_and_a_symlink_within_the_base_dir_is_fine(served, outside):
+    assert served.request("GET", "/files/%2e%2e/secret.png")[0] == 403
+    assert served.request("GET", "/files/img/linked.png")[0] == 403
+    assert served.request("GET", "/files/img/missing.png")[0] == 404
+    os.symlink(served.folder / "img" / "r0.png", served.folder / "img" / "alias.png")
+    status, body = served.request("GET", "/files/img/alias.png")
+    assert status == 200 and body == (served.folder / "img" / "r0.png").read_bytes()
