@@ -48,10 +48,15 @@ class TrainResult:
 
 def train(config: Config, *, resume: str | None = None) -> TrainResult:
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
+    from accelerate.utils import DistributedDataParallelKwargs, set_seed
 
-    accelerator = Accelerator(mixed_precision=config.train.mixed_precision,
-                              gradient_accumulation_steps=config.train.gradient_accumulation)
+    # cpu=True on a machine without CUDA makes any multi-process launch (torchrun, `accelerate launch
+    # --multi_gpu`) form a gloo group instead of silently running N independent single-process copies.
+    # find_unused_parameters: the last block's text-stream output is discarded by the model, so LoRA layers
+    # on its text MLP / to_add_out never get a gradient, which plain DDP treats as an error.
+    accelerator = Accelerator(mixed_precision=config.train.mixed_precision, cpu=not torch.cuda.is_available(),
+                              gradient_accumulation_steps=config.train.gradient_accumulation,
+                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     set_seed(config.seed)
     main = accelerator.is_main_process
     out = config.output_dir

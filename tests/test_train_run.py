@@ -1,0 +1,265 @@
+"""End to end on tiny models: a run's outputs, the saved LoRA, learning, int8 base, bad input, kill -9 + resume,
+and a 2-process accelerate run."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+from safetensors import safe_open
+
+import editforge
+from editforge.train import TrainingDiverged, train
+from editforge.train.config import DEFAULT_TARGET_MODULES, validate
+from editforge.train.logs import read_metrics
+from tests.conftest import noise_image
+
+MODEL = "tiny-qwen-image-edit-2509"
+AREAS = {"max_pixels": 32 * 32, "condition_pixels": 56 * 56}
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Tiny matmuls gain nothing from threads, and on a shared 2-core box threads spin against each other.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """Three samples (1 control, 2 controls, none), a corrupt one, and their files."""
+    root = tmp_path_factory.mktemp("data")
+
+    def img(name, w, h, seed):
+        noise_image(w, h, seed).save(root / name)
+        return str(root / name)
+
+    samples = [
+        {"target": img("t0.png", 64, 32, 0), "controls": [img("c0.png", 64, 32, 1)], "instruction": "make the sky red"},
+        {"target": img("t1.png", 64, 32, 2), "controls": [img("c1.png", 64, 32, 3), img("r1.png", 32, 32, 4)],
+         "instruction": "put picture 2 in picture 1"},
+        {"target": img("t2.png", 32, 32, 5), "instruction": "a cat"},
+    ]
+    (root / "bad.png").write_bytes(b"\x89PNG\r\n not really")
+    corrupt = {"target": str(root / "bad.png"), "controls": [samples[0]["controls"][0]], "instruction": "broken"}
+    return {"root": root, "samples": samples, "corrupt": corrupt}
+
+
+def config(out: Path, files, **sections) -> dict:
+    raw = {
+        "model": MODEL, "output_dir": str(out), "seed": 0,
+        "data": {"samples": files["samples"], "batch_size": 1, **AREAS, "cache_dir": str(files["root"] / "cache")},
+        "lora": {"rank": 4, "alpha": 4},
+        "train": {"steps": 6, "learning_rate": 1e-3, "mixed_precision": "no", "gradient_checkpointing": False},
+        "checkpoint": {"every": 3},
+        "log_every": 1,
+    }
+    for section, values in sections.items():
+        raw[section] = {**raw.get(section, {}), **values} if isinstance(values, dict) else values
+    return raw
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, data):
+    """6 steps with validation, gradient checkpointing, batch 2, repeats, a corrupt sample and a comfyui export."""
+    out = tmp_path_factory.mktemp("run")
+    validation = {"every": 3, "steps": 2, "cfg": 1.0, "samples": [data["samples"][1]]}
+    raw = config(out, data, validation=validation, export_format="comfyui",
+                 data={"samples": data["samples"] + [data["corrupt"]], "batch_size": 2, "repeats": 2},
+                 train={"gradient_checkpointing": True, "learning_rate": 1e-2})
+    return train(validate(raw)), raw
+
+
+def test_run_writes_checkpoints_logs_previews_and_skips_the_corrupt_sample(run):
+    result, raw = run
+    out = result.output_dir
+    assert len(result.cache.samples) == 3 and len(result.cache.skipped) == 1 and "bad.png" in result.cache.skipped[0]
+    assert [p.name for p in sorted((out / "checkpoints").iterdir())] == ["step-000003", "step-000006"]
+    files = {p.name for p in (out / "checkpoints" / "step-000003").iterdir()}
+    assert {"lora_state.safetensors", "optimizer.bin", "random_states_0.pkl", "trainer_state.json"} <= files
+    state = json.loads((out / "checkpoints" / "step-000003" / "trainer_state.json").read_text())
+    assert state["step"] == 3 and set(state["data"]) == {"epoch", "round"}
+    assert [r["step"] for r in read_metrics(out / "metrics.jsonl")] == [1, 2, 3, 4, 5, 6]
+    assert all(np.isfinite(result.losses))
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out / "tensorboard")).Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3, 4, 5, 6]
+    assert {"train/lr", "train/grad_norm"} <= set(events.Tags()["scalars"]) and events.Tags()["images"]
+
+    grid = Image.open(out / "validation" / "step-000006" / "0-grid.png")
+    preview = Image.open(out / "validation" / "step-000006" / "0.png")
+    assert grid.height == preview.height and grid.width > 3 * preview.width  # 2 controls, preview, reference
+    assert Image.open(out / "loss.png").size == (640, 360)
+
+
+def test_saved_lora_reproduces_the_last_preview_in_a_fresh_pipeline(run):
+    result, raw = run
+    sample = raw["validation"]["samples"][0]
+    controls = [Image.open(p) for p in sample["controls"]]
+    preview = np.asarray(Image.open(result.output_dir / "validation" / "step-000006" / "0.png"), dtype=int)
+    base = np.asarray(editforge.edit(editforge.load_pipeline(MODEL, device="cpu"), controls, sample["instruction"],
+                                     seed=0, steps=2, cfg=1.0, **AREAS), dtype=int)
+    for name, prefix in (("lora.safetensors", "transformer."), ("lora-comfyui.safetensors", "diffusion_model.")):
+        path = result.output_dir / name
+        with safe_open(str(path), framework="pt") as fh:
+            keys = list(fh.keys())
+        assert keys and all(k.startswith(prefix) for k in keys)
+        assert any(".lora_B." in k for k in keys) and any("img_mlp.net.2" in k for k in keys)
+        pipe = editforge.load_pipeline(MODEL, device="cpu", loras=[str(path)])  # what `editforge edit --lora` does
+        image = np.asarray(editforge.edit(pipe, controls, sample["instruction"], seed=0, steps=2, cfg=1.0, **AREAS),
+                           dtype=int)
+        assert np.abs(image - preview).max() <= 1, name  # fused vs. unfused LoRA: float rounding at most
+    assert np.abs(base - preview).mean() > 1  # ... and the LoRA did change the picture
+
+
+def test_overfitting_cuts_the_loss(data, tmp_path):
+    """Fixed-noise evaluation before and after 100 steps on two samples: the loss drops by a large factor."""
+    from editforge.train.cache import load_cached
+    from editforge.train.objective import collate, flow_matching_loss
+
+    raw = config(tmp_path / "out", data, data={"samples": data["samples"][:2]},
+                 lora={"rank": 8, "alpha": 8, "target_modules": DEFAULT_TARGET_MODULES + ["img_in", "proj_out"]},
+                 train={"steps": 100, "learning_rate": 1e-2, "timestep_sampling": "uniform"},
+                 checkpoint={"every": 1000})
+    result = train(validate(raw))
+
+    def eval_loss(pipe):
+        generator, losses = torch.Generator().manual_seed(0), []
+        for sample in result.cache.samples:
+            batch = collate(load_cached([sample.path]), "cpu", torch.float32)
+            for sigma in (0.1, 0.3, 0.5, 0.7, 0.9):
+                noise = torch.randn(batch["target"].shape, generator=generator)
+                with torch.no_grad():
+                    losses.append(flow_matching_loss(pipe.transformer, batch, torch.tensor([sigma]), noise).item())
+        return float(np.mean(losses))
+
+    before = eval_loss(editforge.load_pipeline(MODEL, device="cpu"))
+    after = eval_loss(editforge.load_pipeline(MODEL, device="cpu", loras=[str(result.lora)]))
+    print(f"eval loss {before:.4f} -> {after:.4f} ({before / after:.1f}x)")
+    assert before / after > 3
+
+
+def test_trains_a_bf16_lora_on_an_int8_base(data, tmp_path):
+    from optimum.quanto import QLinear
+
+    raw = config(tmp_path / "out", data, train={"steps": 3, "quantize": "int8"}, checkpoint={"every": 100})
+    result = train(validate(raw))
+    assert all(np.isfinite(result.losses))
+    with safe_open(str(result.lora), framework="pt") as fh:
+        up = fh.get_tensor("transformer.transformer_blocks.0.attn.to_q.lora_B.weight")
+    assert up.abs().sum() > 0  # lora_B starts at zero: it moved, so gradients flowed through the int8 layers
+    assert up.dtype == torch.float32
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(data, tmp_path, monkeypatch):
+    import editforge.train.loop as loop
+
+    calls = []
+    real = loop.flow_matching_loss
+
+    def poisoned(*args):
+        calls.append(1)
+        loss = real(*args)
+        return loss * float("nan") if len(calls) == 3 else loss
+
+    monkeypatch.setattr(loop, "flow_matching_loss", poisoned)
+    raw = config(tmp_path / "out", data, checkpoint={"every": 2})
+    with pytest.raises(TrainingDiverged, match=r"loss is nan at step 3.*step-000002"):
+        train(validate(raw))
+    good = tmp_path / "out" / "checkpoints" / "step-000002"
+    assert json.loads((good / "trainer_state.json").read_text())["step"] == 2
+    with safe_open(str(good / "lora_state.safetensors"), framework="pt") as fh:
+        assert all(torch.isfinite(fh.get_tensor(k)).all() for k in fh.keys())
+
+
+def test_a_failing_save_leaves_the_previous_checkpoint_as_latest(data, tmp_path, monkeypatch):
+    import editforge.train.checkpoint as checkpoint
+
+    real, calls = checkpoint.save_file, []
+
+    def disk_full(tensors, path):
+        calls.append(path)
+        if len(calls) == 2:
+            Path(path).write_bytes(b"partial")
+            raise OSError(28, "No space left on device")
+        real(tensors, path)
+
+    monkeypatch.setattr(checkpoint, "save_file", disk_full)
+    raw = config(tmp_path / "out", data, checkpoint={"every": 2})
+    with pytest.raises(OSError, match="No space"):
+        train(validate(raw))
+    root = tmp_path / "out" / "checkpoints"
+    assert [p.name for p in checkpoint.checkpoints(root)] == ["step-000002"]
+    assert checkpoint.resolve_resume(root, "latest").name == "step-000002"
+
+
+def write_config(path: Path, raw: dict) -> Path:
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def cli(*args, env_extra=None, **kwargs):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    return subprocess.Popen([sys.executable, "-m", "editforge", *map(str, args)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
+
+
+def test_kill_9_then_resume_latest_matches_an_uninterrupted_run(data, tmp_path):
+    steps = 40
+    sections = dict(train={"steps": steps}, checkpoint={"every": 5})
+    reference = train(validate(config(tmp_path / "reference", data, **sections)))
+
+    out = tmp_path / "killed"
+    path = write_config(tmp_path / "run.yaml", config(out, data, **sections))
+    proc = cli("train", path)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(read_metrics(out / "metrics.jsonl")) < 12:
+        assert proc.poll() is None, proc.stdout.read()
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    logged = len(read_metrics(out / "metrics.jsonl"))
+    assert 12 <= logged < steps, "the run must be killed mid-way"
+
+    resumed = cli("train", path, "--resume", "latest")
+    output = resumed.communicate(timeout=180)[0]
+    assert resumed.returncode == 0, output
+    metrics = read_metrics(out / "metrics.jsonl")
+    assert [r["step"] for r in metrics] == list(range(1, steps + 1))
+    np.testing.assert_allclose([r["loss"] for r in metrics], reference.losses, rtol=1e-5, atol=1e-7)
+
+
+def test_two_process_accelerate_launch_on_cpu(data, tmp_path):
+    out = tmp_path / "ddp"
+    path = write_config(tmp_path / "ddp.yaml", config(out, data, data={"cache_dir": str(tmp_path / "cache")},
+                                                      train={"steps": 3}, checkpoint={"every": 2}))
+    # `--multi_gpu` is accelerate's torchrun launcher; without CUDA, train() asks for cpu=True and the two
+    # processes form a gloo group. (`--cpu --num_processes 2` starts ONE process unless MPI is configured.)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--main_process_port", str(port), "--mixed_precision", "no",
+              "--dynamo_backend", "no", "-m", "editforge", "train", str(path)]
+    proc = subprocess.run(launch, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert (out / "lora.safetensors").is_file()
+    ckpt = out / "checkpoints" / "step-000002"
+    assert {"random_states_0.pkl", "random_states_1.pkl"} <= {p.name for p in ckpt.iterdir()}, proc.stderr[-4000:]
+    assert [r["step"] for r in read_metrics(out / "metrics.jsonl")] == [1, 2, 3]
+    assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 3  # each rank cached its share
