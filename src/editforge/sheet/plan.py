@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import posixpath
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,25 +80,38 @@ def cell_text(value: Any) -> str:
 
 
 class PathResolver:
-    """Cell text -> absolute path and normalized key, confined to the base dir unless allowed out."""
+    """Cell text -> normalized key and absolute path, confined to the base dir unless allowed out.
+
+    Keys are what a cell should hold: relative to the base dir with forward slashes, or absolute for
+    an allowed outside path. Pure string work, no pathlib: it runs for every cell of big sheets.
+    """
 
     def __init__(self, base_dir: str | os.PathLike, *, allow_outside: bool = False):
         self.base = Path(os.path.abspath(base_dir))
+        self._base = self.base.as_posix().rstrip("/")
         self.allow_outside = allow_outside
 
-    def resolve(self, text: str) -> tuple[Path, str]:
-        text = text.replace("\\", "/")  # paths typed on Windows
-        absolute = os.path.isabs(text) or bool(_WINDOWS_ABSOLUTE.match(text))
-        path = Path(os.path.normpath(text if absolute else os.path.join(self.base, text)))
-        if path == self.base or self.base in path.parents:
-            return path, path.relative_to(self.base).as_posix()
+    def key(self, text: str) -> str:
+        path = text.replace("\\", "/")  # paths typed on Windows
+        if not (os.path.isabs(path) or _WINDOWS_ABSOLUTE.match(path)):
+            relative = posixpath.normpath(path)
+            if relative != ".." and not relative.startswith("../"):
+                return relative
+            path = f"{self._base}/{path}"
+        full = posixpath.normpath(path)
+        if full.startswith(self._base + "/"):
+            return full[len(self._base) + 1:]
         if not self.allow_outside:
             raise BadPath(f"path leaves the base dir {self.base} (use --allow-outside): {text}")
-        return path, path.as_posix()
+        return full
+
+    def resolve(self, text: str) -> tuple[Path, str]:
+        key = self.key(text)
+        return self.base / key, key  # an absolute key replaces the base
 
     def cell_value(self, path: Path) -> str:
-        """What a cell holds for `path`: relative to the base dir with forward slashes."""
-        return self.resolve(str(path))[1]
+        """What a cell holds for `path`."""
+        return self.key(str(path))
 
 
 def plan_workbook(book: Workbook, resolver: PathResolver, *, check_files: bool = True) -> Plan:
@@ -159,6 +173,6 @@ def _note_references(referenced: set[str], resolver: PathResolver, texts: list[s
     for text in texts:
         if text:
             try:
-                referenced.add(resolver.resolve(text)[1])
+                referenced.add(resolver.key(text))
             except BadPath:
                 pass  # a path outside the base dir cannot name one of our outputs
