@@ -112,6 +112,8 @@ def inspect_image(path: str) -> ImageInfo:
 def inspect_images(paths: list[str], *, workers: int | None = None,
                    on_done: Callable[[], None] | None = None) -> dict[str, ImageInfo]:
     """`inspect_image` for every path, in parallel; `on_done()` after each image (for a progress bar)."""
+    import imagehash  # noqa: F401  (imported once here: forked workers inherit it instead of each importing scipy)
+
     workers = workers or os.cpu_count() or 1
     results: dict[str, ImageInfo] = {}
     if workers == 1 or len(paths) < INLINE_BELOW:

@@ -13,6 +13,7 @@ import csv
 import json
 import os
 from pathlib import Path
+from typing import Iterator
 
 from editforge.dataset.formats import diffsynth, folders, hf, musubi, workbook
 from editforge.dataset.sample import Columns, Dataset
@@ -45,7 +46,7 @@ def _locate(src: Path, wanted: str | None) -> tuple[str, Path]:
     """(format, file or folder to read) for `src`, checking `wanted` if the user named one."""
     if wanted is not None and wanted not in SOURCE_FORMATS:
         raise EditForgeError(f"unknown source format {wanted!r}; use one of {', '.join(SOURCE_FORMATS)}")
-    candidates = _folder_candidates(src) if src.is_dir() else [(_file_format(src), src)]
+    candidates = _folder_candidates(src) if src.is_dir() else iter([(_file_format(src), src)])
     for fmt, path in candidates:
         if fmt is not None and (wanted is None or fmt == wanted):
             return fmt, path
@@ -56,17 +57,18 @@ def _locate(src: Path, wanted: str | None) -> tuple[str, Path]:
                          "(see `editforge dataset --help`)")
 
 
-def _folder_candidates(src: Path) -> list[tuple[str | None, Path]]:
-    found: list[tuple[str | None, Path]] = []
+def _folder_candidates(src: Path) -> Iterator[tuple[str | None, Path]]:
+    """What a folder may be, most specific first; lazy, so a huge image folder is not walked for parquet."""
     for name in diffsynth.METADATA_NAMES:
         if (src / name).is_file():
-            found.append((_file_format(src / name), src / name))
-    found += [(_file_format(p), p) for p in sorted(src.glob("*.jsonl")) if p.name not in diffsynth.METADATA_NAMES]
+            yield _file_format(src / name), src / name
+    for path in sorted(src.glob("*.jsonl")):
+        if path.name not in diffsynth.METADATA_NAMES:
+            yield _file_format(path), path
     if folders.find_folders(src, Columns()) is not None:
-        found.append(("folders", src))
-    if any(src.rglob("*.parquet")):
-        found.append(("hf", src))
-    return found
+        yield "folders", src
+    if next(src.rglob("*.parquet"), None) is not None:
+        yield "hf", src
 
 
 def _file_format(path: Path) -> str | None:
