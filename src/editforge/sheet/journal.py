@@ -33,7 +33,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -238,11 +238,6 @@ class Journal:
         now = time.time()
         with self.transaction():
             self.db.executemany("UPDATE row_updates SET applied = ? WHERE id = ?", [(now, i) for i in update_ids])
-
-    def iter_outputs(self) -> Iterator[str]:
-        """Every output path the journal knows (any status but superseded)."""
-        for (output,) in self.db.execute("SELECT output FROM results WHERE status != 'superseded'"):
-            yield output
 
 
 class _Transaction:
