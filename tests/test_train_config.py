@@ -99,3 +99,22 @@ def test_cli_print_config_and_missing_file():
     assert validate(yaml.safe_load(result.output)).model == "qwen-image"
     result = CliRunner().invoke(app, ["train", "nope.yaml"])
     assert "config file not found" in str(result.exception)
+
+
+def test_training_samples_come_from_any_dataset_source_plus_inline(tmp_path, make_image):
+    from editforge.dataset import Sample, export_dataset
+    from editforge.models.registry import FAMILIES
+    from editforge.train.loop import training_samples
+
+    samples = [Sample(key=str(i), target=make_image(f"t{i}.png", seed=i),
+                      controls=tuple(make_image(f"c{i}-{j}.png", seed=10 * i + j) for j in range(i + 1)),
+                      instruction=f"edit {i}") for i in range(3)]
+    export_dataset(samples, "diffsynth", tmp_path / "exported", model_family="qwen-image-edit-2509")
+    raw = minimal()
+    raw["data"]["source"] = str(tmp_path / "exported")
+    raw["data"]["samples"][0].pop("controls")  # a text-to-image sample is fine in an edit set
+    got, unfit = training_samples(validate(raw), FAMILIES["qwen-image-edit-2509"])
+    assert [len(s.controls) for s in got] == [0, 1, 2, 3] and unfit == []
+    assert sorted(s.instruction for s in got[1:]) == ["edit 0", "edit 1", "edit 2"]
+    got, unfit = training_samples(validate(raw), FAMILIES["qwen-image-edit"])  # v1 takes one control
+    assert len(got) == 2 and len(unfit) == 2 and "takes at most 1" in unfit[0]

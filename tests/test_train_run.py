@@ -154,8 +154,6 @@ def test_overfitting_cuts_the_loss(data, tmp_path):
 
 
 def test_trains_a_bf16_lora_on_an_int8_base(data, tmp_path):
-    from optimum.quanto import QLinear
-
     raw = config(tmp_path / "out", data, train={"steps": 3, "quantize": "int8"}, checkpoint={"every": 100})
     result = train(validate(raw))
     assert all(np.isfinite(result.losses))

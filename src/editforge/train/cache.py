@@ -154,7 +154,8 @@ def build_cache(pipe, samples, cache_dir: Path, *, vae_pixels: int, condition_pi
             try:
                 images = [open_rgb(p) for p in [sample.target, *sample.controls]]
             except EditForgeError as exc:
-                _write_atomic(bad, lambda tmp: tmp.write_text(str(exc)))
+                reason = str(exc)
+                _write_atomic(bad, lambda tmp: tmp.write_text(reason))
             else:
                 tensors = encode_sample(pipe, images[0], images[1:], sample.instruction, vae_pixels, condition_pixels)
                 _write_atomic(path, lambda tmp: save_file(tensors, str(tmp)))

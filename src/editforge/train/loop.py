@@ -26,7 +26,7 @@ from editforge.train.cache import CacheReport, build_cache, load_cached
 from editforge.train.config import Config
 from editforge.train.logs import RunLog, loss_curve, read_metrics
 from editforge.train.lora import add_lora, save_lora
-from editforge.train.objective import auto_shift, collate, flow_matching_loss, sample_sigmas
+from editforge.train.objective import collate, draw_noise, flow_matching_loss
 from editforge.train.validation import prepare_previews, run_validation
 
 log = logging.getLogger("editforge.train")
@@ -113,27 +113,20 @@ def train(config: Config, *, resume: str | None = None) -> TrainResult:
     run_log = RunLog(out, enabled=main, resume_step=step)
     result = TrainResult(out, out / "lora.safetensors", step, cache=cache)
 
-    # 3. The loop. Noise and timesteps come from a generator seeded by (seed, step, micro-step, rank), so a
-    # resumed run draws exactly what the uninterrupted run drew.
+    # 3. The loop. Noise and timesteps depend on (seed, micro-step, rank) only: resuming redraws them exactly.
     transformer.train()
     while step < tc.steps:
         total = 0.0
         for micro in range(tc.gradient_accumulation):
             batch = collate(load_cached([cache.samples[i].path for i in next(stream)]), accelerator.device,
                             pipe.transformer.dtype)
-            generator = torch.Generator().manual_seed(
-                config.seed * 1_000_003 + (step * tc.gradient_accumulation + micro) * 1009 + accelerator.process_index)
-            target = batch["target"]
-            shift = tc.shift if tc.shift != "auto" else auto_shift(
-                pipe.scheduler.config, target.shape[2] * target.shape[3] // 4)
-            sigmas = sample_sigmas(target.shape[0], method=tc.timestep_sampling, shift=shift,
-                                   logit_mean=tc.logit_mean, logit_std=tc.logit_std, generator=generator)
-            noise = torch.randn(target.shape, generator=generator)
+            sigmas, noise = draw_noise(batch["target"], tc, pipe.scheduler.config, seed=(
+                config.seed, step * tc.gradient_accumulation + micro, accelerator.process_index))
             # accelerate's accumulate(): gradients are all-reduced (and the optimizer really steps) only on
             # the last micro-step; DeepSpeed does the same inside its engine.
             with accelerator.accumulate(transformer):
                 with accelerator.autocast():
-                    loss = flow_matching_loss(transformer, batch, sigmas.to(accelerator.device), noise)
+                    loss = flow_matching_loss(transformer, batch, sigmas, noise)
                 mean_loss = accelerator.reduce(loss.detach(), "mean").item()
                 if not math.isfinite(mean_loss):
                     latest = ckpt.checkpoints(out / "checkpoints")
@@ -173,17 +166,22 @@ def train(config: Config, *, resume: str | None = None) -> TrainResult:
 
 
 def training_samples(config: Config, family) -> tuple[list, list[str]]:
-    """Samples from `data.source` (via editforge.dataset) plus inline ones; those the family can't take are set aside."""
-    samples = list(config.data.samples)
+    """Samples from `data.source` (read by editforge.dataset) plus inline ones; those the family can't take
+    are set aside with the reason. Samples without controls are kept: text-to-image samples in an edit set."""
+    samples, unfit = list(config.data.samples), []
     if config.data.source is not None:
-        try:
-            from editforge.dataset import load_samples
-        except ImportError as exc:
-            raise EditForgeError("data.source needs the editforge.dataset package; use data.samples meanwhile") from exc
-        samples += list(load_samples(config.data.source))
-    usable, unfit = [], []
+        from editforge.dataset import load_samples
+
+        dataset = load_samples(config.data.source, source_format=config.data.source_format,
+                               only_accepted=config.data.only_accepted)
+        samples += dataset.samples
+        unfit += [f"{key}: {reason}" for key, reason in dataset.skipped]
+    usable = []
     for sample in samples:
-        if sample.target is None:
+        problems = getattr(sample, "problems", ())
+        if problems:
+            unfit.append(f"{sample.target}: {problems[0]}")
+        elif sample.target is None:
             unfit.append(f"{sample.instruction[:40]!r}: no target image")
         elif len(sample.controls) > family.max_images:
             unfit.append(f"{sample.target}: {len(sample.controls)} control images, {family.name} takes "

@@ -41,6 +41,17 @@ def sample_sigmas(batch_size: int, *, method: str, shift: float, logit_mean: flo
     return u
 
 
+def draw_noise(target: torch.Tensor, tc, scheduler_config: dict, seed: tuple[int, int, int]):
+    """(sigmas, noise) for one micro-batch, from a generator seeded by (run seed, micro-step, rank) alone:
+    a resumed run draws exactly what the uninterrupted run drew, whatever RNG state came before."""
+    run_seed, micro_step, rank = seed
+    generator = torch.Generator().manual_seed(run_seed * 1_000_003 + micro_step * 1009 + rank)
+    shift = tc.shift if tc.shift != "auto" else auto_shift(scheduler_config, target.shape[2] * target.shape[3] // 4)
+    sigmas = sample_sigmas(target.shape[0], method=tc.timestep_sampling, shift=shift, logit_mean=tc.logit_mean,
+                           logit_std=tc.logit_std, generator=generator)
+    return sigmas.to(target.device), torch.randn(target.shape, generator=generator).to(target.device)
+
+
 def flow_matching_loss(transformer, batch: dict, sigmas: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     """MSE between predicted and true velocity on the target tokens of `batch` (see `collate`)."""
     target = batch["target"]
