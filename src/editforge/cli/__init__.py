@@ -21,6 +21,7 @@ app = typer.Typer(
 err_console = Console(stderr=True)
 
 # Each module registers its commands on `app` when imported.
+from editforge.cli import bench  # noqa: E402,F401
 from editforge.cli import demo  # noqa: E402,F401
 from editforge.cli import generate  # noqa: E402,F401
 from editforge.cli import review  # noqa: E402,F401

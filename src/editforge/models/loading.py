@@ -45,13 +45,14 @@ def load_pipeline(
     fuse: bool = True,
     force: bool = False,
     attention: str | None = "auto",
-    compile: bool = False,
+    compile: bool | None = False,
     reuse_embeddings: bool = True,
 ):
     """Load `model` (family, tiny name, hub id or folder) ready to generate.
 
     `attention`, `compile` and `reuse_embeddings` are the fast path (`editforge.models.speed`): exact,
     except that a compiled or other attention kernel may round differently in the last bits.
+    `compile=None` compiles on CUDA only (worth it for long runs such as synth).
     The returned pipeline carries `pipe.editforge_info`: the model, family, LoRAs and size defaults that
     `editforge.generate` uses and records in every PNG.
     """
@@ -102,6 +103,8 @@ def load_pipeline(
     if vae_tiling:
         pipe.vae.enable_tiling()
     pipe.set_progress_bar_config(disable=True)
+    if compile is None:
+        compile = device.startswith("cuda")
     fast = apply_fast_path(pipe, device=device, attention=attention, compile=compile,
                            reuse_embeddings=reuse_embeddings)
 
@@ -158,8 +161,14 @@ def quantize_transformer(transformer: torch.nn.Module, kind: str) -> None:
             quantize(transformer, weights=qint8)
             freeze(transformer)
         else:
-            from torchao.quantization import Float8WeightOnlyConfig, quantize_
+            from torchao.quantization import (
+                Float8DynamicActivationFloat8WeightConfig, Float8WeightOnlyConfig, quantize_,
+            )
 
-            quantize_(transformer, Float8WeightOnlyConfig())
+            # fp8 matmuls where the GPU has them (Ada/Hopper and newer): that is where fp8 is faster;
+            # elsewhere (CPU, older GPUs) fp8 weights only, which saves memory.
+            weight = next(transformer.parameters())
+            fast = weight.is_cuda and torch.cuda.get_device_capability(weight.device) >= (8, 9)
+            quantize_(transformer, Float8DynamicActivationFloat8WeightConfig() if fast else Float8WeightOnlyConfig())
     except ImportError as exc:
         raise EditForgeError(f"--quantize {kind} needs the quant extra: pip install 'editforge[quant]' ({exc})") from exc

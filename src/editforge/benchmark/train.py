@@ -1,0 +1,111 @@
+"""Training benchmark: LoRA rank 32 on the Qwen-Image transformer, gradient checkpointing, Edit-2509 with
+one control image, at 512x512 and 1024x1024 (tiny: 32 and 64), bf16 base and int8 (quanto) base.
+
+Uses the trainer's own pieces (`add_lora`, `flow_matching_loss`), on synthetic latents: the cache makes
+real training read latents from disk, so the VAE and text encoder are not part of a training step."""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from types import SimpleNamespace
+
+import torch
+
+from editforge.benchmark.architectures import full_transformer
+from editforge.benchmark.timing import matmul_rate, peak_memory, synchronize, transformer_flops
+from editforge.models.loading import quantize_transformer
+from editforge.train.config import LoraConfig
+from editforge.train.lora import add_lora
+from editforge.train.objective import flow_matching_loss
+
+RESOLUTIONS = {"tiny": (32, 64), "full": (512, 1024)}
+TEXT_TOKENS = {"tiny": 32, "full": 250}
+RANK = 32
+# forward + recomputed forward (checkpointing) + backward (~2 forwards): the usual 4x accounting
+TRAIN_FLOPS_PER_FORWARD = 4
+
+
+@dataclass
+class TrainRow:
+    base: str
+    resolution: int
+    samples_per_s: float
+    step_s: float
+    peak_gib: float | None
+    tflops: float
+    matmul_fraction: float
+
+
+def _transformer(size: str, device: str, dtype):
+    if size == "full":
+        return full_transformer(device, dtype)
+    from diffusers import QwenImageTransformer2DModel
+
+    from editforge.models.tiny import tiny_model_dir
+
+    return QwenImageTransformer2DModel.from_pretrained(tiny_model_dir("tiny-qwen-image-edit-2509"),
+                                                       subfolder="transformer", dtype=dtype).to(device)
+
+
+def run(size: str = "tiny", *, device: str | None = None, steps: int | None = None,
+        bases=("unquantized", "int8")) -> dict:
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if size == "full" and not device.startswith("cuda"):
+        from editforge.errors import EditForgeError
+
+        raise EditForgeError("--size full trains the 20B transformer: it needs a CUDA GPU; use --size tiny here")
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    steps = steps or (5 if size == "full" else 2)
+    rate = matmul_rate(device, dtype)
+    rows = []
+    for base in bases:
+        for resolution in RESOLUTIONS[size]:
+            transformer = _transformer(size, device, dtype)
+            params = add_lora(SimpleNamespace(transformer=transformer), LoraConfig(rank=RANK, alpha=RANK))
+            if base == "int8":
+                quantize_transformer(transformer, "int8")
+            transformer.enable_gradient_checkpointing()
+            transformer.train()
+            optimizer = torch.optim.AdamW(params, lr=1e-4)
+            channels = transformer.config.in_channels // 4
+            latent = resolution // 8
+            batch = {
+                "target": torch.randn(1, channels, latent, latent, device=device, dtype=dtype),
+                "controls": [torch.randn(1, channels, latent, latent, device=device, dtype=dtype)],
+                "prompt_embeds": torch.randn(1, TEXT_TOKENS[size], transformer.config.joint_attention_dim,
+                                             device=device, dtype=dtype),
+                "prompt_mask": torch.ones(1, TEXT_TOKENS[size], dtype=torch.long, device=device),
+            }
+
+            def step():
+                sigmas = torch.rand(1, device=device)
+                loss = flow_matching_loss(transformer, batch, sigmas, torch.randn_like(batch["target"]))
+                loss.backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+
+            step()  # warm-up
+            times = []
+            with peak_memory(device) as memory:
+                for _ in range(steps):
+                    synchronize(device)
+                    start = time.perf_counter()
+                    step()
+                    synchronize(device)
+                    times.append(time.perf_counter() - start)
+            seconds = statistics.median(times)
+            image_tokens = 2 * (latent // 2) ** 2  # target + one control
+            flops = TRAIN_FLOPS_PER_FORWARD * transformer_flops(transformer.config, image_tokens, TEXT_TOKENS[size])
+            rows.append(TrainRow(base, resolution, 1 / seconds, seconds, memory["peak_gib"], flops / seconds / 1e12,
+                                 flops / seconds / rate))
+            del transformer, optimizer, params
+            gc.collect()
+            if device.startswith("cuda"):
+                torch.cuda.empty_cache()
+    from editforge.benchmark.infer import _device_name
+
+    return {"kind": "train", "size": size, "device": _device_name(device), "dtype": str(dtype), "rank": RANK,
+            "matmul_tflops": rate / 1e12, "rows": [asdict(r) for r in rows]}

@@ -1,0 +1,55 @@
+"""`editforge bench`: the tiny benchmark runs the same code as the full one (not timed here)."""
+
+import json
+
+import pytest
+
+from editforge.benchmark import infer, report, train
+from editforge.benchmark.architectures import full_text_encoder, full_transformer, full_vae, parameter_count
+from editforge.benchmark.timing import transformer_flops
+from editforge.errors import EditForgeError
+from editforge.models.tiny import build_tokenizer
+from tests.conftest import run_cli
+
+
+def test_full_size_architectures_have_the_published_sizes():
+    transformer = full_transformer()  # meta device: no memory
+    assert 20.3e9 < parameter_count(transformer) < 20.5e9
+    assert 8.2e9 < parameter_count(full_text_encoder(build_tokenizer())) < 8.4e9  # Qwen2.5-VL-7B
+    assert 120e6 < parameter_count(full_vae()) < 135e6
+    # DESIGN.md's count for a 1024^2 edit with one 1 MP reference: ~1.7e14 FLOP per denoise step
+    assert transformer_flops(transformer.config, 8192, 250) == pytest.approx(1.7e14, rel=0.05)
+
+
+def test_tiny_infer_benchmark_compares_configs():
+    result = infer.run("tiny", configs=("seed", "fast", "fast-fp8"), workloads=((1, 4),), reps=1)
+    rows = {r["config"]: r for r in result["rows"]}
+    assert set(rows) == {"seed", "fast", "fast-fp8"}
+    for row in rows.values():
+        assert row["seconds"] > 0 and row["denoise_s"] > 0 and row["vae_s"] > 0 and row["text_s"] > 0
+        assert row["denoise_tflops"] > 0
+    assert rows["seed"]["notes"]["quantize"].startswith("optimum-quanto int8")
+    assert rows["fast"]["notes"]["attention"] == "native"
+    assert result["fp8_mean_abs_pixel_diff"] is not None
+    text = report.markdown(result)
+    assert "| fast | 1 | 4 |" in text and "vs seed" in text
+
+
+def test_tiny_train_benchmark_via_cli(tmp_path):
+    out = tmp_path / "train.json"
+    result = run_cli("bench", "train", "--size", "tiny", "--json", out, "--markdown", tmp_path / "b.md")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(out.read_text())
+    assert {(r["base"], r["resolution"]) for r in data["rows"]} == {
+        ("unquantized", 32), ("unquantized", 64), ("int8", 32), ("int8", 64)}
+    assert all(r["samples_per_s"] > 0 for r in data["rows"])
+    assert "samples/s" in (tmp_path / "b.md").read_text()
+
+
+def test_full_size_needs_a_gpu_and_bad_arguments():
+    with pytest.raises(EditForgeError, match="needs a CUDA GPU"):
+        infer.run("full", device="cpu")
+    with pytest.raises(EditForgeError, match="needs a CUDA GPU"):
+        train.run("full", device="cpu")
+    result = run_cli("bench", "infer", "--configs", "turbo")
+    assert result.returncode == 2 and "unknown turbo" in result.stderr
