@@ -11,7 +11,7 @@ from rich.console import Console
 
 from editforge.cli import app
 from editforge.cli.options import (
-    Cfg, ConditionPixels, Device, Dtype, Force, Lightning, LightningPath, Loras, MaxPixels, Model,
+    Cfg, Compile, ConditionPixels, Device, Dtype, Force, Lightning, LightningPath, Loras, MaxPixels, Model,
     NegativePrompt, Offload, Quantize, Seed, Steps, VaeTiling, load_options,
 )
 from editforge.errors import EditForgeError
@@ -44,6 +44,7 @@ def edit(
     vae_tiling: VaeTiling = False,
     device: Device = None,
     force: Force = False,
+    compile: Compile = False,
     seed: Seed = 0,
     steps: Steps = None,
     cfg: Cfg = None,
@@ -68,7 +69,7 @@ def edit(
         if not image or not prompt or not out:
             raise EditForgeError("give --image, --prompt and --out (or --prompts, --images and --out-dir for a batch)")
         jobs = [BatchJob(0, prompt, tuple(image))]
-    opts = load_options(lightning, lightning_path, lora, dtype, quantize, offload, vae_tiling, device, force)
+    opts = load_options(lightning, lightning_path, lora, dtype, quantize, offload, vae_tiling, device, force, compile)
     written = run_jobs(
         model, opts, jobs, out=out, out_dir=out_dir, seed=seed,
         gen=dict(steps=steps, cfg=cfg, negative_prompt=negative_prompt, max_pixels=max_pixels,
@@ -96,6 +97,7 @@ def t2i(
     vae_tiling: VaeTiling = False,
     device: Device = None,
     force: Force = False,
+    compile: Compile = False,
     seed: Seed = 0,
     steps: Steps = None,
     cfg: Cfg = None,
@@ -120,7 +122,7 @@ def t2i(
         jobs = [BatchJob(0, prompt, ())]
     else:
         raise EditForgeError("give --prompt and --out (or --prompts and --out-dir for a batch)")
-    opts = load_options(lightning, lightning_path, lora, dtype, quantize, offload, vae_tiling, device, force)
+    opts = load_options(lightning, lightning_path, lora, dtype, quantize, offload, vae_tiling, device, force, compile)
     written = run_jobs(
         model, opts, jobs, out=out, out_dir=out_dir, seed=seed,
         gen=dict(steps=steps, cfg=cfg, negative_prompt=negative_prompt, max_pixels=max_pixels),

@@ -25,6 +25,10 @@ Quantize = Annotated[str, typer.Option("--quantize", help="none, int8 (optimum-q
 Offload = Annotated[str, typer.Option("--offload", help="none, model or sequential CPU offload (GPU only)")]
 VaeTiling = Annotated[bool, typer.Option("--vae-tiling", help="tiled VAE decode for very large outputs")]
 Device = Annotated[Optional[str], typer.Option("--device", help="cuda, cuda:1, cpu (default: cuda if present)")]
+Compile = Annotated[
+    Optional[bool],
+    typer.Option("--compile/--no-compile", help="torch.compile the transformer blocks (GPU; pays off after a few images)"),
+]
 Force = Annotated[bool, typer.Option("--force", help="load a Lightning file even if its name says another family")]
 
 Seed = Annotated[int, typer.Option("--seed", help="random seed")]
@@ -54,7 +58,8 @@ def parse_choice(value: str) -> str | None:
     return None if value.strip().lower() in ("none", "off", "") else value.strip().lower()
 
 
-def load_options(lightning, lightning_path, lora, dtype, quantize, offload, vae_tiling, device, force) -> dict:
+def load_options(lightning, lightning_path, lora, dtype, quantize, offload, vae_tiling, device, force,
+                 compile: bool | None = False) -> dict:
     """The keyword arguments for `editforge.load_pipeline` from the shared CLI options."""
     return dict(
         lightning=parse_lightning(lightning),
@@ -66,4 +71,5 @@ def load_options(lightning, lightning_path, lora, dtype, quantize, offload, vae_
         vae_tiling=vae_tiling,
         device=device,
         force=force,
+        compile=compile,
     )
