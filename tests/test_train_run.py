@@ -153,9 +153,17 @@ def test_overfitting_cuts_the_loss(data, tmp_path):
     assert before / after > 3
 
 
-def test_trains_a_bf16_lora_on_an_int8_base(data, tmp_path):
+def test_trains_a_bf16_lora_on_an_int8_base(data, tmp_path, monkeypatch):
+    import editforge.train.loop as loop
+    from optimum.quanto import QLinear
+
+    quantized = []
+    real = loop.quantize_transformer
+    monkeypatch.setattr(loop, "quantize_transformer", lambda t, kind: (quantized.append(t), real(t, kind)))
     raw = config(tmp_path / "out", data, train={"steps": 3, "quantize": "int8"}, checkpoint={"every": 100})
     result = train(validate(raw))
+    base = quantized[0].transformer_blocks[0].attn.to_q.base_layer
+    assert isinstance(base, QLinear) and base.weight.dtype == torch.float32  # quanto keeps int8 data + scale
     assert all(np.isfinite(result.losses))
     with safe_open(str(result.lora), framework="pt") as fh:
         up = fh.get_tensor("transformer.transformer_blocks.0.attn.to_q.lora_B.weight")
