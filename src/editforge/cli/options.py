@@ -27,7 +27,7 @@ VaeTiling = Annotated[bool, typer.Option("--vae-tiling", help="tiled VAE decode 
 Device = Annotated[Optional[str], typer.Option("--device", help="cuda, cuda:1, cpu (default: cuda if present)")]
 Compile = Annotated[
     Optional[bool],
-    typer.Option("--compile/--no-compile", help="torch.compile the transformer blocks (GPU; pays off after a few images)"),
+    typer.Option("--compile/--no-compile", help="torch.compile the transformer blocks; pays off after a few images (default: on for synth on a GPU, else off)"),
 ]
 Force = Annotated[bool, typer.Option("--force", help="load a Lightning file even if its name says another family")]
 

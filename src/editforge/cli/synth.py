@@ -13,7 +13,7 @@ from rich.console import Console
 from editforge.cli import app
 from editforge.cli.generate import _warnings_to_console
 from editforge.cli.options import (
-    Cfg, ConditionPixels, Device, Dtype, Force, Lightning, LightningPath, Loras, MaxPixels, Model,
+    Cfg, Compile, ConditionPixels, Device, Dtype, Force, Lightning, LightningPath, Loras, MaxPixels, Model,
     NegativePrompt, Offload, Quantize, Steps, VaeTiling, load_options,
 )
 from editforge.errors import EditForgeError
@@ -42,6 +42,7 @@ def synth(
     vae_tiling: VaeTiling = False,
     device: Device = None,
     force: Force = False,
+    compile: Compile = None,
     max_pixels: MaxPixels = None,
     condition_pixels: ConditionPixels = None,
     steps: Steps = None,
@@ -70,7 +71,7 @@ def synth(
         return
     _warnings_to_console()
     team, process_device = accelerate_team()
-    load = load_options(lightning, lightning_path, lora, dtype, quantize, offload, vae_tiling, device, force)
+    load = load_options(lightning, lightning_path, lora, dtype, quantize, offload, vae_tiling, device, force, compile)
     load["device"] = device or process_device
     gen = dict(steps=steps, cfg=cfg, negative_prompt=negative_prompt, max_pixels=max_pixels,
                condition_pixels=condition_pixels)
