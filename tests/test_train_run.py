@@ -269,3 +269,21 @@ def test_two_process_accelerate_launch_on_cpu(data, tmp_path):
     assert {"random_states_0.pkl", "random_states_1.pkl"} <= {p.name for p in ckpt.iterdir()}, proc.stderr[-4000:]
     assert [r["step"] for r in read_metrics(out / "metrics.jsonl")] == [1, 2, 3]
     assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 3  # each rank cached its share
+
+
+def test_init_from_an_existing_lora_file(data, tmp_path):
+    """Start from the (Lightning-layout) tiny LoRA: the trained file begins at the same weight deltas."""
+    from editforge.models.registry import FAMILIES
+    from editforge.models.tiny import TINY_LIGHTNING_DIR, tiny_model_dir
+    from safetensors.torch import load_file
+
+    source = tiny_model_dir(MODEL) / TINY_LIGHTNING_DIR / FAMILIES["qwen-image-edit-2509"].lightning_files[8]
+    raw = config(tmp_path / "out", data, lora={"init_from": str(source)},
+                 train={"steps": 1, "learning_rate": 1e-12, "weight_decay": 0.0}, checkpoint={"every": 100})
+    saved = load_file(str(train(validate(raw)).lora))
+    original = load_file(str(source))
+    name = "transformer_blocks.1.attn.add_v_proj"
+    ours = saved[f"transformer.{name}.lora_B.weight"] @ saved[f"transformer.{name}.lora_A.weight"]
+    theirs = original[f"{name}.lora_up.weight"] @ original[f"{name}.lora_down.weight"]  # alpha == rank here
+    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-6)
+    assert len(saved) == 2 * sum(1 for k in original if k.endswith("lora_down.weight"))
