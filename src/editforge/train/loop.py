@@ -75,6 +75,9 @@ def train(config: Config, *, resume: str | None = None) -> TrainResult:
                             world_size=accelerator.num_processes, barrier=accelerator.wait_for_everyone,
                             progress=lambda: bar.advance(task))
     cache.skipped += unfit
+    if main:
+        log.info("cache %s: %d samples (%d encoded now, %d reused), %d skipped", config.cache_dir,
+                 len(cache.samples), cache.computed, cache.reused, len(cache.skipped))
     if main and cache.skipped:
         log.warning("skipped %d unusable sample(s): %s", len(cache.skipped), "; ".join(cache.skipped[:5]))
     if not cache.samples:
