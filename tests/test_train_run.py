@@ -75,7 +75,7 @@ def config(out: Path, files, **sections) -> dict:
 def run(tmp_path_factory, data):
     """6 steps with validation, gradient checkpointing, batch 2, repeats, a corrupt sample and a comfyui export."""
     out = tmp_path_factory.mktemp("run")
-    validation = {"every": 3, "steps": 2, "cfg": 1.0, "samples": [data["samples"][1]]}
+    validation = {"every": 3, "steps": 2, "cfg": 2.0, "samples": [data["samples"][1]]}
     raw = config(out, data, validation=validation, export_format="comfyui",
                  data={"samples": data["samples"] + [data["corrupt"]], "batch_size": 2, "repeats": 2},
                  train={"gradient_checkpointing": True, "learning_rate": 1e-2})
@@ -112,7 +112,7 @@ def test_saved_lora_reproduces_the_last_preview_in_a_fresh_pipeline(run):
     controls = [Image.open(p) for p in sample["controls"]]
     preview = np.asarray(Image.open(result.output_dir / "validation" / "step-000006" / "0.png"), dtype=int)
     base = np.asarray(editforge.edit(editforge.load_pipeline(MODEL, device="cpu"), controls, sample["instruction"],
-                                     seed=0, steps=2, cfg=1.0, **AREAS), dtype=int)
+                                     seed=0, steps=2, cfg=2.0, **AREAS), dtype=int)
     for name, prefix in (("lora.safetensors", "transformer."), ("lora-comfyui.safetensors", "diffusion_model.")):
         path = result.output_dir / name
         with safe_open(str(path), framework="pt") as fh:
@@ -120,7 +120,7 @@ def test_saved_lora_reproduces_the_last_preview_in_a_fresh_pipeline(run):
         assert keys and all(k.startswith(prefix) for k in keys)
         assert any(".lora_B." in k for k in keys) and any("img_mlp.net.2" in k for k in keys)
         pipe = editforge.load_pipeline(MODEL, device="cpu", loras=[str(path)])  # what `editforge edit --lora` does
-        image = np.asarray(editforge.edit(pipe, controls, sample["instruction"], seed=0, steps=2, cfg=1.0, **AREAS),
+        image = np.asarray(editforge.edit(pipe, controls, sample["instruction"], seed=0, steps=2, cfg=2.0, **AREAS),
                            dtype=int)
         assert np.abs(image - preview).max() <= 1, name  # fused vs. unfused LoRA: float rounding at most
     assert np.abs(base - preview).mean() > 1  # ... and the LoRA did change the picture
@@ -169,6 +169,15 @@ def test_trains_a_bf16_lora_on_an_int8_base(data, tmp_path, monkeypatch):
         up = fh.get_tensor("transformer.transformer_blocks.0.attn.to_q.lora_B.weight")
     assert up.abs().sum() > 0  # lora_B starts at zero: it moved, so gradients flowed through the int8 layers
     assert up.dtype == torch.float32
+
+
+def test_bf16_mixed_precision_keeps_the_lora_in_fp32(data, tmp_path):
+    raw = config(tmp_path / "out", data, train={"steps": 2, "mixed_precision": "bf16"}, checkpoint={"every": 100})
+    result = train(validate(raw))
+    assert all(np.isfinite(result.losses))
+    state = result.output_dir / "checkpoints" / "step-000002" / "lora_state.safetensors"
+    with safe_open(str(state), framework="pt") as fh:
+        assert {fh.get_tensor(k).dtype for k in fh.keys()} == {torch.float32}
 
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(data, tmp_path, monkeypatch):
@@ -225,8 +234,9 @@ def cli(*args, env_extra=None, **kwargs):
 
 
 def test_kill_9_then_resume_latest_matches_an_uninterrupted_run(data, tmp_path):
-    steps = 40
-    sections = dict(train={"steps": steps}, checkpoint={"every": 5})
+    steps = 30  # with accumulation and a warmup + cosine schedule, whose positions must survive the kill too
+    sections = dict(train={"steps": steps, "gradient_accumulation": 2, "lr_scheduler": "cosine", "warmup_steps": 5},
+                    checkpoint={"every": 5})
     reference = train(validate(config(tmp_path / "reference", data, **sections)))
 
     out = tmp_path / "killed"
@@ -247,6 +257,7 @@ def test_kill_9_then_resume_latest_matches_an_uninterrupted_run(data, tmp_path):
     metrics = read_metrics(out / "metrics.jsonl")
     assert [r["step"] for r in metrics] == list(range(1, steps + 1))
     np.testing.assert_allclose([r["loss"] for r in metrics], reference.losses, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose([r["lr"] for r in metrics][:5], [2e-4, 4e-4, 6e-4, 8e-4, 1e-3], rtol=1e-6)
 
 
 def test_two_process_accelerate_launch_on_cpu(data, tmp_path):

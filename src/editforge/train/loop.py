@@ -48,7 +48,12 @@ class TrainResult:
 
 def train(config: Config, *, resume: str | None = None) -> TrainResult:
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
     from accelerate.utils import DistributedDataParallelKwargs, set_seed
+
+    # accelerate keeps its settings (mixed precision, ...) in a process-wide singleton; a notebook or test
+    # that calls train() again with other settings needs it cleared (the process group is kept).
+    AcceleratorState._reset_state()
 
     # cpu=True on a machine without CUDA makes any multi-process launch (torchrun, `accelerate launch
     # --multi_gpu`) form a gloo group instead of silently running N independent single-process copies.
