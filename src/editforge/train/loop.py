@@ -8,6 +8,7 @@ sample, who writes files).
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import math
@@ -72,24 +73,7 @@ def train(config: Config, *, resume: str | None = None) -> TrainResult:
                  condition_pixels=config.data.condition_pixels or pipe.editforge_info["condition_pixels"])
 
     # 1. Encode the data once; then the text encoder goes away and the VAE off the GPU (back only to preview).
-    samples, unfit = training_samples(config, family)
-    with progress_bar("sample") as bar:
-        task = bar.add_task("caching", total=len(samples[accelerator.process_index::accelerator.num_processes]))
-        cache = build_cache(pipe, samples, config.cache_dir, vae_pixels=areas["max_pixels"],
-                            condition_pixels=areas["condition_pixels"], rank=accelerator.process_index,
-                            world_size=accelerator.num_processes, barrier=accelerator.wait_for_everyone,
-                            progress=lambda: bar.advance(task))
-    cache.skipped += unfit
-    if main:
-        log.info("cache %s: %d samples (%d encoded now, %d reused), %d skipped", config.cache_dir,
-                 len(cache.samples), cache.computed, cache.reused, len(cache.skipped))
-    if main and cache.skipped:
-        log.warning("skipped %d unusable sample(s): %s", len(cache.skipped), "; ".join(cache.skipped[:5]))
-    if not cache.samples:
-        raise EditForgeError("no usable training samples (all were skipped; see the warnings above)")
-    previews = prepare_previews(pipe, config.validation.samples, cfg=config.validation.cfg,
-                                max_pixels=areas["max_pixels"], condition_pixels=areas["condition_pixels"]) \
-        if main and config.validation.samples else []
+    cache, previews = encode_data(pipe, config, family, areas, accelerator)
     pipe.text_encoder = None
     pipe.vae.to("cpu")
     gc.collect()
@@ -171,6 +155,31 @@ def train(config: Config, *, resume: str | None = None) -> TrainResult:
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return result
+
+
+def encode_data(pipe, config: Config, family, areas: dict, accelerator):
+    """The cache (each process encodes its share) and the previews' prompt embeddings (main process)."""
+    main, rank, world = accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
+    samples, unfit = training_samples(config, family)
+    with progress_bar("sample") if main else contextlib.nullcontext() as bar:
+        task = bar.add_task("caching", total=len(samples[rank::world])) if bar else None
+        cache = build_cache(pipe, samples, config.cache_dir, vae_pixels=areas["max_pixels"],
+                            condition_pixels=areas["condition_pixels"], rank=rank, world_size=world,
+                            barrier=accelerator.wait_for_everyone,
+                            progress=(lambda: bar.advance(task)) if bar else None)
+    cache.skipped += unfit
+    if main:
+        log.info("cache %s: %d samples (%d encoded now, %d reused), %d skipped", config.cache_dir,
+                 len(cache.samples), cache.computed, cache.reused, len(cache.skipped))
+        if cache.skipped:
+            log.warning("skipped %d unusable sample(s): %s", len(cache.skipped), "; ".join(cache.skipped[:5]))
+    if not cache.samples:
+        raise EditForgeError("no usable training samples (all were skipped; see the warnings above)")
+    previews = []
+    if main and config.validation.samples:
+        previews = prepare_previews(pipe, config.validation.samples, cfg=config.validation.cfg,
+                                    max_pixels=areas["max_pixels"], condition_pixels=areas["condition_pixels"])
+    return cache, previews
 
 
 def training_samples(config: Config, family) -> tuple[list, list[str]]:
