@@ -54,7 +54,10 @@ def data(tmp_path_factory):
     ]
     (root / "bad.png").write_bytes(b"\x89PNG\r\n not really")
     corrupt = {"target": str(root / "bad.png"), "controls": [samples[0]["controls"][0]], "instruction": "broken"}
-    return {"root": root, "samples": samples, "corrupt": corrupt}
+    # Same shapes as sample 0, another prompt length: shares its bucket, so batches mix the two (text padded).
+    same_bucket = {"target": img("t3.png", 64, 32, 6), "controls": [img("c3.png", 64, 32, 7)],
+                   "instruction": "make the sky red and the grass a deep shade of blue"}
+    return {"root": root, "samples": samples, "corrupt": corrupt, "same_bucket": same_bucket}
 
 
 def config(out: Path, files, **sections) -> dict:
@@ -77,7 +80,8 @@ def run(tmp_path_factory, data):
     out = tmp_path_factory.mktemp("run")
     validation = {"every": 3, "steps": 2, "cfg": 2.0, "samples": [data["samples"][1]]}
     raw = config(out, data, validation=validation, export_format="comfyui",
-                 data={"samples": data["samples"] + [data["corrupt"]], "batch_size": 2, "repeats": 2},
+                 data={"samples": data["samples"] + [data["corrupt"], data["same_bucket"]], "batch_size": 2,
+                       "repeats": 2},
                  train={"gradient_checkpointing": True, "learning_rate": 1e-2})
     return train(validate(raw)), raw
 
@@ -85,7 +89,7 @@ def run(tmp_path_factory, data):
 def test_run_writes_checkpoints_logs_previews_and_skips_the_corrupt_sample(run):
     result, raw = run
     out = result.output_dir
-    assert len(result.cache.samples) == 3 and len(result.cache.skipped) == 1 and "bad.png" in result.cache.skipped[0]
+    assert len(result.cache.samples) == 4 and len(result.cache.skipped) == 1 and "bad.png" in result.cache.skipped[0]
     assert [p.name for p in sorted((out / "checkpoints").iterdir())] == ["step-000003", "step-000006"]
     files = {p.name for p in (out / "checkpoints" / "step-000003").iterdir()}
     assert {"lora_state.safetensors", "optimizer.bin", "random_states_0.pkl", "trainer_state.json"} <= files
@@ -169,6 +173,16 @@ def test_trains_a_bf16_lora_on_an_int8_base(data, tmp_path, monkeypatch):
         up = fh.get_tensor("transformer.transformer_blocks.0.attn.to_q.lora_B.weight")
     assert up.abs().sum() > 0  # lora_B starts at zero: it moved, so gradients flowed through the int8 layers
     assert up.dtype == torch.float32
+
+
+def test_8bit_adamw_without_bitsandbytes_is_a_clear_error(monkeypatch):
+    from editforge.errors import EditForgeError
+    from editforge.train.config import TrainConfig
+    from editforge.train.loop import make_optimizer
+
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # as if not installed
+    with pytest.raises(EditForgeError, match="pip install bitsandbytes"):
+        make_optimizer([torch.nn.Parameter(torch.zeros(2))], TrainConfig(optimizer="adamw8bit"))
 
 
 def test_bf16_mixed_precision_keeps_the_lora_in_fp32(data, tmp_path):
