@@ -294,6 +294,7 @@ def test_two_process_accelerate_launch_on_cpu(data, tmp_path):
     assert {"random_states_0.pkl", "random_states_1.pkl"} <= {p.name for p in ckpt.iterdir()}, proc.stderr[-4000:]
     assert [r["step"] for r in read_metrics(out / "metrics.jsonl")] == [1, 2, 3]
     assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 3  # each rank cached its share
+    assert "3 samples (3 encoded now, 0 reused)" in proc.stderr
 
 
 def test_init_from_an_existing_lora_file(data, tmp_path):

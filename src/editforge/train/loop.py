@@ -168,6 +168,9 @@ def encode_data(pipe, config: Config, family, areas: dict, accelerator):
                             barrier=accelerator.wait_for_everyone,
                             progress=(lambda: bar.advance(task)) if bar else None)
     cache.skipped += unfit
+    if world > 1:  # each process counted only its own share
+        cache.computed = int(accelerator.reduce(torch.tensor(cache.computed, device=accelerator.device), "sum"))
+        cache.reused = len(cache.samples) - cache.computed
     if main:
         log.info("cache %s: %d samples (%d encoded now, %d reused), %d skipped", config.cache_dir,
                  len(cache.samples), cache.computed, cache.reused, len(cache.skipped))
