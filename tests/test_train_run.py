@@ -18,6 +18,7 @@ from PIL import Image
 from safetensors import safe_open
 
 import editforge
+from editforge.errors import EditForgeError
 from editforge.train import TrainingDiverged, train
 from editforge.train.config import DEFAULT_TARGET_MODULES, validate
 from editforge.train.logs import read_metrics
@@ -176,7 +177,6 @@ def test_trains_a_bf16_lora_on_an_int8_base(data, tmp_path, monkeypatch):
 
 
 def test_8bit_adamw_without_bitsandbytes_is_a_clear_error(monkeypatch):
-    from editforge.errors import EditForgeError
     from editforge.train.config import TrainConfig
     from editforge.train.loop import make_optimizer
 
@@ -234,6 +234,10 @@ def test_a_failing_save_leaves_the_previous_checkpoint_as_latest(data, tmp_path,
     root = tmp_path / "out" / "checkpoints"
     assert [p.name for p in checkpoint.checkpoints(root)] == ["step-000002"]
     assert checkpoint.resolve_resume(root, "latest").name == "step-000002"
+    monkeypatch.undo()
+    with pytest.raises(EditForgeError, match="already holds checkpoints.*--resume latest"):
+        train(validate(raw))  # a fresh start must not mix with the old run's checkpoints
+    assert train(validate(raw), resume="latest").start_step == 2
 
 
 def write_config(path: Path, raw: dict) -> Path:

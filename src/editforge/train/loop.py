@@ -55,6 +55,11 @@ def train(config: Config, *, resume: str | None = None) -> TrainResult:
     # accelerate keeps its settings (mixed precision, ...) in a process-wide singleton; a notebook or test
     # that calls train() again with other settings needs it cleared (the process group is kept).
     AcceleratorState._reset_state()
+    existing = ckpt.checkpoints(config.output_dir / "checkpoints")
+    if existing and not resume:
+        # Starting over here would mix two runs' checkpoints, and `--resume latest` could pick the old one.
+        raise EditForgeError(f"{config.output_dir} already holds checkpoints (up to {existing[-1].name}); "
+                             "continue with --resume latest, or choose another output_dir")
 
     # cpu=True on a machine without CUDA makes any multi-process launch (torchrun, `accelerate launch
     # --multi_gpu`) form a gloo group instead of silently running N independent single-process copies.
