@@ -1,0 +1,52 @@
+"""`editforge review` as a user starts it: a real process, a URL on stdout, Ctrl-C writes what is queued."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import urllib.request
+
+from editforge.sheet.workbook import open_workbook
+from tests.conftest import run_cli
+from tests.test_review_session import ROWS
+from tests.test_synth_run import make_workbook, run
+
+
+def test_serves_until_ctrl_c_and_writes_queued_verdicts_on_the_way_out(tmp_path):
+    path = make_workbook(tmp_path, ROWS)
+    run(path, seed=7)
+    proc = subprocess.Popen([sys.executable, "-m", "editforge", "review", str(path), "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("reviewing data.xlsx on http://127.0.0.1:"), line + proc.stderr.read()
+        url = line.split(" on ")[1].split()[0]
+        with urllib.request.urlopen(url + "api/rows", timeout=10) as response:
+            rows = {r["row"]: r for r in json.load(response)["rows"]}
+        with urllib.request.urlopen(url, timeout=10) as response:
+            assert b"EditForge review" in response.read()
+        request = urllib.request.Request(url + "api/rows/2/verdict", method="POST",
+                                         data=json.dumps({"verdict": "rejected", "seen": rows[2]["images"]}).encode(),
+                                         headers={"Content-Type": "application/json"})
+        urllib.request.urlopen(request, timeout=10).close()
+        proc.send_signal(signal.SIGINT)  # at once: before the writer thread's own save is due
+        proc.wait(timeout=20)
+        assert proc.returncode == 130, proc.stderr.read()  # the shell's code for "ended by Ctrl-C"
+        assert proc.stderr.read() == ""                      # and no traceback
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert open_workbook(path).get(2, "review") == "rejected"
+
+
+def test_bad_arguments_are_one_line_errors(tmp_path):
+    result = run_cli("review", tmp_path / "missing.xlsx")
+    assert result.returncode == 2 and "workbook not found" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    path = make_workbook(tmp_path, ROWS[:1])
+    result = run_cli("review", path, "--base-dir", tmp_path / "nowhere")
+    assert result.returncode == 2 and "base dir not found" in result.stderr
+    result = run_cli("review", path, "--columns", "oops")
+    assert result.returncode == 2 and "key=Header" in result.stderr
