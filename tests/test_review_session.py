@@ -97,6 +97,8 @@ def test_a_verdict_on_a_row_that_changed_meanwhile_is_refused(generated):
         session.verdict(2, "maybe", seen=session.view().row(2).images)
     with pytest.raises(EditForgeError, match="row 7 has no pictures"):
         session.verdict(7, "accepted", seen={})
+    with pytest.raises(EditForgeError, match="row 6 is waiting for `editforge synth`"):
+        session.verdict(6, "accepted", seen=session.view().row(6).images)
     session.close()
 
 
@@ -108,6 +110,8 @@ def test_regenerate_moves_the_picture_clears_the_cell_and_synth_redoes_the_row(g
     old_bytes = old_file.read_bytes()
     row, moved = session.regenerate(3, seen=session.view().row(3).images)
     assert row.status == "queued" and row.verdict == "" and "raw_image" not in row.images
+    with pytest.raises(EditForgeError, match="waiting for `editforge synth`"):  # a second press does nothing
+        session.regenerate(3, seen=row.images)
     assert moved == tmp_path / "rejected" / before["raw_image"] and moved.read_bytes() == old_bytes
     assert not old_file.exists()
     session.write()

@@ -120,6 +120,8 @@ class ReviewSession:
             raise EditForgeError(f"row {row} has no pictures to review")
         if dict(seen) != current.images:
             raise Conflict(f"row {row} changed since you looked at it (a synth run wrote it); look again")
+        if current.need_gen:  # its picture is about to be replaced: a verdict would outlive it
+            raise EditForgeError(f"row {row} is waiting for `editforge synth` (need_gen is set); review it after")
         return current
 
     def _true(self):
@@ -130,13 +132,15 @@ class ReviewSession:
     def write(self) -> int | None:
         """Apply queued updates to the workbook now. None: a synth run holds it (it writes them) or
         the file is open in Excel (`last_write_error` says so); they stay queued either way."""
-        try:
-            applied = apply_updates(self.workbook, sheet=self.source.sheet_option, columns=self.source.columns)
-        except EditForgeError as exc:
-            self.last_write_error = str(exc)
-            return None
-        self.last_write_error = None
-        return applied
+        # Under the lock: a view read meanwhile could see the old file but the updates as applied.
+        with self._lock:
+            try:
+                applied = apply_updates(self.workbook, sheet=self.source.sheet_option, columns=self.source.columns)
+            except EditForgeError as exc:
+                self.last_write_error = str(exc)
+                return None
+            self.last_write_error = None
+            return applied
 
     def start(self) -> None:
         self._writer = threading.Thread(target=self._write_loop, name="review-writer", daemon=True)
