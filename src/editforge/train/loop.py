@@ -112,42 +112,46 @@ def train(config: Config, *, resume: str | None = None) -> TrainResult:
 
     # 3. The loop. Noise and timesteps depend on (seed, micro-step, rank) only: resuming redraws them exactly.
     transformer.train()
-    while step < tc.steps:
-        total = 0.0
-        for micro in range(tc.gradient_accumulation):
-            batch = collate(load_cached([cache.samples[i].path for i in next(stream)]), accelerator.device,
-                            pipe.transformer.dtype)
-            sigmas, noise = draw_noise(batch["target"], tc, pipe.scheduler.config, seed=(
-                config.seed, step * tc.gradient_accumulation + micro, accelerator.process_index))
-            # accelerate's accumulate(): gradients are all-reduced (and the optimizer really steps) only on
-            # the last micro-step; DeepSpeed does the same inside its engine.
-            with accelerator.accumulate(transformer):
-                with accelerator.autocast():
-                    loss = flow_matching_loss(transformer, batch, sigmas, noise)
-                mean_loss = accelerator.reduce(loss.detach(), "mean").item()
-                if not math.isfinite(mean_loss):
-                    latest = ckpt.checkpoints(out / "checkpoints")
-                    raise TrainingDiverged(
-                        f"loss is {mean_loss} at step {step + 1}; stopped. Last good checkpoint: "
-                        f"{latest[-1] if latest else 'none yet'}. Lower train.learning_rate or check the data.")
-                accelerator.backward(loss)
-                total += mean_loss / tc.gradient_accumulation
-                if accelerator.sync_gradients:
-                    grad_norm = accelerator.clip_grad_norm_(params, tc.max_grad_norm)  # None under DeepSpeed
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-        lr_scheduler.step()
-        step += 1
-        result.losses.append(total)
-        run_log.step(step, total, lr_scheduler.get_last_lr()[0], float(grad_norm) if grad_norm is not None else math.nan)
-        if step % config.log_every == 0 and main:
-            log.info("step %d/%d  loss %.4f  lr %.3g", step, tc.steps, total, lr_scheduler.get_last_lr()[0])
-        if step % config.checkpoint.every == 0 or step == tc.steps:
-            ckpt.save_checkpoint(accelerator, out / "checkpoints", step, {"data": stream.state_dict()},
-                                 config.checkpoint.keep)
-        if previews and (step % config.validation.every == 0 or step == tc.steps):
-            validate(pipe, previews, out / "validation" / f"step-{step:06d}", config, areas, run_log, step)
-        accelerator.wait_for_everyone()
+    with progress_bar("step") if main else contextlib.nullcontext() as bar:
+        task = bar.add_task("training", total=tc.steps, completed=step) if bar else None
+        while step < tc.steps:
+            total = 0.0
+            for micro in range(tc.gradient_accumulation):
+                batch = collate(load_cached([cache.samples[i].path for i in next(stream)]), accelerator.device,
+                                pipe.transformer.dtype)
+                sigmas, noise = draw_noise(batch["target"], tc, pipe.scheduler.config, seed=(
+                    config.seed, step * tc.gradient_accumulation + micro, accelerator.process_index))
+                # accelerate's accumulate(): gradients are all-reduced (and the optimizer really steps) only on
+                # the last micro-step; DeepSpeed does the same inside its engine.
+                with accelerator.accumulate(transformer):
+                    with accelerator.autocast():
+                        loss = flow_matching_loss(transformer, batch, sigmas, noise)
+                    mean_loss = accelerator.reduce(loss.detach(), "mean").item()
+                    if not math.isfinite(mean_loss):
+                        latest = ckpt.checkpoints(out / "checkpoints")
+                        raise TrainingDiverged(
+                            f"loss is {mean_loss} at step {step + 1}; stopped. Last good checkpoint: "
+                            f"{latest[-1] if latest else 'none yet'}. Lower train.learning_rate or check the data.")
+                    accelerator.backward(loss)
+                    total += mean_loss / tc.gradient_accumulation
+                    if accelerator.sync_gradients:
+                        grad_norm = accelerator.clip_grad_norm_(params, tc.max_grad_norm)  # None under DeepSpeed
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+            lr_scheduler.step()
+            step += 1
+            result.losses.append(total)
+            if bar:
+                bar.update(task, advance=1, description=f"training · loss {total:.4f}")
+            run_log.step(step, total, lr_scheduler.get_last_lr()[0], float(grad_norm) if grad_norm is not None else math.nan)
+            if step % config.log_every == 0 and main:
+                log.info("step %d/%d  loss %.4f  lr %.3g", step, tc.steps, total, lr_scheduler.get_last_lr()[0])
+            if step % config.checkpoint.every == 0 or step == tc.steps:
+                ckpt.save_checkpoint(accelerator, out / "checkpoints", step, {"data": stream.state_dict()},
+                                     config.checkpoint.keep)
+            if previews and (step % config.validation.every == 0 or step == tc.steps):
+                validate(pipe, previews, out / "validation" / f"step-{step:06d}", config, areas, run_log, step)
+            accelerator.wait_for_everyone()
 
     # 4. Export.
     if main:
