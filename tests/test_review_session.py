@@ -266,3 +266,22 @@ def test_review_while_synth_runs_loses_no_update_from_either(tmp_path):
 
 def raw_of(row: int) -> str:
     return f"img/r{(row - 2) % 3}.png"
+
+
+def test_a_picture_that_cannot_be_moved_leaves_the_row_as_it_was(generated, tmp_path):
+    session = session_for(generated)
+    (tmp_path / "rejected").write_text("a file where the folder should go")
+    seen = session.view().row(2).images
+    with pytest.raises(EditForgeError, match="cannot move generated/ref/.* into rejected/"):
+        session.regenerate(2, seen=seen)
+    assert (tmp_path / seen["ref_image_1"]).is_file() and session.waiting_updates() == 0
+    with pytest.raises(EditForgeError, match="`seen` must map"):
+        session.verdict(2, "accepted", seen=["raw_image"])
+    session.close()
+
+
+def test_the_training_instruction_is_shown_as_the_exporter_reads_it(generated):
+    session = session_for(generated)
+    row = session.view().row(2)
+    assert (row.prompt, row.instruction) == ("make a reference", "t")  # the `instruction` column
+    session.close()

@@ -17,6 +17,7 @@ change, and again whenever it finds some waiting, e.g. once a synth run that hel
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 from pathlib import Path
 from typing import Mapping
@@ -109,12 +110,14 @@ class ReviewSession:
                     self.journal.record_update(self.sheet, row, REVIEW, None, source=SOURCE)
             except BaseException:
                 if moved is not None:  # the row still points at the picture: put it back
-                    os.replace(moved, path)
+                    shutil.move(moved, path)
                 raise
             self._wake.set()
             return self.view().row(row), moved
 
     def _current(self, row: int, seen: Mapping[str, str]) -> RowView:
+        if not isinstance(seen, Mapping):
+            raise EditForgeError("`seen` must map column keys to the image paths shown")
         current = self.view().row(row)
         if current is None:
             raise EditForgeError(f"row {row} has no pictures to review")
@@ -167,10 +170,13 @@ class ReviewSession:
 def _move_to_rejected(base: Path, path: Path, rel: str) -> Path:
     """`base/x/y.png` -> `base/rejected/x/y.png` (`y-1.png` ... if taken). Nothing is ever deleted."""
     target = base / REJECTED_DIR / rel
-    target.parent.mkdir(parents=True, exist_ok=True)
     candidate, n = target, 0
     while candidate.exists():
         n += 1
         candidate = target.with_name(f"{target.stem}-{n}{target.suffix}")
-    os.rename(path, candidate)
+    try:
+        candidate.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(path, candidate)  # a rename, or copy + delete when generated/ is another mount
+    except OSError as exc:
+        raise EditForgeError(f"cannot move {rel} into {REJECTED_DIR}/: {exc.strerror or exc}") from None
     return candidate

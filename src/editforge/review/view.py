@@ -19,6 +19,7 @@ from typing import Any, Mapping
 
 # Verdicts typed by hand count too, and exactly as the exporter's `--only-accepted` counts them.
 from editforge.dataset.formats.workbook import ACCEPTED as _ACCEPTED_TEXTS, REJECTED as _REJECTED_TEXTS
+from editforge.dataset.formats.workbook import INSTRUCTION_COLUMNS
 from editforge.inference.metadata import read_params
 from editforge.sheet.journal import Journal, Result
 from editforge.sheet.plan import PathResolver, cell_text, is_true
@@ -30,14 +31,17 @@ REVIEW = "review"
 ACCEPTED, REJECTED = "accepted", "rejected"
 STATUSES = ("pending", ACCEPTED, REJECTED, "queued")   # queued: need_gen is set, synth has work to do
 MODES = ("gen_raw", "gen_ref", "gen_extra_ref", "none")
-READ = (*IMAGE_KEYS, "gen_edit_prompt", "need_gen", GEN_SEED, GEN_STATUS, REVIEW)
+# The training instruction: the first of these columns present, as the exporter picks it (the last
+# is gen_edit_prompt itself, so without an instruction column both texts are the prompt).
+READ = (*IMAGE_KEYS, "gen_edit_prompt", "need_gen", GEN_SEED, GEN_STATUS, REVIEW, *INSTRUCTION_COLUMNS)
 
 
 @dataclass(frozen=True)
 class RowView:
     row: int
     images: dict[str, str]          # column key -> cell text, filled cells only, raw first
-    prompt: str
+    prompt: str                     # the generation prompt (gen_edit_prompt)
+    instruction: str                # the training instruction the exporter will use
     need_gen: bool
     gen_status: str
     verdict: str                    # accepted | rejected | "" (none yet)
@@ -171,6 +175,7 @@ def read_view(source: WorkbookSource, journal: Journal, resolver: PathResolver) 
     render(book, _PeekJournal(journal))  # type: ignore[arg-type]  # duck-typed on purpose
     generated = {r.output: r for r in journal.results(sheet=base.sheet, status="done")}
     view = View(base.sheet)
+    instruction = next((n for n in INSTRUCTION_COLUMNS if base.column(n) is not None), "gen_edit_prompt")
     for row in sorted(set(base.rows) | book.touched_rows()):
         images = {k: cell_text(book.get(row, k)) for k in IMAGE_KEYS}
         images = {k: v for k, v in images.items() if v}
@@ -180,7 +185,8 @@ def read_view(source: WorkbookSource, journal: Journal, resolver: PathResolver) 
         key, result, params = _generated(images, generated, resolver)
         seed = book.get(row, GEN_SEED)
         view.rows.append(RowView(
-            row=row, images=images, prompt=cell_text(book.get(row, "gen_edit_prompt")), need_gen=need_gen,
+            row=row, images=images, prompt=cell_text(book.get(row, "gen_edit_prompt")),
+            instruction=cell_text(book.get(row, instruction)), need_gen=need_gen,
             gen_status=cell_text(book.get(row, GEN_STATUS)), verdict=parse_verdict(book.get(row, REVIEW)),
             generated=key,
             mode=result.mode if result else params.get("mode", "none") if params else "none",

@@ -86,6 +86,8 @@ function render() {
   $("m-seed").textContent = row.seed ?? "—";
   $("m-quality").textContent = quality(row.quality);
   $("m-prompt").textContent = row.prompt || "—";
+  $("m-instruction").textContent = row.instruction;
+  $("m-instruction-line").hidden = !row.instruction || row.instruction === row.prompt;
   $("m-genstatus").textContent = row.gen_status;
   $("m-genstatus-line").hidden = !row.gen_status;
   $("m-model").textContent = "…";
