@@ -31,7 +31,7 @@ from editforge.errors import EditForgeError
 from editforge.review.export import DEFAULT_FAMILY, FAMILIES, FORMATS, export_accepted
 from editforge.review.files import Refused, confined_file, file_url
 from editforge.review.session import Conflict, ReviewSession
-from editforge.review.view import MODES, STATUSES, RowView, png_params
+from editforge.review.view import MODES, STATUSES, RowView, View, png_params
 
 STATIC = Path(__file__).with_name("static")
 LOCAL_HOSTS = ["127.0.0.1", "localhost", "[::1]", "::1"]
@@ -45,8 +45,8 @@ def create_app(session: ReviewSession, *, host: str = "127.0.0.1") -> Starlette:
         return {**asdict(row), "status": row.status,
                 "urls": {k: file_url(r) if r is not None else None for k, r in rel.items()}}
 
-    def state() -> dict:
-        return {"summary": session.view().summary(), "waiting_updates": session.waiting_updates(),
+    def state(view: View | None = None) -> dict:
+        return {"summary": (view or session.view()).summary(), "waiting_updates": session.waiting_updates(),
                 "write_error": session.last_write_error}
 
     async def index(request: Request) -> Response:
@@ -56,7 +56,7 @@ def create_app(session: ReviewSession, *, host: str = "127.0.0.1") -> Starlette:
         view = session.view()
         return JSONResponse({
             "workbook": session.workbook.name, "sheet": view.sheet, "rows": [row_json(r) for r in view.rows],
-            "statuses": STATUSES, "modes": MODES, "formats": FORMATS, "families": FAMILIES, **state(),
+            "statuses": STATUSES, "modes": MODES, "formats": FORMATS, "families": FAMILIES, **state(view),
         })
 
     def one_row(request: Request) -> Response:
