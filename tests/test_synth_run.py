@@ -332,3 +332,22 @@ def test_outputs_go_where_asked_and_must_stay_inside_the_base(tmp_path):
     with pytest.raises(EditForgeError, match="output folder"):
         run(make_workbook(tmp_path / "b"), out_raw="../elsewhere")
     shutil.rmtree(tmp_path / "made")
+
+
+def test_a_briefly_held_lock_is_waited_out_a_held_one_refused(tmp_path, monkeypatch):
+    """A review app holds the workbook's lock while it saves its queued verdicts: synth waits, then runs."""
+    import threading
+
+    from editforge.sheet import synth as synth_module
+    from editforge.sheet.render import RenderLock
+
+    path = make_workbook(tmp_path)
+    lock = RenderLock(path)
+    lock.acquire()
+    threading.Timer(0.5, lock.release).start()
+    assert run(path, seed=1).generated == 3
+
+    monkeypatch.setattr(synth_module, "LOCK_WAIT_SECONDS", 0.3)
+    with RenderLock(path):
+        with pytest.raises(EditForgeError, match="another `editforge synth` is running"):
+            run(path, seed=1)

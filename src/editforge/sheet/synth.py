@@ -110,7 +110,7 @@ def synth(workbook: str | Path, make_generator: Callable[[], Generator], options
     lock = RenderLock(path)
     if team.is_main:
         ensure_not_locked(path)
-        if not lock.acquire(blocking=False):
+        if not _acquire_within(lock, LOCK_WAIT_SECONDS):
             raise EditForgeError(f"another `editforge synth` is running on {path.name}; wait for it to finish")
     try:
         book = open_workbook(path, sheet=options.sheet, columns=options.columns, read_only=not team.is_main)
@@ -138,6 +138,19 @@ def synth(workbook: str | Path, make_generator: Callable[[], Generator], options
             return summary
     finally:
         lock.release()
+
+
+# A review app holds the lock for the moment it takes to save its queued verdicts; a run waits that out.
+LOCK_WAIT_SECONDS = 5.0
+
+
+def _acquire_within(lock: RenderLock, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while not lock.acquire(blocking=False):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def _out_dir(resolver: PathResolver, folder: str) -> Path:
