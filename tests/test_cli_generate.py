@@ -42,7 +42,7 @@ def test_batch_edit_from_prompt_and_image_files(tmp_path, make_image):
 def test_t2i_with_aspect_and_magic(tmp_path):
     out = tmp_path / "cat.png"
     result = run_cli("t2i", "--model", "tiny-qwen-image", "--prompt", "a cat", "--aspect", "16:9",
-                     "--magic", "en", "--steps", "1", "--out", out)
+                     "--magic", "en", "--steps", "2", "--out", out)
     assert result.returncode == 0, result.stderr
     params = read_params(out)
     assert params["prompt"].startswith("a cat, Ultra HD") and params["width"] > params["height"]

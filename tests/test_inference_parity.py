@@ -47,11 +47,11 @@ def test_edit_v1_matches_diffusers_at_default_size():
 
 
 def test_size_knobs_change_the_work_done(tiny_edit_plus):
-    image, params = editforge.generate(tiny_edit_plus, [noise_image(128, 64)], "x", seed=0, steps=1,
+    image, params = editforge.generate(tiny_edit_plus, [noise_image(128, 64)], "x", seed=0, steps=2,
                                        max_pixels=128 * 64)
     assert image.size == (128, 64) and params["max_pixels"] == 128 * 64
     # tiny default: 64x64-ish output, whatever the input size
-    assert editforge.edit(tiny_edit_plus, noise_image(300, 300), "x", seed=0, steps=1).size == (64, 64)
+    assert editforge.edit(tiny_edit_plus, noise_image(300, 300), "x", seed=0, steps=2).size == (64, 64)
 
 
 def test_same_seed_same_pixels_other_seed_other_pixels(tiny_edit_plus):
@@ -86,13 +86,23 @@ def test_negative_prompt_with_cfg_1_warns(tiny_edit_plus):
     from editforge.inference.generate import NegativePromptIgnored
 
     with pytest.warns(NegativePromptIgnored, match="does nothing"):
-        editforge.edit(tiny_edit_plus, noise_image(), "x", seed=0, steps=1, cfg=1.0, negative_prompt="ugly")
+        editforge.edit(tiny_edit_plus, noise_image(), "x", seed=0, steps=2, cfg=1.0, negative_prompt="ugly")
 
 
 def test_text_to_image_aspects():
     pipe = editforge.load_pipeline("tiny-qwen-image", device="cpu")
-    square, params = editforge.text_to_image(pipe, "a cat", seed=0, steps=1)
-    wide, _ = editforge.text_to_image(pipe, "a cat", seed=0, steps=1, aspect="16:9", magic="en")
+    square, params = editforge.text_to_image(pipe, "a cat", seed=0, steps=2)
+    wide, _ = editforge.text_to_image(pipe, "a cat", seed=0, steps=2, aspect="16:9", magic="en")
     assert square.size == (64, 64) and wide.width > wide.height
-    full, _ = editforge.text_to_image(pipe, "a cat", seed=0, steps=1, aspect="16:9", max_pixels=1328 * 1328)
+    full, _ = editforge.text_to_image(pipe, "a cat", seed=0, steps=2, aspect="16:9", max_pixels=1328 * 1328)
     assert full.size == (1664, 928)
+
+
+def test_one_step_needs_a_distilled_scheduler(tiny_edit_plus):
+    """Qwen-Image's own scheduler (shift_terminal) turns a 1-step run into NaN: a black picture. Refuse it."""
+    from editforge.errors import EditForgeError
+
+    with pytest.raises(EditForgeError, match="at least 2 steps"):
+        editforge.edit(tiny_edit_plus, noise_image(), "x", seed=0, steps=1)
+    lightning = editforge.load_pipeline("tiny-qwen-image-edit-2509", device="cpu", lightning=4)
+    assert np.asarray(editforge.edit(lightning, noise_image(), "x", seed=0, steps=1)).std() > 1

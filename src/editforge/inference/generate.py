@@ -66,6 +66,10 @@ def generate(
     if not prompt or not prompt.strip():
         raise EditForgeError("the prompt is empty")
     steps = steps or info["default_steps"]
+    if steps < 2 and pipe.scheduler.config.get("shift_terminal"):
+        # diffusers divides by (1 - last sigma) to stretch the schedule: with one step that is 0/0 -> NaN
+        raise EditForgeError(f"{family.name}'s own scheduler needs at least 2 steps (got {steps}); "
+                             "1-step generation needs a distilled (Lightning) scheduler")
     cfg = info["default_cfg"] if cfg is None else cfg
     max_pixels = max_pixels or info["max_pixels"]
     if condition_pixels and not family.condition_pixels:
