@@ -58,3 +58,15 @@ def test_bad_models_say_what_to_do(model, message):
 def test_folder_without_model_index(tmp_path):
     with pytest.raises(EditForgeError, match="model_index.json"):
         resolve_model(str(tmp_path))
+
+
+def test_uncached_family_offline_and_files_checked_before_the_load(tmp_path):
+    import editforge
+
+    with pytest.raises(EditForgeError, match=r"Qwen/Qwen-Image-Edit-2509 is not \(fully\) cached.*hf download"):
+        editforge.load_pipeline("qwen-image-edit-2509", device="cpu")
+    # a bad LoRA is reported before any attempt to load the (here: unreachable) model
+    with pytest.raises(EditForgeError, match="LoRA file not found"):
+        editforge.load_pipeline("qwen-image-edit-2509", device="cpu", loras=[str(tmp_path / "gone.safetensors")])
+    with pytest.raises(EditForgeError, match="is a folder"):
+        editforge.load_pipeline("qwen-image-edit-2509", device="cpu", loras=[str(tmp_path)])

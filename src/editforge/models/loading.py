@@ -15,7 +15,7 @@ import torch
 
 from editforge.errors import EditForgeError
 from editforge.models import lightning as lightning_lib
-from editforge.models.lora import LoraSpec, activate_and_fuse, load_lora, parse_lora_arg
+from editforge.models.lora import LoraSpec, activate_and_fuse, load_lora, lora_keys, parse_lora_arg
 from editforge.models.registry import ModelSpec, resolve_model
 from editforge.models.speed import apply_fast_path
 from editforge.models.text_encoder import allow_processor_without_video, fix_mrope_positions
@@ -69,23 +69,28 @@ def load_pipeline(
     if quantize and not fuse and (lightning or loras):
         raise EditForgeError("LoRAs must be fused before quantizing (quantized layers ignore fuse_lora)")
 
-    pipe = _from_pretrained(spec, torch_dtype)
-    fix_mrope_positions(pipe.text_encoder)
-
-    adapters: dict[str, float] = {}
-    lightning_file = None
+    # Every file is checked before the model loads: a typo should not cost a 60 GB load.
     if lightning and spec.fused_lightning and not force:
         raise EditForgeError(f"{model} already has Lightning {spec.fused_lightning}-step fused in; drop --lightning")
+    if lightning_path and not lightning:
+        raise EditForgeError("--lightning-path needs --lightning 4 or 8 (the step count it was distilled for)")
+    lightning_file = None
     if lightning:
         local = Path(spec.source) / TINY_LIGHTNING_DIR if spec.is_local else None
         lightning_file = lightning_lib.resolve_file(
             spec.family, lightning, path=lightning_path, local_dir=local, force=force
         )
+    for lora in loras:
+        lora_keys(lora.path)
+
+    pipe = _from_pretrained(spec, torch_dtype)
+    fix_mrope_positions(pipe.text_encoder)
+
+    adapters: dict[str, float] = {}
+    if lightning_file:
         pipe.scheduler = lightning_lib.scheduler()
         load_lora(pipe, LoraSpec(lightning_file), "lightning")
         adapters["lightning"] = 1.0
-    elif lightning_path:
-        raise EditForgeError("--lightning-path needs --lightning 4 or 8 (the step count it was distilled for)")
     for i, lora in enumerate(loras):
         name = f"lora_{i}"
         load_lora(pipe, lora, name)
@@ -145,10 +150,11 @@ def _from_pretrained(spec: ModelSpec, torch_dtype: torch.dtype):
     try:
         return pipeline_class.from_pretrained(spec.source, dtype=torch_dtype)
     except OSError as exc:
-        where = "folder" if spec.is_local else "hub id"
+        if spec.is_local:
+            raise EditForgeError(f"could not load the pipeline folder {spec.source}: {str(exc).splitlines()[0]}") from exc
         raise EditForgeError(
-            f"could not load {where} {spec.source}: {str(exc).splitlines()[0]} "
-            "(offline? download it first with `hf download`, or pass a local folder)"
+            f"{spec.source} is not (fully) cached locally and could not be downloaded: download it where there "
+            f"is internet (`hf download {spec.source}`), or pass a local folder with --model"
         ) from exc
 
 

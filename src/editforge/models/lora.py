@@ -46,6 +46,8 @@ def lora_keys(path: Path) -> list[str]:
     """The LoRA tensor names in `path`; an error naming the file if it is missing, unreadable or not a LoRA."""
     from safetensors import safe_open
 
+    if path.is_dir():
+        raise EditForgeError(f"LoRA {path} is a folder; give the .safetensors file inside it")
     if not path.is_file():
         raise EditForgeError(f"LoRA file not found: {path} (EditForge never looks a missing file up on the hub)")
     try:
