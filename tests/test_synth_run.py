@@ -223,6 +223,24 @@ def test_a_row_changed_since_journaling_is_planned_again(tmp_path):
     assert fresh != stale and outputs(tmp_path) == {fresh}  # the stale picture is gone
 
 
+def test_a_row_changed_and_changed_back_is_generated_afresh(tmp_path):
+    """The superseded result's generation is used up: the row gets the next one, not a journal conflict."""
+    path = make_workbook(tmp_path, rows=ONE_OF_EACH[:1])
+    _kill_before_render(path, seed=5)
+    for prompt in ("a different edit", ONE_OF_EACH[0][4]):
+        book = open_workbook(path)
+        book.set(2, "gen_edit_prompt", prompt)
+        book.set(2, "ref_image_1", None)
+        book.set(2, "need_gen", True)
+        book.save()
+        if prompt == "a different edit":
+            _kill_before_render(path, seed=5)  # superseded on the next run's reconcile
+    summary = run(path, seed=5)
+    assert summary.generated == 1 and summary.exit_code == 0
+    row = dict(open_workbook(path).rows())[2]
+    assert row["gen_status"] == "done" and outputs(tmp_path) == {row["ref_image_1"]}
+
+
 def test_an_image_renamed_but_not_journaled_is_cleaned_up(tmp_path):
     path = make_workbook(tmp_path, rows=ONE_OF_EACH[:1])
     _kill_before_render(path, seed=5)

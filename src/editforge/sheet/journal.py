@@ -163,10 +163,10 @@ class Journal:
 
     # -- results -----------------------------------------------------------------------------------
     def latest_by_identity(self, sheet: str) -> dict[str, Result]:
-        """The newest generation of every identity in `sheet` (superseded ones excluded)."""
+        """The newest generation of every identity in `sheet` (superseded ones included: a row changed
+        back to what it was must get a generation that was never used, or the journal refuses it)."""
         rows = self.db.execute(
-            f"SELECT {_RESULT_COLUMNS} FROM results WHERE sheet = ? AND status != 'superseded' "
-            "ORDER BY identity, generation", (sheet,))
+            f"SELECT {_RESULT_COLUMNS} FROM results WHERE sheet = ? ORDER BY identity, generation", (sheet,))
         return {r.identity: r for r in map(_result, rows)}
 
     def results(self, *, sheet: str | None = None, status: str | None = None, rendered: bool | None = None,

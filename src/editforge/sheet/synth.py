@@ -176,7 +176,8 @@ def _todo(plan: Plan, latest: dict[str, Result]) -> tuple[list[Todo], int]:
             todo.append(Todo(job, 0))
         elif previous.status == "done" and not previous.rendered:
             recovered += 1
-        elif previous.status == "done":  # rendered, and the user asked for this row again: a new picture
+        elif previous.status in ("done", "superseded"):
+            # rendered and asked for again, or discarded when the row changed and now changed back: a new picture
             todo.append(Todo(job, previous.generation + 1))
         else:  # failed, or running when a run was killed: try the same generation again
             todo.append(Todo(job, previous.generation))
