@@ -107,6 +107,18 @@ def test_diffsynth_csv_json_and_list_cells(tmp_path):
     assert sample.controls == (tmp_path / "img" / "c1.png", tmp_path / "img" / "c2.png")
 
 
+def test_metadata_in_chinese_excel_encoding_or_not_text(tmp_path):
+    write_image(tmp_path / "img" / "t.png", 1)
+    write_image(tmp_path / "img" / "c.png", 2)
+    (tmp_path / "metadata.csv").write_bytes("image,edit_image,prompt\nimg/t.png,img/c.png,把天空变成红色\n"
+                                            .encode("gb18030"))
+    (sample,) = load_samples(tmp_path / "metadata.csv").samples
+    assert sample.instruction == "把天空变成红色"
+    (tmp_path / "metadata.csv").write_bytes(b"\xff\xfe\x80\x80 binary")
+    with pytest.raises(EditForgeError, match="metadata.csv"):  # one clear line, not a UnicodeDecodeError
+        load_samples(tmp_path / "metadata.csv", source_format="diffsynth")
+
+
 def test_musubi_jsonl_relative_to_its_folder_and_numbered_controls_in_order(tmp_path):
     for name, seed in (("t.png", 1), ("c0.png", 2), ("c1.png", 3), ("c10.png", 4)):
         write_image(tmp_path / name, seed)

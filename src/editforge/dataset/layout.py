@@ -22,6 +22,7 @@ from typing import Callable
 
 from editforge.dataset.sample import Sample
 from editforge.errors import EditForgeError
+from editforge.files import atomic_write, replacing
 from editforge.images import open_rgb
 
 MANIFEST = ".editforge-export.json"
@@ -114,14 +115,10 @@ def write_plan(out_dir: Path, plan: ExportPlan, *, link: bool = False) -> None:
         _write_if_changed(out_dir / rel, text.encode("utf-8"))
     for rel, write in plan.writers.items():
         dest = out_dir / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-        try:
+        with replacing(dest) as tmp:
             write(tmp)
-            if not (dest.is_file() and filecmp.cmp(tmp, dest, shallow=False)):
-                os.replace(tmp, dest)
-        finally:
-            tmp.unlink(missing_ok=True)
+            if dest.is_file() and filecmp.cmp(tmp, dest, shallow=False):
+                tmp.unlink()  # unchanged: keep the file (and its mtime) as it is
     for rel in sorted(previous - set(planned)):
         stale = out_dir / rel
         stale.unlink(missing_ok=True)
@@ -139,9 +136,7 @@ def _place_image(image: PlacedImage, dest: Path, link: bool) -> None:
         # Every written image carries its source's mtime, so an unchanged source means a finished file.
         if dest_stat.st_mtime_ns == src_stat.st_mtime_ns and (image.reencode or dest_stat.st_size == src_stat.st_size):
             return
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-    try:
+    with replacing(dest) as tmp:
         if image.reencode:
             open_rgb(src).save(tmp, format="PNG")
             os.utime(tmp, ns=(src_stat.st_atime_ns, src_stat.st_mtime_ns))
@@ -152,21 +147,12 @@ def _place_image(image: PlacedImage, dest: Path, link: bool) -> None:
                 shutil.copy2(src, tmp)
         else:
             shutil.copy2(src, tmp)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _write_if_changed(path: Path, data: bytes) -> None:
     if path.is_file() and path.read_bytes() == data:
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, lambda fh: fh.write(data))
 
 
 def _write_manifest(out_dir: Path, files: list[str]) -> None:

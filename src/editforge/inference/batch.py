@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from editforge.errors import EditForgeError
+from editforge.files import read_text
 
 
 @dataclass(frozen=True)
@@ -19,12 +20,7 @@ class BatchJob:
 
 
 def _read_lines(path: Path) -> list[str]:
-    if not path.is_file():
-        raise EditForgeError(f"file not found: {path}")
-    try:
-        return path.read_text(encoding="utf-8-sig").splitlines()
-    except UnicodeDecodeError as exc:
-        raise EditForgeError(f"{path} is not UTF-8 text ({exc.reason}); save it as UTF-8") from exc
+    return read_text(path).splitlines()
 
 
 def read_jobs(prompts_file: Path, images_file: Path | None = None) -> list[BatchJob]:

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from editforge.errors import EditForgeError
+from editforge.files import atomic_write, decode_text
 
 REF_KEYS = ("ref_image_1", "ref_image_2", "ref_image_3")
 STANDARD_KEYS = ("raw_image", *REF_KEYS, "gen_edit_prompt", "need_gen")
@@ -126,14 +127,7 @@ class _CsvGrid:
 
     def __init__(self, path: Path):
         data = path.read_bytes()
-        for encoding in ("utf-8-sig", "gb18030"):
-            try:
-                text = data.decode(encoding)
-                break
-            except UnicodeDecodeError:
-                continue
-        else:  # pragma: no cover - gb18030 decodes any byte string
-            raise EditForgeError(f"cannot decode {path}: save it as UTF-8 CSV")
+        text, encoding = decode_text(data, path)
         if encoding == "utf-8-sig" and not data.startswith(b"\xef\xbb\xbf"):
             encoding = "utf-8"  # write back without a BOM the file did not have
         self.encoding = encoding
@@ -264,7 +258,7 @@ class Workbook:
             raise RuntimeError("this workbook was opened read-only")
         target = Path(path) if path is not None else self.path
         ensure_not_locked(target)
-        _write_atomic(target, self._grid.write)
+        atomic_write(target, self._grid.write, backup=True)
         return target
 
 
@@ -303,7 +297,7 @@ def create_workbook(path: str | os.PathLike, headers: Sequence[str], rows: Itera
             cell.font = Font(bold=True)
         for row in rows:
             ws.append(list(row))
-        _write_atomic(path, book.save, keep_backup=False)
+        atomic_write(path, book.save)
     elif suffix == ".csv":
         def write(fh):
             text = io.StringIO(newline="")
@@ -311,47 +305,7 @@ def create_workbook(path: str | os.PathLike, headers: Sequence[str], rows: Itera
             writer.writerow(headers)
             writer.writerows([["" if v is None else v for v in r] for r in rows])
             fh.write(text.getvalue().encode("utf-8"))
-        _write_atomic(path, write, keep_backup=False)
+        atomic_write(path, write)
     else:
         raise EditForgeError(f"cannot create {path.name}: use a .xlsx or .csv name")
     return path
-
-
-def _write_atomic(path: Path, write, *, keep_backup: bool = True) -> None:
-    """`write(fh)` into a temp file beside `path`, fsync, keep the old file as .bak, rename over."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if keep_backup and path.exists():
-            _backup(path)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
-
-
-def _backup(path: Path) -> None:
-    """Make `<name>.bak` the current file. A hard link costs nothing and is itself atomic."""
-    bak = path.with_name(path.name + ".bak")
-    staging = path.with_name(f".{path.name}.bak-{os.getpid()}")
-    staging.unlink(missing_ok=True)
-    try:
-        os.link(path, staging)
-    except OSError:  # filesystems without hard links
-        import shutil
-        shutil.copy2(path, staging)
-    os.replace(staging, bak)
-
-
-def _fsync_dir(folder: Path) -> None:
-    if os.name != "posix":
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -26,6 +26,7 @@ from typing import Any
 from editforge.dataset.layout import ExportPlan
 from editforge.dataset.sample import Columns, Dataset, PathResolver, Sample, extra_names
 from editforge.errors import EditForgeError
+from editforge.files import read_text
 from editforge.models.registry import Family
 
 METADATA_NAMES = ("metadata.csv", "metadata.json", "metadata.jsonl", "metadata_edit.csv")
@@ -60,7 +61,7 @@ def read(path: Path, *, columns: Columns, base_dir: Path | None = None) -> Datas
 
 
 def _records(path: Path):
-    text = path.read_text(encoding="utf-8-sig")
+    text = read_text(path)
     suffix = path.suffix.lower()
     try:
         if suffix == ".json":

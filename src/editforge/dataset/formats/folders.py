@@ -20,6 +20,7 @@ from pathlib import Path
 
 from editforge.dataset.layout import ExportPlan
 from editforge.dataset.sample import Columns, Dataset, Sample, one_line
+from editforge.files import read_text
 from editforge.errors import EditForgeError
 
 TARGET_FOLDERS = ("target", "targets", "images", "edited", "output")
@@ -62,7 +63,7 @@ def read(root: Path, *, columns: Columns) -> Dataset:
             key=image.name,
             target=image,
             controls=tuple(found[image.stem] for found in by_stem if image.stem in found),
-            instruction=caption.read_text(encoding="utf-8-sig").strip() if caption.is_file() else "",
+            instruction=read_text(caption).strip() if caption.is_file() else "",
         ))
     return dataset
 

@@ -14,7 +14,6 @@ so every other tool works on files. Writing stores the features in the schema me
 from __future__ import annotations
 
 import hashlib
-import os
 import json
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,8 @@ from editforge.dataset.layout import ExportPlan
 from editforge.dataset.sample import Columns, Dataset, PathResolver, Sample, extra_names
 from editforge.errors import EditForgeError
 from editforge.models.registry import Family
-from editforge.models.tiny import cache_root
+from editforge.files import atomic_write
+from editforge.models.registry import cache_root
 
 TARGET, CONTROL, INSTRUCTION = "edited_image", "source_image", "edit_prompt"
 DATA_FILE = "data/train-00000-of-00001.parquet"
@@ -110,10 +110,7 @@ def _cached(data: bytes, suffix: str) -> Path:
     folder = cache_root() / "dataset-images"
     path = folder / f"{hashlib.blake2b(data, digest_size=20).hexdigest()}{suffix or '.img'}"
     if not path.is_file():
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_bytes(data)
-        tmp.replace(path)
+        atomic_write(path, lambda fh: fh.write(data), durable=False)  # a cache: rebuilt if lost
     return path
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from editforge.dataset.layout import ExportPlan
 from editforge.dataset.sample import Columns, Dataset, PathResolver, Sample, extra_names
 from editforge.errors import EditForgeError
+from editforge.files import read_text
 from editforge.models.registry import Family
 
 METADATA = "metadata.jsonl"
@@ -34,7 +35,7 @@ def read(path: Path, *, columns: Columns, base_dir: Path | None = None) -> Datas
     instruction = columns.instruction or "caption"
     resolver = PathResolver(base_dir or path.parent)
     dataset = Dataset(source=path, format="musubi", samples=[])
-    for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
+    for number, line in enumerate(read_text(path).splitlines(), 1):
         if not line.strip():
             continue
         key = f"line {number}"
