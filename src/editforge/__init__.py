@@ -8,7 +8,20 @@ The Python API:
 
 __version__ = "0.1.0"
 
-from editforge.inference.generate import edit, generate, text_to_image  # noqa: E402
-from editforge.models.loading import load_pipeline  # noqa: E402
+# Imported on first use: `editforge --help`, `synth --dry-run` or `dataset check` need neither torch
+# nor diffusers, and importing them costs seconds.
+_API = {
+    "load_pipeline": "editforge.models.loading",
+    "edit": "editforge.inference.generate",
+    "generate": "editforge.inference.generate",
+    "text_to_image": "editforge.inference.generate",
+}
+__all__ = [*_API, "__version__"]
 
-__all__ = ["load_pipeline", "edit", "generate", "text_to_image", "__version__"]
+
+def __getattr__(name: str):
+    if name in _API:
+        import importlib
+
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'editforge' has no attribute {name!r}")

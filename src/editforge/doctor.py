@@ -9,8 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from editforge.models.lightning import LIGHTNING_REPO
-from editforge.models.registry import FAMILIES, TINY_MODELS
-from editforge.models.tiny import TINY_VERSION, cache_root
+from editforge.models.registry import FAMILIES, TINY_MODELS, tiny_folder
 
 PACKAGES = ("editforge", "torch", "diffusers", "transformers", "peft", "accelerate", "safetensors",
             "optimum-quanto", "torchao", "openpyxl", "gradio")
@@ -51,7 +50,7 @@ def report(console: Console) -> None:
     models.add_column("model")
     models.add_column("where")
     for name in TINY_MODELS:
-        folder = cache_root() / "tiny" / f"{name}-v{TINY_VERSION}"
+        folder = tiny_folder(name)
         models.add_row(name, str(folder) if folder.is_dir() else "[dim]built on first use[/]")
     cached = _hub_cache()
     for repo in [f.hub_id for f in FAMILIES.values()] + [LIGHTNING_REPO]:

@@ -8,6 +8,7 @@ tiny offline twin with the same classes and random weights (see `editforge.model
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,6 +93,17 @@ TINY_PREFIX = "tiny-"
 TINY_MAX_PIXELS = 64 * 64
 TINY_CONDITION_PIXELS = 56 * 56
 TINY_MODELS = {TINY_PREFIX + name: family for name, family in FAMILIES.items()}
+# Bump when the tiny architecture changes, so stale caches are rebuilt rather than half-matching.
+TINY_VERSION = 1
+
+
+def cache_root() -> Path:
+    """Where EditForge keeps what it builds (tiny models, image caches): $EDITFORGE_HOME or ~/.cache/editforge."""
+    return Path(os.environ.get("EDITFORGE_HOME", Path.home() / ".cache" / "editforge"))
+
+
+def tiny_folder(name: str) -> Path:
+    return cache_root() / "tiny" / f"{name}-v{TINY_VERSION}"
 
 # Written by EditForge into every pipeline folder it saves (tiny models, `editforge fuse`), so a saved
 # folder keeps its family, its size defaults and what was fused into it.
@@ -145,7 +157,10 @@ def spec_for_folder(path: Path) -> ModelSpec:
     if family is None:
         raise EditForgeError(f"--model {path}: {class_name} is not a Qwen-Image pipeline EditForge supports")
     meta_path = path / EDITFORGE_META
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    try:
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    except ValueError as exc:
+        raise EditForgeError(f"{meta_path} is not valid JSON ({exc}); delete it or fix it") from exc
     return ModelSpec(
         source=str(path),
         family=family,

@@ -24,11 +24,10 @@ from editforge.models.registry import (
     TINY_MAX_PIXELS,
     TINY_MODELS,
     Family,
+    tiny_folder,
 )
 from editforge.models.text_encoder import allow_processor_without_video
 
-# Bump when the tiny architecture changes, so stale caches are rebuilt rather than half-matching.
-TINY_VERSION = 1
 SEED = 0
 SPECIAL_TOKENS = [
     "<|endoftext|>",
@@ -44,15 +43,11 @@ TEXT_HIDDEN = 16
 TINY_LIGHTNING_DIR = "lightning"
 
 
-def cache_root() -> Path:
-    return Path(os.environ.get("EDITFORGE_HOME", Path.home() / ".cache" / "editforge"))
-
-
 def tiny_model_dir(name: str) -> Path:
     """The saved folder of tiny model `name`, built on first use (safe with concurrent processes)."""
     family = TINY_MODELS[name]
-    root = cache_root() / "tiny"
-    target = root / f"{name}-v{TINY_VERSION}"
+    target = tiny_folder(name)
+    root = target.parent
     if (target / EDITFORGE_META).is_file():
         return target
     root.mkdir(parents=True, exist_ok=True)

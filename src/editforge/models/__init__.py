@@ -1,0 +1,1 @@
+"""Model families, tiny offline models, loading (dtype, LoRA, Lightning, fuse, quantize, offload)."""
