@@ -30,13 +30,16 @@ def run_jobs(
 
     if out is not None and out.suffix.lower() != ".png":
         raise EditForgeError(f"--out {out}: EditForge writes PNG (it carries the generation parameters); use .png")
-    # Reading every input before loading the model: a typo on line 900 should not cost a model load.
-    inputs = [[open_rgb(path) for path in job.images] for job in jobs]
+    # Every input is checked before the model loads (a typo on line 900 should not cost a model load),
+    # then read again when its job comes: holding a thousand decoded photos would take tens of GB.
+    for path in {path for job in jobs for path in job.images}:
+        open_rgb(path)
     pipe = load_pipeline(model, **load_options)
     targets = [out] if out is not None else [out_dir / f"{job.index:04d}.png" for job in jobs]
     with progress_bar("img", per_minute=True) as bar:
         task = bar.add_task("generating", total=len(jobs))
-        for job, images, target in zip(jobs, inputs, targets):
+        for job, target in zip(jobs, targets):
+            images = [open_rgb(path) for path in job.images]
             if images:
                 image, params = generate(pipe, images, job.prompt, seed=seed, **gen)
                 params["inputs"] = [str(p) for p in job.images]

@@ -25,7 +25,7 @@ def export_accepted(session: ReviewSession, fmt: str, out: str, *,
     """Export the accepted rows into `out` (relative to the base dir unless absolute)."""
     if not out.strip():
         raise EditForgeError("name an output folder for the export")
-    if session.waiting_updates() and not session.write():
+    if session.waiting_updates() and session.write() is None:
         raise EditForgeError(f"{session.waiting_updates()} review change(s) are not in {session.workbook.name} yet "
                              f"({session.last_write_error or 'a synth run holds it'}); export once it is written")
     out_dir = Path(os.path.join(session.base, os.path.expanduser(out.strip())))
