@@ -20,7 +20,8 @@ class RateColumn(ProgressColumn):
         return Text("–" if speed is None else f"{speed * self.factor:.1f} {self.unit}", style="cyan")
 
 
-def progress_bar(unit: str = "it", *, per_minute: bool = False, console: Console | None = None) -> Progress:
+def progress_bar(unit: str = "it", *, per_minute: bool = False, console: Console | None = None,
+                 enabled: bool = True) -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -29,4 +30,5 @@ def progress_bar(unit: str = "it", *, per_minute: bool = False, console: Console
         TextColumn("ETA"),
         TimeRemainingColumn(),
         console=console or Console(stderr=True),
+        disable=not enabled,
     )

@@ -30,9 +30,10 @@ from typing import Any, Callable, Mapping, Sequence
 
 from PIL import Image
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import Progress
 
 from editforge.errors import EditForgeError
+from editforge.progress import progress_bar
 from editforge.images import open_rgb
 from editforge.inference.metadata import save_png_atomic
 from editforge.sheet.journal import Journal, Result
@@ -225,24 +226,25 @@ class _Runner:
         summary = Summary(base_seed=self.base_seed)
         dirty = self.team.is_main and _write_plan_statuses(self.book, plan, total)
         previous_sigterm = _sigterm_raises_interrupt()
-        progress = _progress(self.console, show_progress and self.team.is_main and total > 0)
+        progress = progress_bar("img", per_minute=True, console=self.console,
+                                enabled=show_progress and self.team.is_main and total > 0)
         try:
             with progress:
-                task = progress.add_task("synth", total=total, rate="-")
                 generate = make_generator() if mine else None
-                started = time.monotonic()  # images/min measures generation, not model loading
+                # added once the model is loaded, so images/min and the ETA measure generation only
+                task = progress.add_task("synth", total=total)
                 for todo in mine:
                     self._run_one(todo, generate)
                     if self.team.is_main:
-                        self._show(progress, task, started)
+                        self._show(progress, task)
                         dirty = self._maybe_render(dirty)
                 self._finished()
                 if self.team.is_main:
                     while not self._everyone_finished():  # keep rendering the others' results
                         time.sleep(0.5)
-                        self._show(progress, task, started)
+                        self._show(progress, task)
                         dirty = self._maybe_render(dirty)
-                    self._show(progress, task, started)
+                    self._show(progress, task)
         except KeyboardInterrupt:
             summary.interrupted = True
         finally:
@@ -304,12 +306,9 @@ class _Runner:
     def _everyone_finished(self) -> bool:
         return all(self.journal.meta(f"run:{self.run_id}:finished:{i}") for i in range(self.team.size))
 
-    def _show(self, progress: Progress, task, started: float) -> None:
-        counts = self.journal.counts(self.run_id) if self.team.size > 1 else self.local
-        done = counts.get("done", 0) + counts.get("failed", 0)
-        minutes = (time.monotonic() - started) / 60
-        rate = f"{counts.get('done', 0) / minutes:.1f}" if minutes > 0 else "-"
-        progress.update(task, completed=done, rate=rate)
+    def _show(self, progress: Progress, task) -> None:
+        counts = self.journal.counts(self.run_id) if self.team.size > 1 else self.local  # the whole team's
+        progress.update(task, completed=counts.get("done", 0) + counts.get("failed", 0))
 
     def _maybe_render(self, dirty: bool) -> bool:
         self.saver.row_done()
@@ -363,12 +362,6 @@ def _write_plan_statuses(book: Workbook, plan: Plan, to_generate: int) -> bool:
                 book.set(issue.row, GEN_STATUS, text)
                 changed = True
     return changed
-
-
-def _progress(console: Console, enabled: bool) -> Progress:
-    return Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
-                    MofNCompleteColumn(), TextColumn("rows"), TextColumn("{task.fields[rate]} images/min"),
-                    TimeRemainingColumn(), console=console, disable=not enabled, transient=False)
 
 
 def _sigterm_raises_interrupt():
