@@ -88,27 +88,25 @@ def build_pipeline(size: str, device: str, dtype: torch.dtype):
     """A Qwen-Image-Edit-2509 pipeline of `size` ("tiny" or "full") with random weights on `device`."""
     import diffusers
 
-    from editforge.models.text_encoder import allow_processor_without_video, fix_mrope_positions
-    from editforge.models.tiny import build_processor, build_tokenizer, tiny_model_dir
-
     if size == "tiny":
-        from editforge.models.registry import FAMILY_BY_PIPELINE
+        from editforge.models.loading import load_pipeline
 
-        allow_processor_without_video()
-        folder = tiny_model_dir("tiny-qwen-image-edit-2509")
-        pipe = diffusers.QwenImageEditPlusPipeline.from_pretrained(folder, dtype=dtype).to(device)
-        assert FAMILY_BY_PIPELINE[type(pipe).__name__].name == "qwen-image-edit-2509"
-    else:
-        allow_processor_without_video()
-        tokenizer = build_tokenizer()
-        pipe = diffusers.QwenImageEditPlusPipeline(
-            transformer=full_transformer(device, dtype),
-            vae=full_vae(device, dtype),
-            text_encoder=full_text_encoder(tokenizer, device, dtype),
-            tokenizer=tokenizer,
-            processor=build_processor(tokenizer),
-            scheduler=diffusers.FlowMatchEulerDiscreteScheduler(),
-        )
+        # the plain pipeline: each benchmark configuration applies its own speed-ups
+        return load_pipeline("tiny-qwen-image-edit-2509", device=device, dtype=dtype, attention=None,
+                             reuse_embeddings=False)
+    from editforge.models.text_encoder import allow_processor_without_video, fix_mrope_positions
+    from editforge.models.tiny import build_processor, build_tokenizer
+
+    allow_processor_without_video()
+    tokenizer = build_tokenizer()
+    pipe = diffusers.QwenImageEditPlusPipeline(
+        transformer=full_transformer(device, dtype),
+        vae=full_vae(device, dtype),
+        text_encoder=full_text_encoder(tokenizer, device, dtype),
+        tokenizer=tokenizer,
+        processor=build_processor(tokenizer),
+        scheduler=diffusers.FlowMatchEulerDiscreteScheduler(),
+    )
     fix_mrope_positions(pipe.text_encoder)
     pipe.set_progress_bar_config(disable=True)
     return pipe

@@ -52,6 +52,8 @@ def _transformer(size: str, device: str, dtype):
 
 def run(size: str = "tiny", *, device: str | None = None, steps: int | None = None,
         bases=("unquantized", "int8")) -> dict:
+    from editforge.benchmark.infer import _device_name
+
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if size == "full" and not device.startswith("cuda"):
         from editforge.errors import EditForgeError
@@ -63,49 +65,52 @@ def run(size: str = "tiny", *, device: str | None = None, steps: int | None = No
     rows = []
     for base in bases:
         for resolution in RESOLUTIONS[size]:
-            transformer = _transformer(size, device, dtype)
-            params = add_lora(SimpleNamespace(transformer=transformer), LoraConfig(rank=RANK, alpha=RANK))
-            if base == "int8":
-                quantize_transformer(transformer, "int8")
-            transformer.enable_gradient_checkpointing()
-            transformer.train()
-            optimizer = torch.optim.AdamW(params, lr=1e-4)
-            channels = transformer.config.in_channels // 4
-            latent = resolution // 8
-            batch = {
-                "target": torch.randn(1, channels, latent, latent, device=device, dtype=dtype),
-                "controls": [torch.randn(1, channels, latent, latent, device=device, dtype=dtype)],
-                "prompt_embeds": torch.randn(1, TEXT_TOKENS[size], transformer.config.joint_attention_dim,
-                                             device=device, dtype=dtype),
-                "prompt_mask": torch.ones(1, TEXT_TOKENS[size], dtype=torch.long, device=device),
-            }
-
-            def step():
-                sigmas = torch.rand(1, device=device)
-                loss = flow_matching_loss(transformer, batch, sigmas, torch.randn_like(batch["target"]))
-                loss.backward()
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-
-            step()  # warm-up
-            times = []
-            with peak_memory(device) as memory:
-                for _ in range(steps):
-                    synchronize(device)
-                    start = time.perf_counter()
-                    step()
-                    synchronize(device)
-                    times.append(time.perf_counter() - start)
-            seconds = statistics.median(times)
-            image_tokens = 2 * (latent // 2) ** 2  # target + one control
-            flops = TRAIN_FLOPS_PER_FORWARD * transformer_flops(transformer.config, image_tokens, TEXT_TOKENS[size])
-            rows.append(TrainRow(base, resolution, 1 / seconds, seconds, memory["peak_gib"], flops / seconds / 1e12,
-                                 flops / seconds / rate))
-            del transformer, optimizer, params
-            gc.collect()
+            rows.append(measure(size, base, resolution, device=device, dtype=dtype, steps=steps, rate=rate))
+            gc.collect()  # the 20B transformer of one measurement must be gone before the next is built
             if device.startswith("cuda"):
                 torch.cuda.empty_cache()
-    from editforge.benchmark.infer import _device_name
-
     return {"kind": "train", "size": size, "device": _device_name(device), "dtype": str(dtype), "rank": RANK,
             "matmul_tflops": rate / 1e12, "rows": [asdict(r) for r in rows]}
+
+
+def measure(size: str, base: str, resolution: int, *, device: str, dtype, steps: int, rate: float) -> TrainRow:
+    """Median seconds of one optimizer step (batch 1: a target and one control) after a warm-up step."""
+    transformer = _transformer(size, device, dtype)
+    params = add_lora(SimpleNamespace(transformer=transformer), LoraConfig(rank=RANK, alpha=RANK))
+    if base == "int8":
+        quantize_transformer(transformer, "int8")
+    transformer.enable_gradient_checkpointing()
+    transformer.train()
+    optimizer = torch.optim.AdamW(params, lr=1e-4)
+    channels = transformer.config.in_channels // 4
+    latent = resolution // 8
+    text_tokens = TEXT_TOKENS[size]
+    batch = {
+        "target": torch.randn(1, channels, latent, latent, device=device, dtype=dtype),
+        "controls": [torch.randn(1, channels, latent, latent, device=device, dtype=dtype)],
+        "prompt_embeds": torch.randn(1, text_tokens, transformer.config.joint_attention_dim, device=device,
+                                     dtype=dtype),
+        "prompt_mask": torch.ones(1, text_tokens, dtype=torch.long, device=device),
+    }
+
+    def step():
+        sigmas = torch.rand(1, device=device)
+        loss = flow_matching_loss(transformer, batch, sigmas, torch.randn_like(batch["target"]))
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    step()  # warm-up
+    times = []
+    with peak_memory(device) as memory:
+        for _ in range(steps):
+            synchronize(device)
+            start = time.perf_counter()
+            step()
+            synchronize(device)
+            times.append(time.perf_counter() - start)
+    seconds = statistics.median(times)
+    image_tokens = 2 * (latent // 2) ** 2  # target + one control
+    flops = TRAIN_FLOPS_PER_FORWARD * transformer_flops(transformer.config, image_tokens, text_tokens)
+    return TrainRow(base, resolution, 1 / seconds, seconds, memory["peak_gib"], flops / seconds / 1e12,
+                    flops / seconds / rate)

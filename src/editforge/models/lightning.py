@@ -11,29 +11,15 @@ import math
 from pathlib import Path
 
 from editforge.errors import EditForgeError
-from editforge.models.registry import FAMILIES, LIGHTNING_REPO, Family
+from editforge.models.registry import FAMILIES, LIGHTNING_REPO, QWEN_IMAGE_SCHEDULER, Family
 
 STEPS = (4, 8)
 CFG = 1.0
 
 # The distillation scheduler from Qwen-Image-Lightning's reference script: shift 3 (= ln 3 in both
-# exponential-shift bounds), no terminal shift. The checkpoints' own scheduler gives washed-out results.
-SCHEDULER_CONFIG = {
-    "base_image_seq_len": 256,
-    "base_shift": math.log(3),
-    "invert_sigmas": False,
-    "max_image_seq_len": 8192,
-    "max_shift": math.log(3),
-    "num_train_timesteps": 1000,
-    "shift": 1.0,
-    "shift_terminal": None,
-    "stochastic_sampling": False,
-    "time_shift_type": "exponential",
-    "use_beta_sigmas": False,
-    "use_dynamic_shifting": True,
-    "use_exponential_sigmas": False,
-    "use_karras_sigmas": False,
-}
+# exponential-shift bounds), no terminal shift. The LoRA was distilled on these sigmas; the checkpoint's
+# own scheduler would put its 4 or 8 steps elsewhere.
+SCHEDULER_CONFIG = {**QWEN_IMAGE_SCHEDULER, "base_shift": math.log(3), "max_shift": math.log(3), "shift_terminal": None}
 
 
 def scheduler():

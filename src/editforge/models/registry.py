@@ -16,6 +16,24 @@ from editforge.errors import EditForgeError
 
 LIGHTNING_REPO = "lightx2v/Qwen-Image-Lightning"
 
+# The scheduler config the Qwen-Image checkpoints ship with (scheduler/scheduler_config.json).
+QWEN_IMAGE_SCHEDULER = {
+    "base_image_seq_len": 256,
+    "base_shift": 0.5,
+    "invert_sigmas": False,
+    "max_image_seq_len": 8192,
+    "max_shift": 0.9,
+    "num_train_timesteps": 1000,
+    "shift": 1.0,
+    "shift_terminal": 0.02,
+    "stochastic_sampling": False,
+    "time_shift_type": "exponential",
+    "use_beta_sigmas": False,
+    "use_dynamic_shifting": True,
+    "use_exponential_sigmas": False,
+    "use_karras_sigmas": False,
+}
+
 
 @dataclass(frozen=True)
 class Family:

@@ -22,6 +22,7 @@ from editforge.models.registry import (
     EDITFORGE_META,
     TINY_CONDITION_PIXELS,
     TINY_MAX_PIXELS,
+    QWEN_IMAGE_SCHEDULER,
     TINY_MODELS,
     Family,
     tiny_folder,
@@ -83,25 +84,6 @@ def build_tiny_pipeline(family: Family):
     if family.is_edit:
         components["processor"] = build_processor(tokenizer)
     return getattr(diffusers, family.pipeline_class)(**components)
-
-
-# The scheduler config the Qwen-Image checkpoints ship with (scheduler/scheduler_config.json).
-QWEN_IMAGE_SCHEDULER = {
-    "base_image_seq_len": 256,
-    "base_shift": 0.5,
-    "invert_sigmas": False,
-    "max_image_seq_len": 8192,
-    "max_shift": 0.9,
-    "num_train_timesteps": 1000,
-    "shift": 1.0,
-    "shift_terminal": 0.02,
-    "stochastic_sampling": False,
-    "time_shift_type": "exponential",
-    "use_beta_sigmas": False,
-    "use_dynamic_shifting": True,
-    "use_exponential_sigmas": False,
-    "use_karras_sigmas": False,
-}
 
 
 def build_transformer():
