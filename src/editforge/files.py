@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
@@ -18,6 +19,16 @@ from editforge.errors import EditForgeError
 
 # Chinese Excel saves CSV as GB18030; everything else users have is UTF-8, with or without a BOM.
 TEXT_ENCODINGS = ("utf-8-sig", "gb18030")
+
+
+# "C:/x" or "//server/share" typed on Windows: absolute there, never relative to a folder here.
+_WINDOWS_ABSOLUTE = re.compile(r"^([A-Za-z]:/|//)")
+
+
+def portable_path(text: str) -> tuple[str, bool]:
+    """A path typed on any OS as (text with forward slashes, whether it is absolute on some OS)."""
+    path = text.strip().replace("\\", "/")
+    return path, bool(os.path.isabs(path) or _WINDOWS_ABSOLUTE.match(path))
 
 
 def temp_name(path: Path) -> Path:

@@ -14,8 +14,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# "C:/x" or "//server/share" written on Windows: absolute there, never relative to the dataset.
-_WINDOWS_ABSOLUTE = re.compile(r"^([A-Za-z]:/|//)")
+from editforge.files import portable_path
+
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
 
@@ -68,11 +68,11 @@ class PathResolver:
         self.base = Path(os.path.abspath(base))
 
     def resolve(self, text: str, problems: list[str]) -> Path:
-        text = text.strip().replace("\\", "/")
+        text, absolute = portable_path(text)
         if _URL.match(text):
             problems.append(f"URL instead of a file: {text} (download it first)")
             return Path(text)
-        if os.path.isabs(text) or _WINDOWS_ABSOLUTE.match(text):
+        if absolute:
             return Path(os.path.normpath(text))
         path = Path(os.path.normpath(self.base / text))
         if path != self.base and self.base not in path.parents:

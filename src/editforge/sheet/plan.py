@@ -21,16 +21,15 @@ import hashlib
 import json
 import os
 import posixpath
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from editforge.errors import EditForgeError
+from editforge.files import portable_path
 from editforge.sheet.workbook import REF_KEYS, Workbook
 
 TRUE_TEXTS = {"true", "1", "yes", "y"}
-_WINDOWS_ABSOLUTE = re.compile(r"^([A-Za-z]:/|//)")
 
 
 class BadPath(Exception):
@@ -92,8 +91,8 @@ class PathResolver:
         self.allow_outside = allow_outside
 
     def key(self, text: str) -> str:
-        path = text.replace("\\", "/")  # paths typed on Windows
-        if not (os.path.isabs(path) or _WINDOWS_ABSOLUTE.match(path)):
+        path, absolute = portable_path(text)
+        if not absolute:
             relative = posixpath.normpath(path)
             if relative != ".." and not relative.startswith("../"):
                 return relative

@@ -10,12 +10,12 @@ folder (or `base_dir`), as `editforge synth` reads them.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from editforge.dataset.sample import Columns, Dataset, PathResolver, Sample
 from editforge.errors import EditForgeError
 from editforge.sheet.render import GEN_SEED, GEN_STATUS
 from editforge.sheet.workbook import REF_KEYS, STANDARD_KEYS, normalize_header, open_workbook
+from editforge.sheet.plan import cell_text
 
 REVIEW = "review"
 INSTRUCTION_COLUMNS = ("edit_prompt", "instruction", "gen_edit_prompt")
@@ -24,10 +24,6 @@ ACCEPTED = {"accepted", "accept", "ok", "good", "yes", "y", "true", "1", "pass",
 REJECTED = {"rejected", "reject", "bad", "no", "n", "false", "0", "fail", "failed", "x", "✗", "✘"}
 # Columns the synth loop keeps for itself: never training metadata.
 BOOKKEEPING = {*STANDARD_KEYS, GEN_STATUS, GEN_SEED, REVIEW}
-
-
-def cell_text(value: Any) -> str:
-    return "" if value is None else str(value).strip()
 
 
 def read(path: Path, *, columns: Columns, base_dir: Path | None = None, sheet: str | None = None,
