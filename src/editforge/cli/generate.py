@@ -69,7 +69,7 @@ def edit(
         if not image or not prompt or not out:
             raise EditForgeError("give --image, --prompt and --out (or --prompts, --images and --out-dir for a batch)")
         jobs = [BatchJob(0, prompt, tuple(image))]
-    opts = load_options(lightning, lightning_path, lora, dtype, quantize, offload, vae_tiling, device, force, compile)
+    opts = load_options(locals())
     written = run_jobs(
         model, opts, jobs, out=out, out_dir=out_dir, seed=seed,
         gen=dict(steps=steps, cfg=cfg, negative_prompt=negative_prompt, max_pixels=max_pixels,
@@ -122,7 +122,7 @@ def t2i(
         jobs = [BatchJob(0, prompt, ())]
     else:
         raise EditForgeError("give --prompt and --out (or --prompts and --out-dir for a batch)")
-    opts = load_options(lightning, lightning_path, lora, dtype, quantize, offload, vae_tiling, device, force, compile)
+    opts = load_options(locals())
     written = run_jobs(
         model, opts, jobs, out=out, out_dir=out_dir, seed=seed,
         gen=dict(steps=steps, cfg=cfg, negative_prompt=negative_prompt, max_pixels=max_pixels),

@@ -58,18 +58,18 @@ def parse_choice(value: str) -> str | None:
     return None if value.strip().lower() in ("none", "off", "") else value.strip().lower()
 
 
-def load_options(lightning, lightning_path, lora, dtype, quantize, offload, vae_tiling, device, force,
-                 compile: bool | None = False) -> dict:
-    """The keyword arguments for `editforge.load_pipeline` from the shared CLI options."""
+def load_options(command_args: dict) -> dict:
+    """The keyword arguments for `editforge.load_pipeline` from a command's parsed options (its `locals()`)."""
+    args = command_args
     return dict(
-        lightning=parse_lightning(lightning),
-        lightning_path=lightning_path,
-        loras=lora or (),
-        dtype=dtype,
-        quantize=parse_choice(quantize),
-        offload=parse_choice(offload),
-        vae_tiling=vae_tiling,
-        device=device,
-        force=force,
-        compile=compile,
+        lightning=parse_lightning(args["lightning"]),
+        lightning_path=args["lightning_path"],
+        loras=args["lora"] or (),
+        dtype=args["dtype"],
+        quantize=parse_choice(args["quantize"]),
+        offload=parse_choice(args["offload"]),
+        vae_tiling=args["vae_tiling"],
+        device=args["device"],
+        force=args["force"],
+        compile=args["compile"],
     )

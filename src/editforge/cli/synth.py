@@ -71,7 +71,7 @@ def synth(
         return
     _warnings_to_console()
     team, process_device = accelerate_team()
-    load = load_options(lightning, lightning_path, lora, dtype, quantize, offload, vae_tiling, device, force, compile)
+    load = load_options(locals())
     load["device"] = device or process_device
     gen = dict(steps=steps, cfg=cfg, negative_prompt=negative_prompt, max_pixels=max_pixels,
                condition_pixels=condition_pixels)
