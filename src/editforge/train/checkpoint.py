@@ -83,5 +83,8 @@ def resolve_resume(root: Path, resume: str) -> Path:
 
 
 def load_checkpoint(accelerator, path: Path) -> dict:
-    accelerator.load_state(str(path))
+    # DeepSpeed's module states hold only the LoRA (saved with exclude_frozen_parameters): load them
+    # non-strict, or the frozen base's keys count as missing.
+    kwargs = {"load_module_strict": False} if accelerator.distributed_type == "DEEPSPEED" else {}
+    accelerator.load_state(str(path), **kwargs)
     return json.loads((path / STATE_FILE).read_text())

@@ -12,6 +12,7 @@ import contextlib
 import gc
 import logging
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,7 +51,7 @@ class TrainResult:
 def train(config: Config, *, resume: str | None = None) -> TrainResult:
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
-    from accelerate.utils import DistributedDataParallelKwargs, set_seed
+    from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs, set_seed
 
     # accelerate keeps its settings (mixed precision, ...) in a process-wide singleton; a notebook or test
     # that calls train() again with other settings needs it cleared (the process group is kept).
@@ -65,9 +66,18 @@ def train(config: Config, *, resume: str | None = None) -> TrainResult:
     # --multi_gpu`) form a gloo group instead of silently running N independent single-process copies.
     # find_unused_parameters: the last block's text-stream output is discarded by the model, so LoRA layers
     # on its text MLP / to_add_out never get a gradient, which plain DDP treats as an error.
-    accelerator = Accelerator(mixed_precision=config.train.mixed_precision, cpu=not torch.cuda.is_available(),
+    # DeepSpeed (`accelerate launch` with a DEEPSPEED config) without CUDA: cpu=True would make accelerate
+    # drop DeepSpeed silently and run plain DDP, and cpu=False alone leaves it no backend (every process then
+    # believes it is rank 0 of 1). Naming gloo makes accelerate start DeepSpeed's process group on gloo,
+    # which DeepSpeed's CPU accelerator uses anyway when oneCCL is not installed.
+    cpu = not torch.cuda.is_available()
+    handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)]
+    if cpu and os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+        cpu = False
+        handlers.append(InitProcessGroupKwargs(backend="gloo"))
+    accelerator = Accelerator(mixed_precision=config.train.mixed_precision, cpu=cpu,
                               gradient_accumulation_steps=config.train.gradient_accumulation,
-                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+                              kwargs_handlers=handlers)
     set_seed(config.seed)
     main = accelerator.is_main_process
     out = config.output_dir
@@ -96,6 +106,14 @@ def train(config: Config, *, resume: str | None = None) -> TrainResult:
 
     lr_scheduler = get_scheduler(tc.lr_scheduler, optimizer, num_warmup_steps=tc.warmup_steps,
                                  num_training_steps=tc.steps)
+    if accelerator.distributed_type == "DEEPSPEED":
+        # No dataloader goes through prepare(), so DeepSpeed can't infer the micro-batch; and the run's
+        # accumulation and clipping win over the launch config's (whose env var also overrode the
+        # gradient_accumulation_steps passed to Accelerator above).
+        accelerator.state.deepspeed_plugin.deepspeed_config.update(
+            train_micro_batch_size_per_gpu=config.data.batch_size, gradient_accumulation_steps=tc.gradient_accumulation,
+            gradient_clipping=tc.max_grad_norm)
+        accelerator.gradient_accumulation_steps = tc.gradient_accumulation
     transformer, optimizer = accelerator.prepare(pipe.transformer, optimizer)
     accelerator.register_for_checkpointing(lr_scheduler)  # stepped by hand: once per optimizer step
     ckpt.register_lora_hooks(accelerator, pipe.transformer)
@@ -135,7 +153,7 @@ def train(config: Config, *, resume: str | None = None) -> TrainResult:
                     accelerator.backward(loss)
                     total += mean_loss / tc.gradient_accumulation
                     if accelerator.sync_gradients:
-                        grad_norm = accelerator.clip_grad_norm_(params, tc.max_grad_norm)  # None under DeepSpeed
+                        grad_norm = accelerator.clip_grad_norm_(params, tc.max_grad_norm)  # DeepSpeed: its engine clips
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
             lr_scheduler.step()
