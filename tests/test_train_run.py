@@ -317,3 +317,11 @@ def test_init_from_an_existing_lora_file(data, tmp_path):
     theirs = original[f"{name}.lora_up.weight"] @ original[f"{name}.lora_down.weight"]  # alpha == rank here
     torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-6)
     assert len(saved) == 2 * sum(1 for k in original if k.endswith("lora_down.weight"))
+
+
+def test_a_preview_without_controls_on_an_edit_model_fails_before_training(data, tmp_path):
+    """Caught while caching, not at the first validation hours later."""
+    raw = config(tmp_path / "out", data, validation={"every": 1, "samples": [data["samples"][2]]})  # no controls
+    with pytest.raises(EditForgeError, match=r"validation.samples\[0\]: .* need 1 to 3 control"):
+        train(validate(raw))
+    assert not (tmp_path / "out" / "checkpoints").exists()

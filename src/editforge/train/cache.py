@@ -20,9 +20,10 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from editforge.errors import EditForgeError
+from editforge.files import atomic_write
 from editforge.images import open_rgb
 from editforge.inference.sizes import dimensions_for_area
 from editforge.models.registry import FAMILY_BY_PIPELINE
@@ -155,10 +156,10 @@ def build_cache(pipe, samples, cache_dir: Path, *, vae_pixels: int, condition_pi
                 images = [open_rgb(p) for p in [sample.target, *sample.controls]]
             except EditForgeError as exc:
                 reason = str(exc)
-                _write_atomic(bad, lambda tmp: tmp.write_text(reason))
+                atomic_write(bad, lambda fh: fh.write(reason.encode()))
             else:
                 tensors = encode_sample(pipe, images[0], images[1:], sample.instruction, vae_pixels, condition_pixels)
-                _write_atomic(path, lambda tmp: save_file(tensors, str(tmp)))
+                atomic_write(path, lambda fh: fh.write(save(tensors)))
                 computed += 1
         if progress:
             progress()
@@ -173,12 +174,6 @@ def build_cache(pipe, samples, cache_dir: Path, *, vae_pixels: int, condition_pi
         else:
             cached.append(CachedSample(path, bucket_of(path)))
     return CacheReport(cached, computed, len(cached) - computed, skipped)
-
-
-def _write_atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    tmp.replace(path)
 
 
 def load_cached(paths: list[Path]) -> list[dict]:

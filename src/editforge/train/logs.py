@@ -6,6 +6,7 @@ always reads as one uninterrupted run.
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -74,7 +75,8 @@ def loss_curve(losses: list[float], path: Path, size: tuple[int, int] = (640, 36
             return x, y
 
         window = max(1, len(losses) // 20)
-        smooth = [sum(losses[max(0, i - window + 1): i + 1]) / len(losses[max(0, i - window + 1): i + 1])
+        running = [0.0, *itertools.accumulate(losses)]  # prefix sums: the running mean in one pass
+        smooth = [(running[i + 1] - running[max(0, i - window + 1)]) / (i + 1 - max(0, i - window + 1))
                   for i in range(len(losses))]
         draw.line([point(i, v) for i, v in enumerate(losses)], fill=(160, 190, 230), width=1)
         draw.line([point(i, v) for i, v in enumerate(smooth)], fill=(20, 60, 160), width=2)

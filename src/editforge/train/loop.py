@@ -81,7 +81,8 @@ def train(config: Config, *, resume: str | None = None) -> TrainResult:
     set_seed(config.seed)
     main = accelerator.is_main_process
     out = config.output_dir
-    pipe = load_pipeline(config.model, dtype=WEIGHT_DTYPES[config.train.mixed_precision],
+    # Every training sample's prompt and images are distinct: an embedding cache would only hold memory.
+    pipe = load_pipeline(config.model, dtype=WEIGHT_DTYPES[config.train.mixed_precision], reuse_embeddings=False,
                          device=str(accelerator.device))
     family = FAMILY_BY_PIPELINE[type(pipe).__name__]
     areas = dict(max_pixels=config.data.max_pixels or pipe.editforge_info["max_pixels"],

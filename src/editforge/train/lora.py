@@ -7,12 +7,12 @@ Saved files bake `alpha / rank` into lora_B, so they carry no alpha and every lo
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
 
 from editforge.errors import EditForgeError
+from editforge.files import atomic_write
 
 ADAPTER = "editforge"
 PREFIXES = {"diffusers": "transformer.", "comfyui": "diffusion_model."}
@@ -65,15 +65,11 @@ def lora_state_dict(transformer, prefix: str = "") -> dict[str, torch.Tensor]:
 
 def save_lora(transformer, path: Path, export_format: str = "diffusers", metadata: dict | None = None) -> Path:
     """Write the LoRA atomically (temp file + rename): a crash never leaves half a file under `path`."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     tensors = lora_state_dict(transformer, PREFIXES[export_format])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     info = {"format": "pt", "editforge": json.dumps({"export_format": export_format, **(metadata or {})})}
-    save_file(tensors, str(tmp), metadata=info)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda fh: fh.write(save(tensors, metadata=info)))
 
 
 def trainable_state(transformer) -> dict[str, torch.Tensor]:
