@@ -369,3 +369,18 @@ def test_a_briefly_held_lock_is_waited_out_a_held_one_refused(tmp_path, monkeypa
     with RenderLock(path):
         with pytest.raises(EditForgeError, match="another `editforge synth` is running"):
             run(path, seed=1)
+
+
+def test_a_regeneration_queued_during_a_killed_run_is_made_by_the_next_run(tmp_path):
+    """The review app queues its writes while synth holds the workbook; if that run dies before writing
+    them, the next run writes them before it plans, so it redoes the row at once (not one run later)."""
+    path = make_workbook(tmp_path, rows=ONE_OF_EACH[:1])
+    run(path, seed=5)
+    first = dict(open_workbook(path).rows())[2]["ref_image_1"]
+    with Journal.for_workbook(path) as journal:  # what `review` records for "regenerate"
+        sheet = open_workbook(path).sheet
+        journal.record_update(sheet, 2, "ref_image_1", None)
+        journal.record_update(sheet, 2, "need_gen", True)
+    summary = run(path, seed=5)
+    row = dict(open_workbook(path).rows())[2]
+    assert summary.generated == 1 and row["ref_image_1"] not in (None, first) and row["need_gen"] is False

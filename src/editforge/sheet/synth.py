@@ -114,9 +114,14 @@ def synth(workbook: str | Path, make_generator: Callable[[], Generator], options
         if not _acquire_within(lock, LOCK_WAIT_SECONDS):
             raise EditForgeError(f"another `editforge synth` is running on {path.name}; wait for it to finish")
     try:
-        book = open_workbook(path, sheet=options.sheet, columns=options.columns, read_only=not team.is_main)
-        plan = plan_workbook(book, resolver)
         with Journal.for_workbook(path) as journal:
+            if team.is_main:
+                book = open_workbook(path, sheet=options.sheet, columns=options.columns)
+                _apply_waiting_updates(book, journal)
+            team.share(None)  # the others read the workbook once the main process has written into it
+            if not team.is_main:
+                book = open_workbook(path, sheet=options.sheet, columns=options.columns, read_only=True)
+            plan = plan_workbook(book, resolver)
             # Every process derives the same to-do list before anyone generates: reconcile (below)
             # changes nothing it depends on, and nobody journals a result until the barrier.
             todo, recovered = _todo(plan, journal.latest_by_identity(book.sheet))
@@ -139,6 +144,15 @@ def synth(workbook: str | Path, make_generator: Callable[[], Generator], options
             return summary
     finally:
         lock.release()
+
+
+def _apply_waiting_updates(book: Workbook, journal: Journal) -> None:
+    """Write updates queued while no run could (a review app's regenerations during a run that was then
+    killed) before planning, so this run already redoes those rows. Not while a killed run's results wait
+    to be rendered: only a run's own renders order those against the updates correctly."""
+    if journal.pending_updates(book.sheet) and not journal.results(sheet=book.sheet, status="done",
+                                                                    rendered=False):
+        render(book, journal, results=False)
 
 
 # A review app holds the lock for the moment it takes to save its queued verdicts; a run waits that out.
