@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -38,4 +39,5 @@ def train_command(
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("accelerate").setLevel(logging.WARNING)
     result = train(cfg, resume=resume)
-    typer.echo(f"saved {result.lora}")
+    if int(os.environ.get("RANK", "0")) == 0:  # under accelerate launch, one line, not one per process
+        typer.echo(f"saved {result.lora}")
