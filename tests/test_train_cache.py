@@ -1,5 +1,6 @@
 """The training cache holds exactly what inference feeds the transformer, and is computed only once."""
 
+import hashlib
 from types import SimpleNamespace
 
 import pytest
@@ -76,9 +77,14 @@ def test_second_build_computes_nothing_and_settings_change_the_key(tiny_edit_plu
 
     monkeypatch.setattr(tiny_edit_plus.vae, "encode", fail)
     monkeypatch.setattr(tiny_edit_plus.text_encoder, "forward", fail)
+    hashed = []
+    real_sha256 = hashlib.sha256
+    monkeypatch.setattr(hashlib, "sha256", lambda data=b"": (hashed.append(len(data)), real_sha256(data))[1])
     again = build_cache(tiny_edit_plus, samples, tmp_path / "cache", vae_pixels=64 * 64, condition_pixels=56 * 56)
     assert (again.computed, again.reused, len(again.skipped)) == (0, 3, 2)
     assert [s.path for s in again.samples] == [s.path for s in first.samples]
+    image_sizes = {p.stat().st_size for s in samples for p in [s.target, *s.controls] if p.exists()}
+    assert not image_sizes & set(hashed), "unchanged images are not read again: their digests are remembered"
     monkeypatch.undo()
 
     # Another area or an edited image is another key.

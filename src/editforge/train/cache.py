@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,10 +117,37 @@ def settings_fingerprint(pipe, vae_pixels: int, condition_pixels: int | None) ->
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def sample_key(sample, fingerprint: str) -> str:
+class FileDigests:
+    """sha256 of image files, remembered in the cache folder by (path, size, mtime) so that a later run
+    finds its cache entries without reading every image of the dataset again (on every rank)."""
+
+    NAME = "file-digests.json"
+
+    def __init__(self, cache_dir: Path):
+        self.path = cache_dir / self.NAME
+        try:
+            self.known: dict[str, str] = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        except ValueError:  # a damaged index only costs the re-hashing
+            self.known = {}
+        self.changed = False
+
+    def __call__(self, path) -> bytes:
+        stat = os.stat(path)
+        key = f"{os.path.abspath(path)}|{stat.st_size}|{stat.st_mtime_ns}"
+        if key not in self.known:
+            self.known[key] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+            self.changed = True
+        return bytes.fromhex(self.known[key])
+
+    def save(self) -> None:
+        if self.changed:
+            atomic_write(self.path, lambda fh: fh.write(json.dumps(self.known).encode()), durable=False)
+
+
+def sample_key(sample, fingerprint: str, file_digest=lambda path: hashlib.sha256(Path(path).read_bytes()).digest()) -> str:
     digest = hashlib.sha256(fingerprint.encode())
     for path in [sample.target, *sample.controls]:
-        digest.update(hashlib.sha256(Path(path).read_bytes()).digest())
+        digest.update(file_digest(path))
     digest.update(sample.instruction.encode())
     return digest.hexdigest()
 
@@ -141,12 +169,15 @@ def build_cache(pipe, samples, cache_dir: Path, *, vae_pixels: int, condition_pi
     cache_dir.mkdir(parents=True, exist_ok=True)
     fingerprint = settings_fingerprint(pipe, vae_pixels, condition_pixels)
     keys, skipped, computed = [], [], 0
+    file_digests = FileDigests(cache_dir)
     for sample in samples:
         try:
-            keys.append(sample_key(sample, fingerprint))
+            keys.append(sample_key(sample, fingerprint, file_digests))
         except OSError as exc:
             keys.append(None)
             skipped.append(f"{sample.target}: {exc.strerror or exc}")
+    if rank == 0:
+        file_digests.save()
     for i, (sample, key) in enumerate(zip(samples, keys)):
         if key is None or i % world_size != rank:
             continue
