@@ -18,7 +18,7 @@ import yaml
 from safetensors.torch import load_file
 
 from editforge.train.logs import read_metrics
-from tests.conftest import noise_image
+from tests.test_train_run import write_samples
 
 pytest.importorskip("deepspeed", reason="DeepSpeed is not installed (pip install deepspeed)")
 
@@ -42,16 +42,7 @@ def launch(run_yaml: Path, *extra: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU (gloo) path; on GPUs the launch config runs as is")
 def test_zero2_two_processes_on_cpu_checkpoint_and_resume(tmp_path):
-    def img(name, w, h, seed):
-        noise_image(w, h, seed).save(tmp_path / name)
-        return str(tmp_path / name)
-
-    samples = [
-        {"target": img("t0.png", 64, 32, 0), "controls": [img("c0.png", 64, 32, 1)], "instruction": "make the sky red"},
-        {"target": img("t1.png", 64, 32, 2), "controls": [img("c1.png", 64, 32, 3), img("r1.png", 32, 32, 4)],
-         "instruction": "put picture 2 in picture 1"},
-        {"target": img("t2.png", 32, 32, 5), "instruction": "a cat"},
-    ]
+    samples = write_samples(tmp_path)
     # Build the tiny model here, once, before the two ranks start (in a fresh EDITFORGE_HOME both would
     # build it at the same time; one such run saw a rank find text_encoder/ without its weights).
     from editforge.models.tiny import tiny_model_dir
