@@ -88,13 +88,14 @@ def config(out: Path, files, **sections) -> dict:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, data):
-    """6 steps with validation, gradient checkpointing, batch 2, repeats, a corrupt sample and a comfyui export."""
+    """6 steps in bf16 mixed precision (the default) with validation, gradient checkpointing, batch 2, repeats, a
+    corrupt sample and a comfyui export."""
     out = tmp_path_factory.mktemp("run")
     validation = {"every": 3, "steps": 2, "cfg": 2.0, "samples": [data["samples"][1]]}
     raw = config(out, data, validation=validation, export_format="comfyui",
                  data={"samples": data["samples"] + [data["corrupt"], data["same_bucket"]], "batch_size": 2,
                        "repeats": 2},
-                 train={"gradient_checkpointing": True, "learning_rate": 1e-2})
+                 train={"gradient_checkpointing": True, "learning_rate": 1e-2, "mixed_precision": "bf16"})
     return train(validate(raw)), raw
 
 
@@ -122,24 +123,40 @@ def test_run_writes_checkpoints_logs_previews_and_skips_the_corrupt_sample(run):
     assert Image.open(out / "loss.png").size == (640, 360)
 
 
-def test_saved_lora_reproduces_the_last_preview_in_a_fresh_pipeline(run):
+def test_the_last_preview_is_what_edit_makes_with_the_trained_lora(run):
+    """A preview is `editforge.edit` with the in-training weights, bit for bit (not accelerate's autocast forward
+    with fp32 outputs); the saved file through `edit --lora` gives it up to the rounding of fusing in bf16."""
+    from safetensors.torch import load_file
+
+    from editforge.train.lora import add_lora, load_trainable_state
+
     result, raw = run
     sample = raw["validation"]["samples"][0]
     controls = [Image.open(p) for p in sample["controls"]]
     preview = np.asarray(Image.open(result.output_dir / "validation" / "step-000006" / "0.png"), dtype=int)
-    base = np.asarray(editforge.edit(editforge.load_pipeline(MODEL, device="cpu"), controls, sample["instruction"],
-                                     seed=0, steps=2, cfg=2.0, **AREAS), dtype=int)
+
+    def edit(pipe):
+        return np.asarray(editforge.edit(pipe, controls, sample["instruction"], seed=0, steps=2, cfg=2.0, **AREAS),
+                          dtype=int)
+
+    pipe = editforge.load_pipeline(MODEL, device="cpu", dtype="bf16")
+    base = edit(pipe)
+    add_lora(pipe, validate(raw).lora)  # the trainer's LoRA layers, fp32 on the bf16 base, with the run's weights
+    load_trainable_state(pipe.transformer,
+                         load_file(str(result.output_dir / "checkpoints" / "step-000006" / "lora_state.safetensors")))
+    assert np.array_equal(edit(pipe), preview)
+
     for name, prefix in (("lora.safetensors", "transformer."), ("lora-comfyui.safetensors", "diffusion_model.")):
         path = result.output_dir / name
         with safe_open(str(path), framework="pt") as fh:
             keys = list(fh.keys())
         assert keys and all(k.startswith(prefix) for k in keys)
         assert any(".lora_B." in k for k in keys) and any("img_mlp.net.2" in k for k in keys)
-        pipe = editforge.load_pipeline(MODEL, device="cpu", loras=[str(path)])  # what `editforge edit --lora` does
-        image = np.asarray(editforge.edit(pipe, controls, sample["instruction"], seed=0, steps=2, cfg=2.0, **AREAS),
-                           dtype=int)
-        assert np.abs(image - preview).max() <= 1, name  # fused vs. unfused LoRA: float rounding at most
-    assert np.abs(base - preview).mean() > 1  # ... and the LoRA did change the picture
+        # what `editforge edit --lora` does: the LoRA fused into the bf16 weights, which rounds each weight once
+        # (measured: mean 0.46, max 4 levels); the LoRA itself moves the picture by a mean of 1.5
+        fused = edit(editforge.load_pipeline(MODEL, device="cpu", dtype="bf16", loras=[str(path)]))
+        assert np.abs(fused - preview).mean() < 0.75 and np.abs(fused - preview).max() <= 6, name
+    assert np.abs(base - preview).mean() > 1.2  # ... and the LoRA did change the picture
 
 
 def test_overfitting_cuts_the_loss(data, tmp_path):
