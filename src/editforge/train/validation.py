@@ -1,8 +1,9 @@
 """Previews during training: the validation samples rendered with the in-training LoRA.
 
 Prompt embeddings of the previews are computed once, before the text encoder leaves the GPU; each
-preview is then the inference pipeline's own call with those embeddings, at the sizes `editforge.generate`
-would use, so a preview is what a user will get from `editforge edit --lora` with the saved file.
+preview is then the pipeline call `editforge.generate` makes too (`editforge.inference.call`: sizes, negative
+prompt, seed), with those embeddings, so a preview is what a user gets from `editforge edit --lora` with the
+saved file.
 """
 
 from __future__ import annotations
