@@ -135,3 +135,18 @@ def test_second_build_computes_nothing_and_settings_change_the_key(tiny_edit_plu
     noise_image(96, 48, seed=99).save(samples[0].target)
     edited = build_cache(tiny_edit_plus, samples[:1], tmp_path / "cache", vae_pixels=64 * 64, condition_pixels=56 * 56)
     assert edited.computed == 1
+
+
+def test_the_prompt_token_limit_is_part_of_the_cache_key(monkeypatch):
+    """A cache written under another token limit (e.g. the 1024 tokens of older EditForge) is never reused."""
+    import dataclasses
+
+    from editforge.models import registry
+    from editforge.train.cache import settings_fingerprint
+
+    pipe = editforge.load_pipeline("tiny-qwen-image", device="cpu")
+    before = settings_fingerprint(pipe, 64 * 64, None)
+    family = registry.FAMILY_BY_PIPELINE["QwenImagePipeline"]
+    monkeypatch.setitem(registry.FAMILY_BY_PIPELINE, "QwenImagePipeline",
+                        dataclasses.replace(family, prompt_max_tokens=1024))
+    assert settings_fingerprint(pipe, 64 * 64, None) != before
