@@ -27,7 +27,8 @@ LAYOUTS = {
     "lightning": ("{d}.lora_down.weight", "{d}.lora_up.weight", "{d}.alpha"),
     "comfy-down-up": ("diffusion_model.{d}.lora_down.weight", "diffusion_model.{d}.lora_up.weight",
                       "diffusion_model.{d}.alpha"),
-    "comfy-A-B": ("diffusion_model.{d}.lora_A.weight", "diffusion_model.{d}.lora_B.weight", "diffusion_model.{d}.alpha"),
+    "comfy-A-B": ("diffusion_model.{d}.lora_A.weight", "diffusion_model.{d}.lora_B.weight",
+                  "diffusion_model.{d}.alpha"),
     "diffusers": ("transformer.{d}.lora_A.weight", "transformer.{d}.lora_B.weight", None),
     "kohya": ("lora_unet_{k}.lora_down.weight", "lora_unet_{k}.lora_up.weight", "lora_unet_{k}.alpha"),
     "diffsynth": ("{d}.lora_A.default.weight", "{d}.lora_B.default.weight", "{d}.alpha"),
@@ -50,7 +51,8 @@ def write_lora(path, layout: str, blocks=(0, 1), layers=()) -> dict[str, tuple[t
     metadata = None
     if layout == "diffusers":  # what diffusers' save_lora_weights writes with the adapter's config
         config = {"r": RANK, "lora_alpha": ALPHA, "target_modules": sorted({d.rsplit(".", 1)[-1] for d in pairs})}
-        metadata = {"format": "pt", "lora_adapter_metadata": json.dumps({f"transformer.{k}": v for k, v in config.items()})}
+        adapter = json.dumps({f"transformer.{k}": v for k, v in config.items()})
+        metadata = {"format": "pt", "lora_adapter_metadata": adapter}
     save_file(tensors, str(path), metadata=metadata)
     return pairs
 

@@ -82,7 +82,8 @@ def test_family_rules_are_the_diffusers_pipelines():
     for name, family in FAMILIES.items():
         cls = getattr(diffusers, family.pipeline_class)
         limit = inspect.signature(cls.__call__).parameters["max_sequence_length"].default
-        assert family.prompt_max_tokens == (limit if not family.is_edit else None), name  # Edit: encode_prompt keeps all
+        # the Edit pipelines' encode_prompt keeps every token whatever the limit
+        assert family.prompt_max_tokens == (None if family.is_edit else limit), name
         pipe = build_tiny_pipeline(family)
         assert family.prompt_drop_tokens == pipe.prompt_template_encode_start_idx, name
         assert family_of(pipe) is family

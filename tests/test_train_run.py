@@ -383,8 +383,8 @@ def test_training_on_a_hopper_with_flash_attention(hopper_with_flash_attention, 
 def test_edit_v1_skips_a_sample_without_a_control_and_names_it(data, tmp_path):
     """Edit v1's prompt template always holds an image, so a text-only sample cannot be encoded for it."""
     text_only = data["samples"][2]
-    raw = config(tmp_path / "out", data, model="tiny-qwen-image-edit", data={"samples": [data["samples"][0], text_only]},
-                 train={"steps": 1}, checkpoint={"every": 100})
+    raw = config(tmp_path / "out", data, model="tiny-qwen-image-edit",
+                 data={"samples": [data["samples"][0], text_only]}, train={"steps": 1}, checkpoint={"every": 100})
     result = train(validate(raw))
     assert len(result.cache.samples) == 1
     assert result.cache.skipped == [

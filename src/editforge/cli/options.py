@@ -31,7 +31,7 @@ Compile = Annotated[
 ]
 Force = Annotated[bool, typer.Option("--force", help="load a Lightning file even if its name says another family")]
 StrictLora = Annotated[
-    bool, typer.Option("--strict-lora", help="refuse a LoRA whose layers do not all match the transformer (default: warn)")
+    bool, typer.Option("--strict-lora", help="refuse a LoRA whose layers do not all match the transformer (else: warn)")
 ]
 
 Seed = Annotated[int, typer.Option("--seed", help="random seed")]

@@ -192,7 +192,8 @@ def _control_issues(sample: Sample, model_family: str | None) -> Iterable[Issue]
     count = len(sample.controls)
     if model_family is None:
         if count > MAX_CONTROLS:
-            yield Issue("error", "too_many_controls", sample.key, f"{count} controls; no model takes more than {MAX_CONTROLS}")
+            yield Issue("error", "too_many_controls", sample.key,
+                        f"{count} controls; no model takes more than {MAX_CONTROLS}")
         elif count == 0:
             yield Issue("warning", "no_control", sample.key, "no control image: editforge train takes it as a "
                         "text-to-image sample for Edit-2509; Edit v1 and other trainers cannot use it")

@@ -110,11 +110,11 @@ def load_lora(pipe, spec: LoraSpec, adapter_name: str, *, strict: bool = False) 
             "`alpha` tensors or a `transformer.`/`diffusion_model.` prefix.)"
         )
     modules = {_module_pattern(name) for name, _ in pipe.transformer.named_modules()}
-    foreign = [layer for layer in match.unused
-               if layer.startswith(TRANSFORMER_PREFIX) and _module_pattern(layer.removeprefix(TRANSFORMER_PREFIX)) not in modules]
+    foreign = [layer.removeprefix(TRANSFORMER_PREFIX) for layer in match.unused if layer.startswith(TRANSFORMER_PREFIX)]
+    foreign = [layer for layer in foreign if _module_pattern(layer) not in modules]
     if foreign:
         raise EditForgeError(f"LoRA {spec.path} is for another model: {len(foreign)} of its layers name modules this "
-                             f"transformer does not have (e.g. {foreign[0].removeprefix(TRANSFORMER_PREFIX)})")
+                             f"transformer does not have (e.g. {foreign[0]})")
     if match.unused:
         if strict:
             raise EditForgeError(f"{match}; --strict-lora refuses a LoRA that does not match completely")

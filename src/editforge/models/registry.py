@@ -100,8 +100,8 @@ def count_text(counts: range, noun: str = "image") -> str:
 
 
 # lightx2v's file names: MODEL-Lightning-{4,8}steps-V<version>[-bf16|-fp32].safetensors, in a folder or not.
-LIGHTNING_NAME = re.compile(r"(?P<model>.+)-Lightning-(?P<steps>\d+)steps-V\d+(?:\.\d+)*(?:-(?:bf16|fp32))?\.safetensors",
-                            re.IGNORECASE)
+LIGHTNING_NAME = re.compile(
+    r"(?P<model>.+)-Lightning-(?P<steps>\d+)steps-V\d+(?:\.\d+)*(?:-(?:bf16|fp32))?\.safetensors", re.IGNORECASE)
 
 
 def parse_lightning_name(filename: str) -> tuple[str, int] | None:

@@ -83,7 +83,8 @@ def make_optimizer(params, tc) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, **kwargs)
 
 
-def optimizer_step(accelerator, model, params, optimizer, micro_batches: Iterable[tuple[dict, torch.Tensor, torch.Tensor]],
+def optimizer_step(accelerator, model, params, optimizer,
+                   micro_batches: Iterable[tuple[dict, torch.Tensor, torch.Tensor]],
                    *, max_grad_norm: float) -> tuple[float, float | None]:
     """One optimizer step over `micro_batches` (batch, sigmas, noise), as many as the accelerator accumulates.
 

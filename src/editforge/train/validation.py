@@ -38,8 +38,9 @@ def prepare_previews(pipe, samples, *, cfg: float, max_pixels: int, condition_pi
     for i, sample in enumerate(samples):
         # checked here, before training: a bad preview would otherwise fail hours in, at the first validation
         if len(sample.controls) not in family.image_counts:
-            raise EditForgeError(f"validation.samples[{i}]: {family.name} previews need "
-                                 f"{count_text(family.image_counts, 'control image')}, this one has {len(sample.controls)}")
+            need = count_text(family.image_counts, "control image")
+            raise EditForgeError(f"validation.samples[{i}]: {family.name} previews need {need}, "
+                                 f"this one has {len(sample.controls)}")
         controls = [open_rgb(path) for path in sample.controls]
         prompt_images, _ = condition_inputs(pipe, controls, max_pixels, condition_pixels)
         negative = negative_prompt_for(cfg, None)
