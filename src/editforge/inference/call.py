@@ -59,7 +59,6 @@ def _text(name: str, prompt: Prompt) -> dict[str, Any]:
 
 
 def run_call(pipe, kwargs: dict[str, Any], *, max_pixels: int, condition_pixels: int | None) -> Image.Image:
-    """`pipe(**kwargs)` at EditForge's areas. no_grad, not inference_mode: the transformer caches its RoPE
-    tables, and tables made in inference mode could not be saved for backward when training follows."""
-    with torch.no_grad(), pipeline_areas(pipe, vae_pixels=max_pixels, condition_pixels=condition_pixels):
+    """`pipe(**kwargs)` at EditForge's areas (see `pipeline_areas`)."""
+    with torch.inference_mode(), pipeline_areas(pipe, vae_pixels=max_pixels, condition_pixels=condition_pixels):
         return pipe(**kwargs).images[0]
