@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from editforge.benchmark import infer, report, train
 from editforge.benchmark.architectures import full_text_encoder, full_transformer, full_vae, parameter_count
@@ -53,3 +54,38 @@ def test_full_size_needs_a_gpu_and_bad_arguments():
         train.run("full", device="cpu")
     result = run_cli("bench", "infer", "--configs", "turbo")
     assert result.returncode == 2 and "unknown turbo" in result.stderr
+
+
+def test_train_benchmark_trains_what_editforge_train_trains(monkeypatch):
+    """The benchmark builds its model with the trainer's own `prepare_model` and steps it with `optimizer_step`;
+    on an int8 base every LoRA parameter that can affect the output gets a gradient (a LoRA added before
+    quantizing would itself become frozen int8 layers)."""
+    from optimum.quanto import QLinear
+
+    import editforge.train.step as step
+
+    assert train.prepare_model is step.prepare_model and train.optimizer_step is step.optimizer_step
+    built, grads = [], {}
+
+    def watched(pipe, *args, **kwargs):
+        params = step.prepare_model(pipe, *args, **kwargs)
+        names = {id(p): name for name, p in pipe.transformer.named_parameters()}
+        for p in params:
+            p.register_post_accumulate_grad_hook(
+                lambda p: grads.__setitem__(names[id(p)], grads.get(names[id(p)], 0.0) + p.grad.abs().sum().item()))
+        built.append((pipe.transformer, params, kwargs))
+        return params
+
+    monkeypatch.setattr(train, "prepare_model", watched)
+    train.measure("tiny", "int8", 32, device="cpu", dtype=torch.float32, steps=1, rate=1.0)  # warm-up + 1 step
+    transformer, params, kwargs = built[0]
+    assert kwargs["quantize"] == "int8" and kwargs["gradient_checkpointing"]
+    assert isinstance(transformer.transformer_blocks[0].attn.to_q.base_layer, QLinear)
+    trainable = {name for name, p in transformer.named_parameters() if p.requires_grad}
+    assert len(trainable) == len(params) == 2 * 12 * len(transformer.transformer_blocks)
+    # The model discards the last block's text stream: its text queries, output projection and MLP are dead ends.
+    last = f"transformer_blocks.{len(transformer.transformer_blocks) - 1}."
+    dead = {n for n in trainable if n.startswith(last) and any(f".{m}." in n for m in ("add_q_proj", "to_add_out",
+                                                                                          "txt_mlp"))}
+    assert len(dead) == 2 * 4
+    assert {n for n, total in grads.items() if total > 0} == trainable - dead

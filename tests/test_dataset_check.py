@@ -104,3 +104,22 @@ def test_a_control_shared_by_many_samples_is_decoded_once(tmp_path):
     control = write_image(tmp_path / "c.png", 1)
     samples = [Sample(str(i), write_image(tmp_path / f"t{i}.png", 10 + i), (control,), "x") for i in range(5)]
     assert check_samples(samples, workers=1).images == 6
+
+
+def test_controls_are_checked_against_the_model_family(tmp_path):
+    target = write_image(tmp_path / "t.png", 1, (300, 300))
+    control = write_image(tmp_path / "c.png", 2, (300, 300))
+    samples = [Sample("none", target, (), "x"), Sample("one", target, (control,), "y"),
+               Sample("two", target, (control, control), "z")]
+
+    def issues(family):
+        report = check_samples(samples, CheckOptions(near_distance=0, model_family=family), workers=1)
+        return {(i.severity, i.kind, i.sample): i.detail for i in report.issues if i.kind != "duplicate"}
+
+    # Edit v1's prompt template always holds an image: a sample without one cannot be encoded for it.
+    assert issues("qwen-image-edit") == {
+        ("error", "no_control", "none"): "0 controls; qwen-image-edit trains on samples with one control image",
+        ("error", "too_many_controls", "two"): "2 controls; qwen-image-edit trains on samples with one control image"}
+    assert issues("qwen-image-edit-2509") == {}
+    assert issues(None) == {("warning", "no_control", "none"): "no control image: editforge train takes it as a "
+                            "text-to-image sample for Edit-2509; Edit v1 and other trainers cannot use it"}

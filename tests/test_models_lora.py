@@ -1,6 +1,10 @@
-"""Lightning and user LoRAs: every key layout users meet loads; files that load nothing are errors."""
+"""Lightning and user LoRAs: every key layout users meet loads with the right scale; files that load nothing or
+belong to another model are errors, files that load partly say how much."""
 
+import json
 import math
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,46 +14,47 @@ from safetensors.torch import save_file
 import editforge
 from editforge.errors import EditForgeError
 from editforge.models import lightning
-from editforge.models.lora import parse_lora_arg
+from editforge.models.lora import LoraPartlyMatched, parse_lora_arg
 from editforge.models.registry import FAMILIES
-from tests.conftest import noise_image
+from tests.conftest import noise_image, run_cli
 
-WIDTH, RANK = 48, 4  # tiny transformer: 3 heads x 16
+MODEL = "tiny-qwen-image-edit-2509"
+WIDTH, RANK, ALPHA = 48, 4, 8.0  # tiny transformer: 3 heads x 16; alpha != rank, as in the real Lightning files
+PROJECTIONS = ("to_q", "to_k", "to_v")
+# Per layout: the down (A), up (B) and alpha key of layer {d} (`transformer_blocks.0.attn.to_q`; {k}: kohya's
+# underscored name). diffusers' own files keep alpha in their metadata instead; bare A/B keys carry none.
+LAYOUTS = {
+    "lightning": ("{d}.lora_down.weight", "{d}.lora_up.weight", "{d}.alpha"),
+    "comfy-down-up": ("diffusion_model.{d}.lora_down.weight", "diffusion_model.{d}.lora_up.weight",
+                      "diffusion_model.{d}.alpha"),
+    "comfy-A-B": ("diffusion_model.{d}.lora_A.weight", "diffusion_model.{d}.lora_B.weight",
+                  "diffusion_model.{d}.alpha"),
+    "diffusers": ("transformer.{d}.lora_A.weight", "transformer.{d}.lora_B.weight", None),
+    "kohya": ("lora_unet_{k}.lora_down.weight", "lora_unet_{k}.lora_up.weight", "lora_unet_{k}.alpha"),
+    "diffsynth": ("{d}.lora_A.default.weight", "{d}.lora_B.default.weight", "{d}.alpha"),
+    "bare-A-B-no-alpha": ("{d}.lora_A.weight", "{d}.lora_B.weight", None),
+}
+LOADABLE = [name for name in LAYOUTS if name != "bare-A-B-no-alpha"]
 
 
-def _pair(gen):
-    return torch.randn(RANK, WIDTH, generator=gen), torch.randn(WIDTH, RANK, generator=gen) * 0.5
-
-
-def write_lora(path, layout: str) -> None:
+def write_lora(path, layout: str, blocks=(0, 1), layers=()) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """A LoRA on q/k/v of `blocks` (plus any dotted `layers`) in `layout`; returns {layer: (down, up)}."""
     gen = torch.Generator().manual_seed(11)
-    tensors = {}
-    for block in (0, 1):
-        for proj in ("to_q", "to_k", "to_v"):
-            down, up = _pair(gen)
-            dotted = f"transformer_blocks.{block}.attn.{proj}"
-            if layout == "lightning":  # bare lora_down/lora_up/alpha
-                tensors |= {f"{dotted}.lora_down.weight": down, f"{dotted}.lora_up.weight": up,
-                            f"{dotted}.alpha": torch.tensor(float(RANK))}
-            elif layout == "comfy-down-up":
-                tensors |= {f"diffusion_model.{dotted}.lora_down.weight": down,
-                            f"diffusion_model.{dotted}.lora_up.weight": up,
-                            f"diffusion_model.{dotted}.alpha": torch.tensor(float(RANK))}
-            elif layout in ("comfy-A-B", "diffusers"):
-                prefix = "diffusion_model" if layout == "comfy-A-B" else "transformer"
-                tensors |= {f"{prefix}.{dotted}.lora_A.weight": down, f"{prefix}.{dotted}.lora_B.weight": up}
-            elif layout == "kohya":
-                key = f"lora_unet_transformer_blocks_{block}_attn_{proj}"
-                tensors |= {f"{key}.lora_down.weight": down, f"{key}.lora_up.weight": up,
-                            f"{key}.alpha": torch.tensor(float(RANK))}
-            elif layout == "diffsynth":
-                tensors |= {f"{dotted}.lora_A.default.weight": down, f"{dotted}.lora_B.default.weight": up}
-            elif layout == "bare-A-B-no-alpha":
-                tensors |= {f"{dotted}.lora_A.weight": down, f"{dotted}.lora_B.weight": up}
-            elif layout == "other-model":
-                tensors |= {f"unet.down_blocks.{block}.{proj}.lora_A.weight": down,
-                            f"unet.down_blocks.{block}.{proj}.lora_B.weight": up}
-    save_file(tensors, str(path))
+    down_key, up_key, alpha_key = LAYOUTS[layout]
+    pairs, tensors = {}, {}
+    for dotted in [f"transformer_blocks.{b}.attn.{p}" for b in blocks for p in PROJECTIONS] + list(layers):
+        names = {"d": dotted, "k": dotted.replace(".", "_")}
+        pairs[dotted] = torch.randn(RANK, WIDTH, generator=gen), torch.randn(WIDTH, RANK, generator=gen) * 0.5
+        tensors[down_key.format(**names)], tensors[up_key.format(**names)] = pairs[dotted]
+        if alpha_key:
+            tensors[alpha_key.format(**names)] = torch.tensor(ALPHA)
+    metadata = None
+    if layout == "diffusers":  # what diffusers' save_lora_weights writes with the adapter's config
+        config = {"r": RANK, "lora_alpha": ALPHA, "target_modules": sorted({d.rsplit(".", 1)[-1] for d in pairs})}
+        adapter = json.dumps({f"transformer.{k}": v for k, v in config.items()})
+        metadata = {"format": "pt", "lora_adapter_metadata": adapter}
+    save_file(tensors, str(path), metadata=metadata)
+    return pairs
 
 
 def _pixels(pipe):
@@ -61,21 +66,75 @@ def base_pixels():
     return _pixels(editforge.load_pipeline("tiny-qwen-image-edit-2509", device="cpu"))
 
 
-@pytest.mark.parametrize("layout", ["lightning", "comfy-down-up", "comfy-A-B", "diffusers", "kohya", "diffsynth"])
-def test_every_known_layout_loads_and_changes_the_output(tmp_path, layout, base_pixels):
-    path = tmp_path / f"{layout}.safetensors"
-    write_lora(path, layout)
-    pipe = editforge.load_pipeline("tiny-qwen-image-edit-2509", device="cpu", loras=[str(path)])
-    assert np.abs(_pixels(pipe) - base_pixels).max() > 0
-    assert pipe.editforge_info["loras"] == [f"{layout}.safetensors:1"]
+@pytest.fixture(scope="module")
+def base_weights():
+    return {k: v.clone() for k, v in editforge.load_pipeline(MODEL, device="cpu").transformer.state_dict().items()}
 
 
-@pytest.mark.parametrize("layout", ["bare-A-B-no-alpha", "other-model"])
-def test_a_lora_that_matches_nothing_is_an_error(tmp_path, layout):
+@pytest.mark.parametrize("scale", [0.5, 1.5])
+@pytest.mark.parametrize("layout", LOADABLE)
+def test_every_layout_adds_scale_times_alpha_over_rank_times_up_down(tmp_path, layout, scale, base_weights):
     path = tmp_path / f"{layout}.safetensors"
-    write_lora(path, layout)
+    pairs = write_lora(path, layout)
+    pipe = editforge.load_pipeline(MODEL, device="cpu", loras=[f"{path}:{scale}"])
+    assert pipe.editforge_info["loras"] == [f"{layout}.safetensors:{scale:g}"]
+    weights = pipe.transformer.state_dict()
+    assert weights.keys() == base_weights.keys()  # fused: no LoRA layers left behind
+    for name, weight in weights.items():
+        layer = name.removesuffix(".weight")
+        if layer in pairs:
+            down, up = pairs[layer]
+            torch.testing.assert_close(weight, base_weights[name] + scale * (ALPHA / RANK) * up @ down)
+        else:
+            assert torch.equal(weight, base_weights[name]), name
+
+
+def test_a_lora_without_alpha_or_prefix_matches_nothing_and_is_an_error(tmp_path):
+    path = tmp_path / "bare.safetensors"
+    write_lora(path, "bare-A-B-no-alpha")
     with pytest.raises(EditForgeError, match="none of its keys match"):
-        editforge.load_pipeline("tiny-qwen-image-edit-2509", device="cpu", loras=[str(path)])
+        editforge.load_pipeline(MODEL, device="cpu", loras=[str(path)])
+
+
+def test_a_lora_of_another_model_is_an_error(tmp_path):
+    """Flux's double blocks share Qwen-Image's attention names (some layers would load), but its single blocks
+    and `ff` MLPs exist nowhere in this transformer."""
+    path = tmp_path / "flux.safetensors"
+    write_lora(path, "diffusers", blocks=(0,), layers=("single_transformer_blocks.0.attn.to_q",
+                                                      "transformer_blocks.0.ff.net.0.proj"))
+    with pytest.raises(EditForgeError, match=r"flux.safetensors is for another model: 2 of its layers.*"
+                                             r"e\.g\. single_transformer_blocks\.0\.attn\.to_q"):
+        editforge.load_pipeline(MODEL, device="cpu", loras=[str(path)])
+    other = tmp_path / "unet.safetensors"
+    save_file({"unet.down_blocks.0.to_q.lora_A.weight": torch.ones(RANK, WIDTH),
+               "unet.down_blocks.0.to_q.lora_B.weight": torch.ones(WIDTH, RANK)}, str(other))
+    with pytest.raises(EditForgeError, match="none of its keys match"):
+        editforge.load_pipeline(MODEL, device="cpu", loras=[str(other)])
+
+
+def test_a_lora_that_matches_part_of_the_transformer_says_how_much(tmp_path, base_weights):
+    path = tmp_path / "deeper.safetensors"
+    pairs = write_lora(path, "lightning", blocks=(0, 1, 5))  # a LoRA for a deeper model: there is no block 5
+    with pytest.warns(LoraPartlyMatched, match=r"lora deeper.safetensors: 6/9 layers matched; 3 unused, "
+                                               r"e\.g\. transformer\.transformer_blocks\.5\.attn\.to_k"):
+        pipe = editforge.load_pipeline(MODEL, device="cpu", loras=[str(path)])
+    down, up = pairs["transformer_blocks.1.attn.to_v"]
+    torch.testing.assert_close(pipe.transformer.transformer_blocks[1].attn.to_v.weight,
+                               base_weights["transformer_blocks.1.attn.to_v.weight"] + (ALPHA / RANK) * up @ down)
+    with pytest.raises(EditForgeError, match=r"6/9 layers matched.*--strict-lora refuses"):
+        editforge.load_pipeline(MODEL, device="cpu", loras=[str(path)], strict_lora=True)
+
+
+def test_cli_reports_a_partial_lora_and_strict_lora_refuses_it(tmp_path, make_image):
+    lora = tmp_path / "deeper.safetensors"
+    write_lora(lora, "lightning", blocks=(0, 5))
+    args = ["edit", "--model", MODEL, "--image", make_image(), "--prompt", "x", "--steps", "2", "--lora", lora]
+    loose = run_cli(*args, "--out", tmp_path / "a.png")
+    assert loose.returncode == 0, loose.stderr
+    assert "warning: lora deeper.safetensors: 3/6 layers matched; 3 unused" in loose.stderr
+    strict = run_cli(*args, "--out", tmp_path / "b.png", "--strict-lora")
+    assert strict.returncode == 2 and "3/6 layers matched" in strict.stderr and "Traceback" not in strict.stderr
+    assert not (tmp_path / "b.png").exists()
 
 
 def test_missing_or_corrupt_lora_is_an_error_not_a_hub_lookup(tmp_path):
@@ -131,7 +190,50 @@ def test_lightning_files_are_named_per_family():
     for family in FAMILIES.values():
         for steps, filename in family.lightning_files.items():
             assert lightning.family_of_file(filename) is family
-            assert f"{steps}steps" in filename
+            lightning.check_file(Path(filename), family, steps)  # a family's own files pass its checks
+
+
+@pytest.mark.parametrize("name, family, steps, refusal", [
+    # lightx2v's files (DESIGN.md), in any case
+    ("Qwen-Image-Edit-Lightning-8steps-V1.0.safetensors", "qwen-image-edit", 8, None),
+    ("Qwen-Image-Edit-Lightning-4steps-V1.0-bf16.safetensors", "qwen-image-edit", 4, None),
+    ("Qwen-Image-Edit-2509-Lightning-8steps-V1.0-fp32.safetensors", "qwen-image-edit-2509", 8, None),
+    ("Qwen-Image-Edit-2509-Lightning-4steps-V1.0-bf16.safetensors", "qwen-image-edit-2509", 4, None),
+    ("Qwen-Image-Lightning-8steps-V1.0.safetensors", "qwen-image", 8, None),
+    ("Qwen-Image-Lightning-4steps-V2.0.safetensors", "qwen-image", 4, None),
+    ("qwen-image-lightning-8steps-v2.0.safetensors", "qwen-image", 8, None),
+    # a renamed copy: the name says nothing, the user says what it is
+    ("my-distilled-lora.safetensors", "qwen-image-edit-2509", 8, None),
+    # another family's
+    ("Qwen-Image-Edit-2509-Lightning-8steps-V1.0-bf16.safetensors", "qwen-image-edit", 8,
+     "is the Lightning LoRA for qwen-image-edit-2509, but the model is qwen-image-edit"),
+    ("Qwen-Image-Edit-Lightning-8steps-V1.0-bf16.safetensors", "qwen-image-edit-2509", 8,
+     "is the Lightning LoRA for qwen-image-edit, but the model is qwen-image-edit-2509"),
+    ("Qwen-Image-Lightning-8steps-V1.0.safetensors", "qwen-image-edit", 8,
+     "is the Lightning LoRA for qwen-image, but the model is qwen-image-edit"),
+    # models EditForge does not know (yet): not Edit v1 because the name says "Edit", nor Qwen-Image otherwise
+    ("Qwen-Image-Edit-2511-Lightning-8steps-V1.0-bf16.safetensors", "qwen-image-edit", 8,
+     "is the Lightning LoRA of Qwen-Image-Edit-2511, a model EditForge does not support"),
+    ("Qwen-Image-Edit-2511-Lightning-4steps-V1.0-fp32.safetensors", "qwen-image-edit-2509", 4,
+     "Lightning LoRA of Qwen-Image-Edit-2511"),
+    ("Qwen-Image-2512-Lightning-8steps-V1.0-bf16.safetensors", "qwen-image", 8,
+     "is the Lightning LoRA of Qwen-Image-2512, a model EditForge does not support"),
+    # other steps than asked for, and lightning-looking names outside lightx2v's scheme
+    ("Qwen-Image-Edit-2509-Lightning-4steps-V1.0-bf16.safetensors", "qwen-image-edit-2509", 8,
+     "is distilled for 4 steps, not --lightning 8"),
+    ("qwen_edit_lightning_8step.safetensors", "qwen-image-edit", 8, "is not a Lightning file name EditForge knows"),
+])
+def test_lightning_file_names(tmp_path, name, family, steps, refusal):
+    path = tmp_path / name
+    path.write_bytes(b"")
+    resolve = lambda force: lightning.resolve_file(FAMILIES[family], steps, path=path, local_dir=None,  # noqa: E731
+                                                   force=force)
+    if refusal is None:
+        assert resolve(force=False) == path
+    else:
+        with pytest.raises(EditForgeError, match=re.escape(refusal) + r".*\(or --force"):
+            resolve(force=False)
+    assert resolve(force=True) == path
 
 
 def test_bad_lightning_values():

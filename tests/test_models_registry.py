@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from editforge.errors import EditForgeError
-from editforge.models.registry import FAMILIES, TINY_MODELS, resolve_model
+from editforge.models.registry import FAMILIES, TINY_MODELS, family_of, resolve_model
 from editforge.models.tiny import build_tiny_pipeline
 
 
@@ -70,3 +70,25 @@ def test_uncached_family_offline_and_files_checked_before_the_load(tmp_path):
         editforge.load_pipeline("qwen-image-edit-2509", device="cpu", loras=[str(tmp_path / "gone.safetensors")])
     with pytest.raises(EditForgeError, match="is a folder"):
         editforge.load_pipeline("qwen-image-edit-2509", device="cpu", loras=[str(tmp_path)])
+
+
+def test_family_rules_are_the_diffusers_pipelines():
+    """What a family says about its pipeline is what diffusers does: the token limit of a call (so generation and
+    the training cache keep the same prompt tokens as a bare diffusers call) and the dropped template prefix."""
+    import inspect
+
+    import diffusers
+
+    for name, family in FAMILIES.items():
+        cls = getattr(diffusers, family.pipeline_class)
+        limit = inspect.signature(cls.__call__).parameters["max_sequence_length"].default
+        # the Edit pipelines' encode_prompt keeps every token whatever the limit
+        assert family.prompt_max_tokens == (None if family.is_edit else limit), name
+        pipe = build_tiny_pipeline(family)
+        assert family.prompt_drop_tokens == pipe.prompt_template_encode_start_idx, name
+        assert family_of(pipe) is family
+
+
+def test_family_of_a_foreign_pipeline_is_an_error():
+    with pytest.raises(EditForgeError, match="StableDiffusionPipeline is not a Qwen-Image pipeline"):
+        family_of(type("StableDiffusionPipeline", (), {})())

@@ -1,53 +1,95 @@
-"""The training cache holds exactly what inference feeds the transformer, and is computed only once."""
+"""Training feeds the transformer exactly what inference feeds it; the cache is computed only once."""
 
 import hashlib
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 
 import editforge
+from editforge.inference.call import call_arguments, run_call
+from editforge.inference.sizes import default_size
+from editforge.models.registry import family_of
 from editforge.train.cache import build_cache, encode_sample
-from editforge.train.objective import pack
+from editforge.train.objective import collate, pack, transformer_inputs
 from tests.conftest import noise_image
 
 AREAS = {"tiny-qwen-image-edit-2509": (64 * 64, 56 * 56), "tiny-qwen-image-edit": (64 * 64, None),
          "tiny-qwen-image": (64 * 64, None)}
 
 
-def transformer_inputs(pipe, images, prompt, max_pixels, condition_pixels):
-    """What `editforge.generate` passes to the transformer on its first denoising step."""
-    seen = []
-    hook = pipe.transformer.register_forward_pre_hook(lambda m, args, kwargs: seen.append(kwargs), with_kwargs=True)
+# Shapes that stay non-square at 64x64 pixels (sides are multiples of 32), so a swapped height/width shows.
+CONTROL_SIZES = {"tiny-qwen-image-edit-2509": [(128, 64), (48, 96)], "tiny-qwen-image-edit": [(128, 64)],
+                 "tiny-qwen-image": []}
+# Over 512 tokens: Qwen-Image's pipeline call keeps 512 of them (its max_sequence_length); the Edit pipelines all.
+LONG_PROMPT = "make the sky red and the grass blue, " * 100
+
+
+@pytest.mark.parametrize("model", list(CONTROL_SIZES))
+def test_training_feeds_the_transformer_what_the_pipeline_feeds_it(model):
+    """Every transformer call of a generation, with an oracle transformer that answers training's velocity target:
+    training's inputs at the pipeline's sigma and noise (noisy target and controls packed in order, img_shapes,
+    timestep, text embedding and mask) equal the pipeline's own, and the scheduler, stepping along the target,
+    lands exactly on the cached latents of the data."""
+    pipe = editforge.load_pipeline(model, device="cpu")
+    family = family_of(pipe)
+    max_pixels, condition_pixels = AREAS[model]
+    controls = [noise_image(w, h, seed=i) for i, (w, h) in enumerate(CONTROL_SIZES[model])]
+    target = noise_image(*(controls[-1].size if controls else (64, 128)), seed=9)  # an edit's output keeps this ratio
+    batch = collate([encode_sample(pipe, target, controls, LONG_PROMPT, max_pixels, condition_pixels)], "cpu",
+                    torch.float32)
+    size = default_size(max_pixels, [c.size for c in controls or [target]])
+    n_target = batch["target"].shape[2] * batch["target"].shape[3] // 4
+    noise, calls = [], []
+
+    def oracle(module, args, kwargs, output):
+        if not noise:  # the first step is at sigma 1: the pipeline's latents are its noise
+            assert kwargs["timestep"].tolist() == [1.0]
+            hidden = kwargs["hidden_states"][:, :n_target]
+            noise.append(pipe._unpack_latents(hidden, size[1], size[0], pipe.vae_scale_factor)[:, :, 0])
+        inputs, velocity = transformer_inputs(batch, kwargs["timestep"], noise[0])
+        calls.append((kwargs, inputs))
+        answer = torch.zeros_like(output[0])
+        answer[:, :n_target] = velocity
+        return (answer,)
+
+    def last_latents(pipe, step, timestep, tensors):
+        latents.append(tensors["latents"][0])
+        return {}
+
+    hook = pipe.transformer.register_forward_hook(oracle, with_kwargs=True)
+    latents = []
     try:
-        editforge.generate(pipe, images, prompt, seed=0, steps=2, cfg=1.0, max_pixels=max_pixels,
-                           condition_pixels=condition_pixels)
+        arguments = call_arguments(family, controls, LONG_PROMPT, negative=None, cfg=1.0, steps=3, size=size, seed=0)
+        image = run_call(pipe, {**arguments, "callback_on_step_end": last_latents}, max_pixels=max_pixels,
+                         condition_pixels=condition_pixels)
     finally:
         hook.remove()
-    return seen[0]
 
-
-@pytest.mark.parametrize("model,control_sizes", [
-    ("tiny-qwen-image-edit-2509", [(96, 64), (64, 80)]),
-    ("tiny-qwen-image-edit", [(80, 64)]),
-    ("tiny-qwen-image", []),
-])
-def test_cached_tensors_equal_what_inference_feeds_the_transformer(model, control_sizes):
-    pipe = editforge.load_pipeline(model, device="cpu")
-    max_pixels, condition_pixels = AREAS[model]
-    controls = [noise_image(w, h, seed=i) for i, (w, h) in enumerate(control_sizes)]
-    prompt = "make the sky red"
-    cached = encode_sample(pipe, noise_image(64, 48, seed=9), controls, prompt, max_pixels, condition_pixels)
-    seen = transformer_inputs(pipe, controls, prompt, max_pixels, condition_pixels)
-
-    # Text: same template, same image tokens, same dropped prefix -> the same embedding, bit for bit.
-    assert torch.equal(cached["prompt_embeds"], seen["encoder_hidden_states"][0])
-    # Controls: the pipeline appends them, packed, after the noisy target tokens.
-    n_target = seen["img_shapes"][0][0][1] * seen["img_shapes"][0][0][2]
-    packed = [pack(cached[f"control_{i}"][None]) for i in range(len(controls))]
-    assert len(packed) == len(seen["img_shapes"][0]) - 1
-    if packed:
-        assert torch.equal(torch.cat(packed, dim=1)[0], seen["hidden_states"][0, n_target:])
+    assert len(calls) == 3
+    for kwargs, inputs in calls:
+        given = {k for k, v in kwargs.items() if v is not None and not (k == "attention_kwargs" and v == {})
+                 and k != "return_dict"}
+        assert given == {k for k, v in inputs.items() if v is not None}  # the mask: None on both sides
+        assert torch.equal(inputs["timestep"], kwargs["timestep"]) and inputs["img_shapes"] == kwargs["img_shapes"]
+        # Text: the template, image tokens, dropped prefix and token limit of the call, bit for bit.
+        assert torch.equal(inputs["encoder_hidden_states"], kwargs["encoder_hidden_states"])
+        # Controls: the pipeline's own VAE encoding and normalisation, packed after the noisy target, bit for bit.
+        assert torch.equal(inputs["hidden_states"][:, n_target:], kwargs["hidden_states"][:, n_target:])
+        # The noisy target: the scheduler's Euler steps vs (1 - s) x0 + s n, equal up to float rounding.
+        torch.testing.assert_close(inputs["hidden_states"][:, :n_target], kwargs["hidden_states"][:, :n_target])
+    if family.prompt_max_tokens:
+        assert calls[0][1]["encoder_hidden_states"].shape[1] == family.prompt_max_tokens
+    # The scheduler, following the velocity target, reaches the cached target latents ...
+    torch.testing.assert_close(latents[-1], pack(batch["target"])[0])
+    # ... which the pipeline decodes into the VAE's own reconstruction of the target: the normalisation of the
+    # cached target is the inverse of the pipeline's denormalisation.
+    pixels = pipe.image_processor.preprocess(target, size[1], size[0]).unsqueeze(2)
+    with torch.no_grad():
+        decoded = pipe.vae.decode(pipe.vae.encode(pixels).latent_dist.mode()).sample[:, :, 0]
+    reconstruction = np.asarray(pipe.image_processor.postprocess(decoded)[0], dtype=int)
+    assert np.abs(np.asarray(image, dtype=int) - reconstruction).max() <= 1
 
 
 def samples_on_disk(make_image, count=3):
@@ -93,3 +135,18 @@ def test_second_build_computes_nothing_and_settings_change_the_key(tiny_edit_plu
     noise_image(96, 48, seed=99).save(samples[0].target)
     edited = build_cache(tiny_edit_plus, samples[:1], tmp_path / "cache", vae_pixels=64 * 64, condition_pixels=56 * 56)
     assert edited.computed == 1
+
+
+def test_the_prompt_token_limit_is_part_of_the_cache_key(monkeypatch):
+    """A cache written under another token limit (e.g. the 1024 tokens of older EditForge) is never reused."""
+    import dataclasses
+
+    from editforge.models import registry
+    from editforge.train.cache import settings_fingerprint
+
+    pipe = editforge.load_pipeline("tiny-qwen-image", device="cpu")
+    before = settings_fingerprint(pipe, 64 * 64, None)
+    family = registry.FAMILY_BY_PIPELINE["QwenImagePipeline"]
+    monkeypatch.setitem(registry.FAMILY_BY_PIPELINE, "QwenImagePipeline",
+                        dataclasses.replace(family, prompt_max_tokens=1024))
+    assert settings_fingerprint(pipe, 64 * 64, None) != before

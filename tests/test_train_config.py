@@ -116,5 +116,7 @@ def test_training_samples_come_from_any_dataset_source_plus_inline(tmp_path, mak
     got, unfit = training_samples(validate(raw), FAMILIES["qwen-image-edit-2509"])
     assert [len(s.controls) for s in got] == [0, 1, 2, 3] and unfit == []
     assert sorted(s.instruction for s in got[1:]) == ["edit 0", "edit 1", "edit 2"]
-    got, unfit = training_samples(validate(raw), FAMILIES["qwen-image-edit"])  # v1 takes one control
-    assert len(got) == 2 and len(unfit) == 2 and "takes at most 1" in unfit[0]
+    got, unfit = training_samples(validate(raw), FAMILIES["qwen-image-edit"])  # v1 takes exactly one control
+    assert [len(s.controls) for s in got] == [1] and len(unfit) == 3
+    assert [u.split(": ", 1)[1] for u in unfit] == [
+        f"{n} control images; qwen-image-edit trains on samples with one control image" for n in (0, 2, 3)]

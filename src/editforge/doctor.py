@@ -8,7 +8,6 @@ import platform
 from rich.console import Console
 from rich.table import Table
 
-from editforge.models.lightning import LIGHTNING_REPO
 from editforge.models.registry import FAMILIES, TINY_MODELS, tiny_folder
 
 PACKAGES = ("editforge", "torch", "diffusers", "transformers", "peft", "accelerate", "safetensors",
@@ -53,7 +52,8 @@ def report(console: Console) -> None:
         folder = tiny_folder(name)
         models.add_row(name, str(folder) if folder.is_dir() else "[dim]built on first use[/]")
     cached = _hub_cache()
-    for repo in [f.hub_id for f in FAMILIES.values()] + [LIGHTNING_REPO]:
+    lightning_repos = dict.fromkeys(f.lightning_repo for f in FAMILIES.values())
+    for repo in [f.hub_id for f in FAMILIES.values()] + list(lightning_repos):
         models.add_row(repo, cached.get(repo, "[dim]not cached[/]"))
     console.print(models)
 

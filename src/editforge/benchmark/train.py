@@ -1,8 +1,9 @@
 """Training benchmark: LoRA rank 32 on the Qwen-Image transformer, gradient checkpointing, Edit-2509 with
 one control image, at 512x512 and 1024x1024 (tiny: 32 and 64), bf16 base and int8 (quanto) base.
 
-Uses the trainer's own pieces (`add_lora`, `flow_matching_loss`), on synthetic latents: the cache makes
-real training read latents from disk, so the VAE and text encoder are not part of a training step."""
+Builds and steps the model with `editforge train`'s own functions (`editforge.train.step`: the same frozen,
+quantized base, LoRA, attention backend, accelerate setup and optimizer step), on synthetic latents: the
+cache makes real training read latents from disk, so the VAE and text encoder are not part of a step."""
 
 from __future__ import annotations
 
@@ -16,10 +17,8 @@ import torch
 
 from editforge.benchmark.architectures import full_transformer
 from editforge.benchmark.timing import matmul_rate, peak_memory, synchronize, transformer_flops
-from editforge.models.loading import quantize_transformer
-from editforge.train.config import LoraConfig
-from editforge.train.lora import add_lora
-from editforge.train.objective import flow_matching_loss
+from editforge.train.config import LoraConfig, TrainConfig
+from editforge.train.step import make_accelerator, make_optimizer, optimizer_step, prepare_model
 
 RESOLUTIONS = {"tiny": (32, 64), "full": (512, 1024)}
 TEXT_TOKENS = {"tiny": 32, "full": 250}
@@ -76,12 +75,13 @@ def run(size: str = "tiny", *, device: str | None = None, steps: int | None = No
 def measure(size: str, base: str, resolution: int, *, device: str, dtype, steps: int, rate: float) -> TrainRow:
     """Median seconds of one optimizer step (batch 1: a target and one control) after a warm-up step."""
     transformer = _transformer(size, device, dtype)
-    params = add_lora(SimpleNamespace(transformer=transformer), LoraConfig(rank=RANK, alpha=RANK))
-    if base == "int8":
-        quantize_transformer(transformer, "int8")
-    transformer.enable_gradient_checkpointing()
-    transformer.train()
-    optimizer = torch.optim.AdamW(params, lr=1e-4)
+    train_config = TrainConfig(mixed_precision="bf16" if dtype == torch.bfloat16 else "no",
+                               quantize=None if base == "unquantized" else base)
+    accelerator = make_accelerator(train_config.mixed_precision)
+    params = prepare_model(SimpleNamespace(transformer=transformer), LoraConfig(rank=RANK, alpha=RANK),
+                           quantize=train_config.quantize, gradient_checkpointing=train_config.gradient_checkpointing)
+    model, optimizer = accelerator.prepare(transformer, make_optimizer(params, train_config))
+    model.train()
     channels = transformer.config.in_channels // 4
     latent = resolution // 8
     text_tokens = TEXT_TOKENS[size]
@@ -90,15 +90,12 @@ def measure(size: str, base: str, resolution: int, *, device: str, dtype, steps:
         "controls": [torch.randn(1, channels, latent, latent, device=device, dtype=dtype)],
         "prompt_embeds": torch.randn(1, text_tokens, transformer.config.joint_attention_dim, device=device,
                                      dtype=dtype),
-        "prompt_mask": torch.ones(1, text_tokens, dtype=torch.long, device=device),
+        "prompt_mask": None,  # one prompt: nothing padded
     }
 
     def step():
-        sigmas = torch.rand(1, device=device)
-        loss = flow_matching_loss(transformer, batch, sigmas, torch.randn_like(batch["target"]))
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        micro_batch = (batch, torch.rand(1, device=device), torch.randn_like(batch["target"]))
+        optimizer_step(accelerator, model, params, optimizer, [micro_batch], max_grad_norm=train_config.max_grad_norm)
 
     step()  # warm-up
     times = []

@@ -73,19 +73,25 @@ def check(
     base_dir: BaseDir = None,
     sheet: Sheet = None,
     only_accepted: OnlyAccepted = False,
+    model_family: Annotated[Optional[str], typer.Option(
+        "--model-family", help="also check each sample's controls against what this family trains on "
+                               "(qwen-image-edit: exactly 1; qwen-image-edit-2509: 0-3; qwen-image: none)")] = None,
 ) -> None:
     """Find missing, corrupt, tiny, huge, mismatched and duplicate samples. Exit 1 on errors, 0 on warnings only."""
     from editforge.dataset import CheckOptions, check_samples
     from editforge.errors import EditForgeError
+    from editforge.models.registry import FAMILIES
     from editforge.progress import progress_bar
 
     if min_side < 1 or max_side < min_side or aspect_tolerance < 1 or not 0 <= near_distance <= 64:
         raise EditForgeError("need 1 <= --min-side <= --max-side, --aspect-tolerance >= 1, 0 <= --near-distance <= 64")
     if workers is not None and workers < 1:
         raise EditForgeError("--workers must be 1 or more")
+    if model_family is not None and model_family not in FAMILIES:
+        raise EditForgeError(f"--model-family must be one of {', '.join(FAMILIES)}, not {model_family}")
     data = _load(src, source_format, target_column, control_columns, instruction_column, base_dir, sheet, only_accepted)
     options = CheckOptions(min_side=min_side, max_side=max_side, aspect_tolerance=aspect_tolerance,
-                           near_distance=near_distance)
+                           near_distance=near_distance, model_family=model_family)
     with progress_bar("img", console=err_console) as progress:
         report = check_samples(data.samples, options, workers=workers, progress=progress)
     report.skipped = data.skipped

@@ -12,7 +12,7 @@ from rich.console import Console
 from editforge.cli import app
 from editforge.cli.options import (
     Cfg, Compile, ConditionPixels, Device, Dtype, Force, Lightning, LightningPath, Loras, MaxPixels, Model,
-    NegativePrompt, Offload, Quantize, Seed, Steps, VaeTiling, load_options,
+    NegativePrompt, Offload, Quantize, Seed, Steps, StrictLora, VaeTiling, load_options,
 )
 from editforge.errors import EditForgeError
 
@@ -44,6 +44,7 @@ def edit(
     vae_tiling: VaeTiling = False,
     device: Device = None,
     force: Force = False,
+    strict_lora: StrictLora = False,
     compile: Compile = False,
     seed: Seed = 0,
     steps: Steps = None,
@@ -97,6 +98,7 @@ def t2i(
     vae_tiling: VaeTiling = False,
     device: Device = None,
     force: Force = False,
+    strict_lora: StrictLora = False,
     compile: Compile = False,
     seed: Seed = 0,
     steps: Steps = None,
@@ -141,13 +143,14 @@ def fuse(
     lora: Loras = None,
     dtype: Dtype = None,
     force: Force = False,
+    strict_lora: StrictLora = False,
 ) -> None:
     """Fuse Lightning and LoRAs into the weights and save a pipeline plain diffusers can load."""
     from editforge.cli.options import parse_lightning
     from editforge.models.fuse import fuse_to_folder
 
     path = fuse_to_folder(model, out, lightning=parse_lightning(lightning), lightning_path=lightning_path,
-                          loras=lora or (), dtype=dtype, force=force)
+                          loras=lora or (), dtype=dtype, force=force, strict_lora=strict_lora)
     typer.echo(f"saved {path}")
 
 

@@ -30,6 +30,9 @@ Compile = Annotated[
     typer.Option("--compile/--no-compile", help="torch.compile the transformer blocks; pays off after a few images (default: on for synth on a GPU, else off)"),
 ]
 Force = Annotated[bool, typer.Option("--force", help="load a Lightning file even if its name says another family")]
+StrictLora = Annotated[
+    bool, typer.Option("--strict-lora", help="refuse a LoRA whose layers do not all match the transformer (else: warn)")
+]
 
 Seed = Annotated[int, typer.Option("--seed", help="random seed")]
 Steps = Annotated[Optional[int], typer.Option("--steps", help="denoising steps (default: the model's / Lightning's)")]
@@ -71,5 +74,6 @@ def load_options(command_args: dict) -> dict:
         vae_tiling=args["vae_tiling"],
         device=args["device"],
         force=args["force"],
+        strict_lora=args["strict_lora"],
         compile=args["compile"],
     )

@@ -14,7 +14,7 @@ from editforge.cli import app
 from editforge.cli.generate import _warnings_to_console
 from editforge.cli.options import (
     Cfg, Compile, ConditionPixels, Device, Dtype, Force, Lightning, LightningPath, Loras, MaxPixels, Model,
-    NegativePrompt, Offload, Quantize, Steps, VaeTiling, load_options,
+    NegativePrompt, Offload, Quantize, Steps, StrictLora, VaeTiling, load_options,
 )
 from editforge.errors import EditForgeError
 
@@ -42,6 +42,7 @@ def synth(
     vae_tiling: VaeTiling = False,
     device: Device = None,
     force: Force = False,
+    strict_lora: StrictLora = False,
     compile: Compile = None,
     max_pixels: MaxPixels = None,
     condition_pixels: ConditionPixels = None,

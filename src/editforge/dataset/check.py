@@ -1,9 +1,11 @@
 """`check_samples`: everything that would spoil a training run, found before it starts.
 
 Errors (exit 1): a path problem (hostile or URL), a missing file, an image that does not decode
-(corrupt, truncated, not an image, over the pixel limit), an empty instruction, more than 3 controls.
-Warnings: no control, a tiny or huge image, target and control aspect ratios far apart, duplicate
-samples (same image bytes) and near-duplicates (perceptual hashes of target and every control
+(corrupt, truncated, not an image, over the pixel limit), an empty instruction, more controls than any
+family takes (3), and with a model family given, a number of controls that family does not train on
+(Edit v1: exactly one, its prompt template always holds an image).
+Warnings: no control (without a family), a tiny or huge image, target and control aspect ratios far apart,
+duplicate samples (same image bytes) and near-duplicates (perceptual hashes of target and every control
 within `near_distance` bits).
 
 Every distinct image file is read once, decoded and hashed in worker processes (decoding and the
@@ -28,8 +30,9 @@ from rich.progress import Progress
 from editforge.dataset.sample import Sample
 from editforge.errors import EditForgeError
 from editforge.images import open_rgb
+from editforge.models.registry import FAMILIES, count_text
 
-MAX_CONTROLS = 3
+MAX_CONTROLS = max(family.max_images for family in FAMILIES.values())
 INLINE_BELOW = 64  # images; fewer are not worth starting worker processes for
 
 
@@ -39,6 +42,7 @@ class CheckOptions:
     max_side: int = 4096         # longer side above this: huge (slow to load, downscaled anyway)
     aspect_tolerance: float = 1.5  # target vs control aspect ratio, larger / smaller
     near_distance: int = 4       # perceptual-hash bits; 0 turns near-duplicate search off
+    model_family: str | None = None  # check the number of controls against what this family trains on
 
 
 @dataclass(frozen=True)
@@ -159,10 +163,7 @@ def _sample_issues(sample: Sample, infos: dict[str, ImageInfo], options: CheckOp
         yield Issue("error", "path", key, problem)
     if not sample.instruction.strip():
         yield Issue("error", "empty_instruction", key, "the instruction is empty")
-    if len(sample.controls) > MAX_CONTROLS:
-        yield Issue("error", "too_many_controls", key, f"{len(sample.controls)} controls; Qwen-Image-Edit-2509 takes 1-3")
-    if not sample.controls:
-        yield Issue("warning", "no_control", key, "no control image: edit trainers cannot use it")
+    yield from _control_issues(sample, options.model_family)
     if sample.problems:
         return
     sizes = []
@@ -185,6 +186,23 @@ def _sample_issues(sample: Sample, infos: dict[str, ImageInfo], options: CheckOp
             if ratio > options.aspect_tolerance:
                 yield Issue("warning", "aspect_mismatch", key,
                             f"target {tw}x{th} vs {role} {w}x{h}: aspect ratios differ {ratio:.2f}x")
+
+
+def _control_issues(sample: Sample, model_family: str | None) -> Iterable[Issue]:
+    count = len(sample.controls)
+    if model_family is None:
+        if count > MAX_CONTROLS:
+            yield Issue("error", "too_many_controls", sample.key,
+                        f"{count} controls; no model takes more than {MAX_CONTROLS}")
+        elif count == 0:
+            yield Issue("warning", "no_control", sample.key, "no control image: editforge train takes it as a "
+                        "text-to-image sample for Edit-2509; Edit v1 and other trainers cannot use it")
+        return
+    family = FAMILIES[model_family]
+    if count not in family.training_image_counts:
+        kind = "no_control" if count == 0 else "too_many_controls"
+        yield Issue("error", kind, sample.key, f"{count} controls; {family.name} trains on samples with "
+                    f"{count_text(family.training_image_counts, 'control image')}")
 
 
 def _duplicates(samples: list[Sample], infos: dict[str, ImageInfo], near_distance: int) -> list[Issue]:

@@ -10,12 +10,12 @@ import logging
 import warnings
 from typing import Any, Sequence
 
-import torch
 from PIL import Image
 
 from editforge.errors import EditForgeError
-from editforge.inference.sizes import aspect_size, output_size, pipeline_areas
-from editforge.models.registry import FAMILY_BY_PIPELINE
+from editforge.inference.call import call_arguments, negative_prompt_for, run_call
+from editforge.inference.sizes import aspect_size, default_size
+from editforge.models.registry import count_text, family_of
 
 POSITIVE_MAGIC = {"en": ", Ultra HD, 4K, cinematic composition.", "zh": ", 超清，4K，电影级构图."}
 log = logging.getLogger("editforge")
@@ -30,9 +30,7 @@ def pipeline_info(pipe) -> dict[str, Any]:
     info = getattr(pipe, "editforge_info", None)
     if info is not None:
         return info
-    family = FAMILY_BY_PIPELINE.get(type(pipe).__name__)
-    if family is None:
-        raise EditForgeError(f"{type(pipe).__name__} is not a Qwen-Image pipeline")
+    family = family_of(pipe)
     return {
         "model": family.hub_id, "family": family.name, "max_pixels": family.max_pixels,
         "condition_pixels": family.condition_pixels, "loras": [], "default_steps": family.steps,
@@ -56,13 +54,10 @@ def generate(
 ) -> tuple[Image.Image, dict[str, Any]]:
     """One image from `images` (none for text-to-image) and `prompt`; returns it with its parameters."""
     info = pipeline_info(pipe)
-    family = FAMILY_BY_PIPELINE[type(pipe).__name__]
+    family = family_of(pipe)
     images = list(images)
-    if family.is_edit and not 1 <= len(images) <= family.max_images:
-        want = "one input image" if family.max_images == 1 else f"1 to {family.max_images} input images"
-        raise EditForgeError(f"{family.name} takes {want}, got {len(images)}")
-    if not family.is_edit and images:
-        raise EditForgeError(f"{family.name} is text-to-image; it takes no input images")
+    if len(images) not in family.image_counts:
+        raise EditForgeError(f"{family.name} takes {count_text(family.image_counts, 'input image')}, got {len(images)}")
     if not prompt or not prompt.strip():
         raise EditForgeError("the prompt is empty")
     steps = steps or info["default_steps"]
@@ -84,26 +79,13 @@ def generate(
             NegativePromptIgnored,
             stacklevel=2,
         )
-        negative_prompt = None
-    if cfg > 1 and negative_prompt is None:
-        negative_prompt = " "  # diffusers only runs true CFG with some negative prompt (the model cards use " ")
+    negative_prompt = negative_prompt_for(cfg, negative_prompt)
 
     if width is None or height is None:
-        reference = images[-1].size if images else (1, 1)
-        width, height = output_size(max_pixels, reference) if images else aspect_size("1:1", max_pixels)
-    kwargs: dict[str, Any] = dict(
-        prompt=prompt,
-        negative_prompt=negative_prompt,
-        true_cfg_scale=cfg,
-        num_inference_steps=steps,
-        width=width,
-        height=height,
-        generator=torch.Generator("cpu").manual_seed(seed),
-    )
-    if family.is_edit:
-        kwargs["image"] = images if family.max_images > 1 else images[0]
-    with torch.inference_mode(), pipeline_areas(pipe, vae_pixels=max_pixels, condition_pixels=condition_pixels):
-        image = pipe(**kwargs).images[0]
+        width, height = default_size(max_pixels, [img.size for img in images])
+    kwargs = call_arguments(family, images, prompt, negative=negative_prompt, cfg=cfg, steps=steps,
+                            size=(width, height), seed=seed)
+    image = run_call(pipe, kwargs, max_pixels=max_pixels, condition_pixels=condition_pixels)
 
     params = {
         "model": info["model"],
@@ -114,7 +96,7 @@ def generate(
         "steps": steps,
         "cfg": cfg,
         "prompt": prompt,
-        "negative_prompt": negative_prompt if cfg > 1 else None,
+        "negative_prompt": negative_prompt,
         "width": image.width,
         "height": image.height,
         "max_pixels": max_pixels,

@@ -37,6 +37,11 @@ def output_size(area: int, reference: tuple[int, int], multiple_of: int = 16) ->
     return width // multiple_of * multiple_of, height // multiple_of * multiple_of
 
 
+def default_size(max_pixels: int, image_sizes: list[tuple[int, int]]) -> tuple[int, int]:
+    """The output size a pipeline picks: the last input image's aspect ratio at `max_pixels`, square without inputs."""
+    return output_size(max_pixels, image_sizes[-1]) if image_sizes else aspect_size("1:1", max_pixels)
+
+
 def aspect_size(aspect: str, area: int | None = None) -> tuple[int, int]:
     """A text-to-image size: the model card's table at full size, the same ratio at another `area`."""
     width, height = ASPECT_RATIOS[aspect]

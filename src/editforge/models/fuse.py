@@ -14,7 +14,7 @@ from editforge.models.registry import EDITFORGE_META
 
 
 def fuse_to_folder(model: str, out: str | Path, *, lightning=None, lightning_path=None, loras=(), dtype=None,
-                   force: bool = False) -> Path:
+                   force: bool = False, strict_lora: bool = False) -> Path:
     """Save `model` with its LoRAs fused to `out`; `diffusers.DiffusionPipeline.from_pretrained(out)` loads it.
 
     The Lightning scheduler is saved as the pipeline's scheduler. The folder is written beside its final
@@ -26,7 +26,7 @@ def fuse_to_folder(model: str, out: str | Path, *, lightning=None, lightning_pat
     if not lightning and not loras:
         raise EditForgeError("nothing to fuse: give --lightning 4|8 and/or --lora PATH")
     pipe = load_pipeline(model, lightning=lightning, lightning_path=lightning_path, loras=loras, dtype=dtype,
-                         device="cpu", force=force)
+                         device="cpu", force=force, strict_lora=strict_lora)
     info = pipe.editforge_info
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))

@@ -2,7 +2,8 @@
 
 Each family has its own Lightning files; the LoRAs share one key layout, so a file made for another
 family loads silently and gives worse pictures (seed 001 pairs the 2509 LoRA with the v1 base). The
-family is read off the file name, and a mismatch is refused unless forced.
+family is read off the file name (lightx2v's scheme, e.g. `Qwen-Image-Edit-2509-Lightning-8steps-V1.0-bf16`), and
+a file of another or an unknown family, or of other steps, is refused unless forced.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import math
 from pathlib import Path
 
 from editforge.errors import EditForgeError
-from editforge.models.registry import FAMILIES, LIGHTNING_REPO, QWEN_IMAGE_SCHEDULER, Family
+from editforge.models.registry import FAMILIES, QWEN_IMAGE_SCHEDULER, Family, parse_lightning_name
 
 STEPS = (4, 8)
 CFG = 1.0
@@ -29,15 +30,39 @@ def scheduler():
 
 
 def family_of_file(path: str | Path) -> Family | None:
-    """Which family a Lightning file is for, judged by its name; None when the name does not say."""
-    name = Path(path).name.lower()
-    if "lightning" not in name:
+    """The family a Lightning file is for, read off lightx2v's name scheme; None when the name is not a known
+    family's (an unknown model such as a newer Edit release, or no Lightning name at all)."""
+    parsed = parse_lightning_name(Path(path).name)
+    if parsed is None:
         return None
-    if "2509" in name:
-        return FAMILIES["qwen-image-edit-2509"]
-    if "edit" in name:
-        return FAMILIES["qwen-image-edit"]
-    return FAMILIES["qwen-image"]
+    return next((f for f in FAMILIES.values() if (f.lightning_model or "").lower() == parsed[0].lower()), None)
+
+
+def check_file(path: Path, family: Family, steps: int) -> None:
+    """Refuse a Lightning file whose name says another family, an unknown model or other steps.
+
+    A name without "lightning" in it is a renamed copy and is taken as the user says. Every other name must
+    be one of lightx2v's for a known family: a LoRA distilled for another model loads without complaint
+    (they share one key layout) and only gives worse pictures.
+    """
+    name = path.name
+    parsed = parse_lightning_name(name)
+    own = family.lightning_files[steps]
+    if parsed is None:
+        if "lightning" in name.lower():
+            raise EditForgeError(f"{name} is not a Lightning file name EditForge knows (MODEL-Lightning-Nsteps-"
+                                 f"Vx.y[-bf16].safetensors); use {Path(own).name} (or --force if you really mean it)")
+        return
+    meant_for = family_of_file(path)
+    if meant_for is None:
+        raise EditForgeError(f"{name} is the Lightning LoRA of {parsed[0]}, a model EditForge does not support, "
+                             f"but the model is {family.name}; use {Path(own).name} (or --force if you really mean it)")
+    if meant_for is not family:
+        raise EditForgeError(f"{name} is the Lightning LoRA for {meant_for.name}, but the model is {family.name}; "
+                             f"use {Path(own).name} (or --force if you really mean it)")
+    if parsed[1] != steps:
+        raise EditForgeError(f"{name} is distilled for {parsed[1]} steps, not --lightning {steps}; "
+                             f"use --lightning {parsed[1]} (or --force if you really mean it)")
 
 
 def resolve_file(family: Family, steps: int, *, path: str | Path | None, local_dir: Path | None, force: bool) -> Path:
@@ -48,12 +73,8 @@ def resolve_file(family: Family, steps: int, *, path: str | Path | None, local_d
         path = Path(path).expanduser()
         if not path.is_file():
             raise EditForgeError(f"--lightning-path {path}: file not found")
-        meant_for = family_of_file(path)
-        if meant_for is not None and meant_for is not family and not force:
-            raise EditForgeError(
-                f"{path.name} is the Lightning LoRA for {meant_for.name}, but the model is {family.name}; "
-                f"use {family.lightning_files[steps]} (or --force if you really mean it)"
-            )
+        if not force:
+            check_file(path, family, steps)
         return path
     filename = family.lightning_files[steps]
     if local_dir is not None and (local_dir / filename).is_file():
@@ -61,9 +82,9 @@ def resolve_file(family: Family, steps: int, *, path: str | Path | None, local_d
     from huggingface_hub import hf_hub_download
 
     try:
-        return Path(hf_hub_download(LIGHTNING_REPO, filename))
+        return Path(hf_hub_download(family.lightning_repo, filename))
     except Exception as exc:
         raise EditForgeError(
-            f"Lightning LoRA {LIGHTNING_REPO}/{filename} is not cached and the hub could not be reached "
+            f"Lightning LoRA {family.lightning_repo}/{filename} is not cached and the hub could not be reached "
             f"({exc.__class__.__name__}); download it where there is internet or pass --lightning-path FILE"
         ) from exc

@@ -44,6 +44,7 @@ def load_pipeline(
     vae_tiling: bool = False,
     fuse: bool = True,
     force: bool = False,
+    strict_lora: bool = False,
     attention: str | None = "auto",
     compile: bool | None = False,
     reuse_embeddings: bool = True,
@@ -53,6 +54,8 @@ def load_pipeline(
     `attention`, `compile` and `reuse_embeddings` are the fast path (`editforge.models.speed`): exact,
     except that a compiled or other attention kernel may round differently in the last bits.
     `compile=None` compiles on CUDA only (worth it for long runs such as synth).
+    A LoRA of which only some layers match the transformer loads with a `LoraPartlyMatched` warning saying how
+    many; `strict_lora` makes that an error.
     The returned pipeline carries `pipe.editforge_info`: the model, family, LoRAs and size defaults that
     `editforge.generate` uses and records in every PNG.
     """
@@ -93,7 +96,7 @@ def load_pipeline(
         adapters["lightning"] = 1.0
     for i, lora in enumerate(loras):
         name = f"lora_{i}"
-        load_lora(pipe, lora, name)
+        load_lora(pipe, lora, name, strict=strict_lora)
         adapters[name] = lora.scale
     activate_and_fuse(pipe, adapters, fuse=fuse)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,20 +38,76 @@ QWEN_IMAGE_SCHEDULER = {
 
 @dataclass(frozen=True)
 class Family:
+    """One model family and the rules that belong to it. Modules ask the family (`family_of(pipe)`), never
+    its name, so a new family is one entry here plus its tiny twin."""
+
     name: str
     hub_id: str
     pipeline_class: str  # diffusers class name
     max_images: int  # 0: text-to-image; 1: Edit; 3: Edit-2509
+    # The fewest control images a training sample may have. Edit v1's prompt template always holds one
+    # image slot (`<|vision_start|><|image_pad|><|vision_end|>`), so its text-only samples cannot be
+    # encoded; EditPlus adds one "Picture N:" slot per image and encodes a text-only prompt as well.
+    min_training_images: int
     steps: int
     cfg: float
     max_pixels: int  # output / VAE area
     condition_pixels: int | None  # VL-encoder area per image (Edit-2509 only)
     prompt_drop_tokens: int  # template prefix tokens the pipeline drops from the text embedding
-    lightning_files: dict[int, str] = field(default_factory=dict)  # steps -> file in LIGHTNING_REPO
+    # Text tokens the pipeline call keeps (its `max_sequence_length`; None: the pipeline's encode_prompt
+    # ignores it). Training caches and previews encode with the same limit.
+    prompt_max_tokens: int | None
+    lightning_files: dict[int, str] = field(default_factory=dict)  # steps -> file in lightning_repo
+    lightning_repo: str = LIGHTNING_REPO
 
     @property
     def is_edit(self) -> bool:
         return self.max_images > 0
+
+    @property
+    def image_counts(self) -> range:
+        """How many input images a generation (and a training preview) takes."""
+        return range(1, self.max_images + 1) if self.is_edit else range(0, 1)
+
+    @property
+    def training_image_counts(self) -> range:
+        """How many control images a training sample may have."""
+        return range(self.min_training_images, self.max_images + 1)
+
+    @property
+    def takes_image_list(self) -> bool:
+        """EditPlus takes `image=[...]`; Edit v1 takes one `image=`."""
+        return self.max_images > 1
+
+    @property
+    def lightning_model(self) -> str | None:
+        """The model part of its Lightning files' names (`Qwen-Image-Edit-2509` in
+        `Qwen-Image-Edit-2509-Lightning-8steps-V1.0-bf16.safetensors`): how a Lightning file names its family."""
+        names = {parse_lightning_name(f)[0] for f in self.lightning_files.values()}
+        if len(names) > 1:
+            raise ValueError(f"{self.name}: Lightning files name several models: {sorted(names)}")
+        return names.pop() if names else None
+
+
+def count_text(counts: range, noun: str = "image") -> str:
+    """`range(1, 4)` -> "1 to 3 images", `range(1, 2)` -> "one image", `range(0, 1)` -> "no images"."""
+    low, high = counts.start, counts.stop - 1
+    if high == 0:
+        return f"no {noun}s"
+    if low == high:
+        return f"one {noun}" if low == 1 else f"{low} {noun}s"
+    return f"{low} to {high} {noun}s"
+
+
+# lightx2v's file names: MODEL-Lightning-{4,8}steps-V<version>[-bf16|-fp32].safetensors, in a folder or not.
+LIGHTNING_NAME = re.compile(
+    r"(?P<model>.+)-Lightning-(?P<steps>\d+)steps-V\d+(?:\.\d+)*(?:-(?:bf16|fp32))?\.safetensors", re.IGNORECASE)
+
+
+def parse_lightning_name(filename: str) -> tuple[str, int] | None:
+    """(model, steps) from a Lightning file name, or None when the name is not in lightx2v's scheme."""
+    match = LIGHTNING_NAME.fullmatch(Path(filename).name)
+    return (match["model"], int(match["steps"])) if match else None
 
 
 FAMILIES: dict[str, Family] = {
@@ -61,11 +118,13 @@ FAMILIES: dict[str, Family] = {
             hub_id="Qwen/Qwen-Image",
             pipeline_class="QwenImagePipeline",
             max_images=0,
+            min_training_images=0,
             steps=50,
             cfg=4.0,
             max_pixels=1328 * 1328,
             condition_pixels=None,
             prompt_drop_tokens=34,
+            prompt_max_tokens=512,
             lightning_files={
                 4: "Qwen-Image-Lightning-4steps-V2.0.safetensors",
                 8: "Qwen-Image-Lightning-8steps-V2.0.safetensors",
@@ -76,11 +135,13 @@ FAMILIES: dict[str, Family] = {
             hub_id="Qwen/Qwen-Image-Edit",
             pipeline_class="QwenImageEditPipeline",
             max_images=1,
+            min_training_images=1,
             steps=50,
             cfg=4.0,
             max_pixels=1024 * 1024,
             condition_pixels=None,
             prompt_drop_tokens=64,
+            prompt_max_tokens=None,
             lightning_files={
                 4: "Qwen-Image-Edit-Lightning-4steps-V1.0-bf16.safetensors",
                 8: "Qwen-Image-Edit-Lightning-8steps-V1.0-bf16.safetensors",
@@ -91,11 +152,13 @@ FAMILIES: dict[str, Family] = {
             hub_id="Qwen/Qwen-Image-Edit-2509",
             pipeline_class="QwenImageEditPlusPipeline",
             max_images=3,
+            min_training_images=0,
             steps=40,
             cfg=4.0,
             max_pixels=1024 * 1024,
             condition_pixels=384 * 384,
             prompt_drop_tokens=64,
+            prompt_max_tokens=None,
             lightning_files={
                 4: "Qwen-Image-Edit-2509/Qwen-Image-Edit-2509-Lightning-4steps-V1.0-bf16.safetensors",
                 8: "Qwen-Image-Edit-2509/Qwen-Image-Edit-2509-Lightning-8steps-V1.0-bf16.safetensors",
@@ -106,13 +169,22 @@ FAMILIES: dict[str, Family] = {
 
 FAMILY_BY_PIPELINE = {f.pipeline_class: f for f in FAMILIES.values()}
 
+
+def family_of(pipe) -> Family:
+    """The family of a loaded pipeline (by its diffusers class)."""
+    family = FAMILY_BY_PIPELINE.get(type(pipe).__name__)
+    if family is None:
+        raise EditForgeError(f"{type(pipe).__name__} is not a Qwen-Image pipeline EditForge supports "
+                             f"({', '.join(FAMILY_BY_PIPELINE)})")
+    return family
+
 # Tiny twins: same classes, random weights. They default to small sizes so demos and tests take seconds.
 TINY_PREFIX = "tiny-"
 TINY_MAX_PIXELS = 64 * 64
 TINY_CONDITION_PIXELS = 56 * 56
 TINY_MODELS = {TINY_PREFIX + name: family for name, family in FAMILIES.items()}
 # Bump when the tiny architecture changes, so stale caches are rebuilt rather than half-matching.
-TINY_VERSION = 1
+TINY_VERSION = 2  # 2: non-trivial VAE latents_mean/latents_std
 
 
 def cache_root() -> Path:

@@ -42,6 +42,10 @@ SPECIAL_TOKENS = [
 ]
 TEXT_HIDDEN = 16
 TINY_LIGHTNING_DIR = "lightning"
+LATENTS_MEAN = [0.4, -0.7, 0.15, -0.25]
+LATENTS_STD = [1.8, 0.55, 2.4, 0.9]
+# Like the real Lightning files, alpha is not the rank: a loader that ignores alpha scales them wrongly.
+LIGHTNING_RANK, LIGHTNING_ALPHA = 4, 8.0
 
 
 def tiny_model_dir(name: str) -> Path:
@@ -114,8 +118,10 @@ def build_vae():
         dim_mult=[1, 2, 4, 4],  # x8 spatial downsampling, like the real VAE
         num_res_blocks=1,
         temperal_downsample=[False, True, True],
-        latents_mean=[0.0] * z_dim,
-        latents_std=[1.0] * z_dim,
+        # Not 0 / 1: with the identity, a latent normalisation applied the wrong way round (or not at all)
+        # would pass every test; the real VAE's values are of this size.
+        latents_mean=LATENTS_MEAN,
+        latents_std=LATENTS_STD,
     )
 
 
@@ -200,14 +206,14 @@ def save_tiny_lightning(family: Family, folder: Path) -> None:
     from safetensors.torch import save_file
 
     generator = torch.Generator().manual_seed(SEED + 1)
-    rank, width = 4, 48  # 3 heads x 16
+    rank, width = LIGHTNING_RANK, 48  # 3 heads x 16
     tensors = {}
     for block in range(2):
         for proj in ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"):
             prefix = f"transformer_blocks.{block}.attn.{proj}"
             tensors[f"{prefix}.lora_down.weight"] = torch.randn(rank, width, generator=generator) * 0.1
             tensors[f"{prefix}.lora_up.weight"] = torch.randn(width, rank, generator=generator) * 0.1
-            tensors[f"{prefix}.alpha"] = torch.tensor(float(rank))
+            tensors[f"{prefix}.alpha"] = torch.tensor(LIGHTNING_ALPHA)
     for filename in family.lightning_files.values():
         path = folder / filename
         path.parent.mkdir(parents=True, exist_ok=True)

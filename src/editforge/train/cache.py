@@ -7,7 +7,8 @@ run reuses what is still valid and recomputes only what changed.
 
 The preprocessing is the inference pipeline's, step for step: the same size rule, the same
 `pipe.image_processor` resize/preprocess calls, the pipeline's own `encode_prompt` (prompt template,
-"Picture N:" image tokens, dropped prefix tokens) and the same latent normalisation.
+"Picture N:" image tokens, dropped prefix tokens, the token limit of the pipeline call) and the same
+latent normalisation.
 `tests/test_train_cache.py` checks the result against what `editforge.generate` feeds the transformer.
 """
 
@@ -27,7 +28,7 @@ from editforge.errors import EditForgeError
 from editforge.files import atomic_write
 from editforge.images import open_rgb
 from editforge.inference.sizes import dimensions_for_area
-from editforge.models.registry import FAMILY_BY_PIPELINE
+from editforge.models.registry import family_of
 
 CACHE_VERSION = 1  # bump when the encoding changes, so old files are never half-reused
 
@@ -51,7 +52,7 @@ def condition_inputs(pipe, images, vae_pixels: int, condition_pixels: int | None
     if not images:
         return None, []
     processor = pipe.image_processor
-    if FAMILY_BY_PIPELINE[type(pipe).__name__].max_images == 1:
+    if family_of(pipe).condition_pixels is None:
         # Edit v1 resizes its one image to the VAE area and feeds that to both encoders.
         image = images[0]
         width, height = dimensions_for_area(vae_pixels, image.width / image.height)
@@ -68,11 +69,12 @@ def condition_inputs(pipe, images, vae_pixels: int, condition_pixels: int | None
 
 
 def encode_prompt(pipe, instruction: str, prompt_images):
-    """The pipeline's own prompt encoding: (embeds [1, L, D], mask [1, L])."""
-    device = pipe.text_encoder.device
-    if FAMILY_BY_PIPELINE[type(pipe).__name__].is_edit:
-        return pipe.encode_prompt(prompt=instruction, image=prompt_images, device=device)
-    return pipe.encode_prompt(prompt=instruction, device=device)
+    """The pipeline's own prompt encoding, cut to the tokens a pipeline call keeps: (embeds [1, L, D], mask)."""
+    family = family_of(pipe)
+    kwargs = {"image": prompt_images} if family.is_edit else {}
+    if family.prompt_max_tokens is not None:
+        kwargs["max_sequence_length"] = family.prompt_max_tokens
+    return pipe.encode_prompt(prompt=instruction, device=pipe.text_encoder.device, **kwargs)
 
 
 @torch.no_grad()
@@ -102,7 +104,7 @@ def encode_sample(pipe, target, controls, instruction: str, vae_pixels: int, con
 
 def settings_fingerprint(pipe, vae_pixels: int, condition_pixels: int | None) -> str:
     """Everything besides the sample's own bytes that changes the cached tensors."""
-    family = FAMILY_BY_PIPELINE[type(pipe).__name__]
+    family = family_of(pipe)
     settings = {
         "version": CACHE_VERSION,
         "family": family.name,
@@ -113,6 +115,7 @@ def settings_fingerprint(pipe, vae_pixels: int, condition_pixels: int | None) ->
         "vae_pixels": vae_pixels,
         "condition_pixels": condition_pixels if family.condition_pixels else None,
         "drop_tokens": family.prompt_drop_tokens,
+        "prompt_max_tokens": family.prompt_max_tokens,
     }
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
 

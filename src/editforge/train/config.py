@@ -33,7 +33,7 @@ class SampleConfig(Strict):
     """One sample written inline in the config (validation samples, or small training sets)."""
 
     target: Optional[Path] = None  # the edited image; for validation, the reference shown beside the preview
-    controls: list[Path] = Field(default_factory=list, max_length=3)
+    controls: list[Path] = Field(default_factory=list, max_length=max(f.max_images for f in FAMILIES.values()))
     instruction: str
 
 

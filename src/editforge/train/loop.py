@@ -12,23 +12,23 @@ import contextlib
 import gc
 import logging
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from editforge.errors import EditForgeError
-from editforge.models.loading import load_pipeline, quantize_transformer
-from editforge.models.registry import FAMILY_BY_PIPELINE
+from editforge.models.loading import load_pipeline
+from editforge.models.registry import count_text, family_of
 from editforge.progress import progress_bar
 from editforge.train import checkpoint as ckpt
 from editforge.train.buckets import BatchStream
 from editforge.train.cache import CacheReport, build_cache, load_cached
 from editforge.train.config import Config
 from editforge.train.logs import RunLog, loss_curve, read_metrics
-from editforge.train.lora import add_lora, save_lora
-from editforge.train.objective import collate, draw_noise, flow_matching_loss
+from editforge.train.lora import save_lora
+from editforge.train.objective import collate, draw_noise
+from editforge.train.step import NonFiniteLoss, make_accelerator, make_optimizer, optimizer_step, prepare_model
 from editforge.train.validation import prepare_previews, run_validation
 
 log = logging.getLogger("editforge.train")
@@ -49,42 +49,22 @@ class TrainResult:
 
 
 def train(config: Config, *, resume: str | None = None) -> TrainResult:
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
-    from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs, set_seed
+    from accelerate.utils import set_seed
 
-    # accelerate keeps its settings (mixed precision, ...) in a process-wide singleton; a notebook or test
-    # that calls train() again with other settings needs it cleared (the process group is kept).
-    AcceleratorState._reset_state()
     existing = ckpt.checkpoints(config.output_dir / "checkpoints")
     if existing and not resume:
         # Starting over here would mix two runs' checkpoints, and `--resume latest` could pick the old one.
         raise EditForgeError(f"{config.output_dir} already holds checkpoints (up to {existing[-1].name}); "
                              "continue with --resume latest, or choose another output_dir")
 
-    # cpu=True on a machine without CUDA makes any multi-process launch (torchrun, `accelerate launch
-    # --multi_gpu`) form a gloo group instead of silently running N independent single-process copies.
-    # find_unused_parameters: the last block's text-stream output is discarded by the model, so LoRA layers
-    # on its text MLP / to_add_out never get a gradient, which plain DDP treats as an error.
-    # DeepSpeed (`accelerate launch` with a DEEPSPEED config) without CUDA: cpu=True would make accelerate
-    # drop DeepSpeed silently and run plain DDP, and cpu=False alone leaves it no backend (every process then
-    # believes it is rank 0 of 1). Naming gloo makes accelerate start DeepSpeed's process group on gloo,
-    # which DeepSpeed's CPU accelerator uses anyway when oneCCL is not installed.
-    cpu = not torch.cuda.is_available()
-    handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)]
-    if cpu and os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
-        cpu = False
-        handlers.append(InitProcessGroupKwargs(backend="gloo"))
-    accelerator = Accelerator(mixed_precision=config.train.mixed_precision, cpu=cpu,
-                              gradient_accumulation_steps=config.train.gradient_accumulation,
-                              kwargs_handlers=handlers)
+    accelerator = make_accelerator(config.train.mixed_precision, config.train.gradient_accumulation)
     set_seed(config.seed)
     main = accelerator.is_main_process
     out = config.output_dir
     # Every training sample's prompt and images are distinct: an embedding cache would only hold memory.
     pipe = load_pipeline(config.model, dtype=WEIGHT_DTYPES[config.train.mixed_precision], reuse_embeddings=False,
                          device=str(accelerator.device))
-    family = FAMILY_BY_PIPELINE[type(pipe).__name__]
+    family = family_of(pipe)
     areas = dict(max_pixels=config.data.max_pixels or pipe.editforge_info["max_pixels"],
                  condition_pixels=config.data.condition_pixels or pipe.editforge_info["condition_pixels"])
 
@@ -97,11 +77,7 @@ def train(config: Config, *, resume: str | None = None) -> TrainResult:
 
     # 2. The model: frozen (optionally quantized) base, trainable LoRA, optimizer, schedule.
     tc = config.train
-    if tc.quantize:
-        quantize_transformer(pipe.transformer, tc.quantize)
-    params = add_lora(pipe, config.lora)
-    if tc.gradient_checkpointing:
-        pipe.transformer.enable_gradient_checkpointing()
+    params = prepare_model(pipe, config.lora, quantize=tc.quantize, gradient_checkpointing=tc.gradient_checkpointing)
     optimizer = make_optimizer(params, tc)
     from diffusers.optimization import get_scheduler
 
@@ -130,39 +106,31 @@ def train(config: Config, *, resume: str | None = None) -> TrainResult:
     result = TrainResult(out, out / "lora.safetensors", step, cache=cache)
 
     # 3. The loop. Noise and timesteps depend on (seed, micro-step, rank) only: resuming redraws them exactly.
+    def micro_batches(step: int):
+        for micro in range(tc.gradient_accumulation):
+            batch = collate(load_cached([cache.samples[i].path for i in next(stream)]), accelerator.device,
+                            pipe.transformer.dtype)
+            yield (batch, *draw_noise(batch["target"], tc, pipe.scheduler.config, seed=(
+                config.seed, step * tc.gradient_accumulation + micro, accelerator.process_index)))
+
     transformer.train()
     with progress_bar("step") if main else contextlib.nullcontext() as bar:
         task = bar.add_task("training", total=tc.steps, completed=step) if bar else None
         while step < tc.steps:
-            total = 0.0
-            for micro in range(tc.gradient_accumulation):
-                batch = collate(load_cached([cache.samples[i].path for i in next(stream)]), accelerator.device,
-                                pipe.transformer.dtype)
-                sigmas, noise = draw_noise(batch["target"], tc, pipe.scheduler.config, seed=(
-                    config.seed, step * tc.gradient_accumulation + micro, accelerator.process_index))
-                # accelerate's accumulate(): gradients are all-reduced (and the optimizer really steps) only on
-                # the last micro-step; DeepSpeed does the same inside its engine.
-                with accelerator.accumulate(transformer):
-                    with accelerator.autocast():
-                        loss = flow_matching_loss(transformer, batch, sigmas, noise)
-                    mean_loss = accelerator.reduce(loss.detach(), "mean").item()
-                    if not math.isfinite(mean_loss):
-                        latest = ckpt.checkpoints(out / "checkpoints")
-                        raise TrainingDiverged(
-                            f"loss is {mean_loss} at step {step + 1}; stopped. Last good checkpoint: "
-                            f"{latest[-1] if latest else 'none yet'}. Lower train.learning_rate or check the data.")
-                    accelerator.backward(loss)
-                    total += mean_loss / tc.gradient_accumulation
-                    if accelerator.sync_gradients:
-                        grad_norm = accelerator.clip_grad_norm_(params, tc.max_grad_norm)  # DeepSpeed: its engine clips
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
+            try:
+                total, grad_norm = optimizer_step(accelerator, transformer, params, optimizer, micro_batches(step),
+                                                  max_grad_norm=tc.max_grad_norm)
+            except NonFiniteLoss as exc:
+                latest = ckpt.checkpoints(out / "checkpoints")
+                raise TrainingDiverged(
+                    f"loss is {exc.value} at step {step + 1}; stopped. Last good checkpoint: "
+                    f"{latest[-1] if latest else 'none yet'}. Lower train.learning_rate or check the data.") from None
             lr_scheduler.step()
             step += 1
             result.losses.append(total)
             if bar:
                 bar.update(task, advance=1, description=f"training · loss {total:.4f}")
-            run_log.step(step, total, lr_scheduler.get_last_lr()[0], float(grad_norm) if grad_norm is not None else math.nan)
+            run_log.step(step, total, lr_scheduler.get_last_lr()[0], math.nan if grad_norm is None else grad_norm)
             if step % config.log_every == 0 and main:
                 log.info("step %d/%d  loss %.4f  lr %.3g", step, tc.steps, total, lr_scheduler.get_last_lr()[0])
             if step % config.checkpoint.every == 0 or step == tc.steps:
@@ -215,7 +183,8 @@ def encode_data(pipe, config: Config, family, areas: dict, accelerator):
 
 def training_samples(config: Config, family) -> tuple[list, list[str]]:
     """Samples from `data.source` (read by editforge.dataset) plus inline ones; those the family can't take
-    are set aside with the reason. Samples without controls are kept: text-to-image samples in an edit set."""
+    are set aside with the reason. Edit-2509 keeps samples without controls (text-to-image samples in an edit
+    set); Edit v1 cannot encode them (its prompt template always holds an image)."""
     samples, unfit = list(config.data.samples), []
     if config.data.source is not None:
         from editforge.dataset import load_samples
@@ -231,23 +200,12 @@ def training_samples(config: Config, family) -> tuple[list, list[str]]:
             unfit.append(f"{sample.target}: {problems[0]}")
         elif sample.target is None:
             unfit.append(f"{sample.instruction[:40]!r}: no target image")
-        elif len(sample.controls) > family.max_images:
-            unfit.append(f"{sample.target}: {len(sample.controls)} control images, {family.name} takes "
-                         f"at most {family.max_images}")
+        elif len(sample.controls) not in family.training_image_counts:
+            unfit.append(f"{sample.target}: {len(sample.controls)} control images; {family.name} trains on samples "
+                         f"with {count_text(family.training_image_counts, 'control image')}")
         else:
             usable.append(sample)
     return usable, unfit
-
-
-def make_optimizer(params, tc) -> torch.optim.Optimizer:
-    kwargs = dict(lr=tc.learning_rate, betas=tc.betas, weight_decay=tc.weight_decay)
-    if tc.optimizer == "adamw8bit":
-        try:
-            import bitsandbytes as bnb
-        except ImportError as exc:
-            raise EditForgeError("train.optimizer adamw8bit needs bitsandbytes: pip install bitsandbytes") from exc
-        return bnb.optim.AdamW8bit(params, **kwargs)
-    return torch.optim.AdamW(params, **kwargs)
 
 
 @torch.no_grad()
@@ -257,8 +215,25 @@ def validate(pipe, previews, folder: Path, config: Config, areas: dict, run_log:
     pipe.transformer.eval()  # LoRA dropout off
     pipe.vae.to(device)
     vc = config.validation
-    sheets = run_validation(pipe, previews, folder, steps=vc.steps, cfg=vc.cfg, seed=vc.seed,
-                            max_pixels=areas["max_pixels"], condition_pixels=areas["condition_pixels"])
+    with original_forward(pipe.transformer):
+        sheets = run_validation(pipe, previews, folder, steps=vc.steps, cfg=vc.cfg, seed=vc.seed,
+                                max_pixels=areas["max_pixels"], condition_pixels=areas["condition_pixels"])
     pipe.vae.to("cpu")
     pipe.transformer.train()
     run_log.images(step, sheets)
+
+
+@contextlib.contextmanager
+def original_forward(module):
+    """Run `module` with the forward it had before `accelerator.prepare`, which wraps it in autocast with fp32
+    outputs under mixed precision: previews must make what `editforge edit --lora` makes, in the weights' dtype."""
+    original = module.__dict__.get("_original_forward")  # where accelerate keeps it
+    if original is None:
+        yield
+        return
+    wrapped = module.forward
+    module.forward = original
+    try:
+        yield
+    finally:
+        module.forward = wrapped

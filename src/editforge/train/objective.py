@@ -52,28 +52,39 @@ def draw_noise(target: torch.Tensor, tc, scheduler_config: dict, seed: tuple[int
     return sigmas.to(target.device), torch.randn(target.shape, generator=generator).to(target.device)
 
 
-def flow_matching_loss(transformer, batch: dict, sigmas: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """MSE between predicted and true velocity on the target tokens of `batch` (see `collate`)."""
+def transformer_inputs(batch: dict, sigmas: torch.Tensor, noise: torch.Tensor) -> tuple[dict, torch.Tensor]:
+    """(the transformer's keyword arguments, the velocity it should predict for the target tokens).
+
+    The same inputs the Edit/EditPlus/Qwen-Image pipelines feed it at sigma `sigmas` and this noise:
+    `tests/test_train_objective.py` checks them against the pipelines' own calls.
+    """
     target = batch["target"]
     x0 = pack(target)
+    n = pack(noise.to(x0))
     s = sigmas.to(x0).view(-1, 1, 1)
-    noisy = (1 - s) * x0 + s * pack(noise.to(x0))
-    tokens = torch.cat([noisy, *[pack(c) for c in batch["controls"]]], dim=1)
+    noisy = (1 - s) * x0 + s * n
     shapes = [(1, target.shape[2] // 2, target.shape[3] // 2)]
     shapes += [(1, c.shape[2] // 2, c.shape[3] // 2) for c in batch["controls"]]
-    prediction = transformer(
-        hidden_states=tokens,
+    inputs = dict(
+        hidden_states=torch.cat([noisy, *[pack(c) for c in batch["controls"]]], dim=1),
         encoder_hidden_states=batch["prompt_embeds"],
         encoder_hidden_states_mask=batch["prompt_mask"],
         timestep=sigmas.to(x0),
         img_shapes=[shapes] * target.shape[0],
-        return_dict=False,
-    )[0][:, : x0.shape[1]]
-    return F.mse_loss(prediction.float(), (pack(noise.to(x0)) - x0).float())
+    )
+    return inputs, n - x0
+
+
+def flow_matching_loss(transformer, batch: dict, sigmas: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """MSE between predicted and true velocity on the target tokens of `batch` (see `collate`)."""
+    inputs, velocity = transformer_inputs(batch, sigmas, noise)
+    prediction = transformer(**inputs, return_dict=False)[0][:, : velocity.shape[1]]
+    return F.mse_loss(prediction.float(), velocity.float())
 
 
 def collate(tensors: list[dict], device, dtype) -> dict:
-    """Stack samples of one bucket; text embeddings are right-padded to the longest, with a mask."""
+    """Stack samples of one bucket; text embeddings are right-padded to the longest, with a mask that is None
+    when nothing is padded (as the pipelines' encode_prompt returns it: the fast attention kernels take none)."""
     longest = max(t["prompt_embeds"].shape[0] for t in tensors)
     embeds = torch.zeros(len(tensors), longest, tensors[0]["prompt_embeds"].shape[1])
     mask = torch.zeros(len(tensors), longest, dtype=torch.long)
@@ -89,5 +100,5 @@ def collate(tensors: list[dict], device, dtype) -> dict:
         "target": stack("target"),
         "controls": [stack(f"control_{i}") for i in range(n_controls)],
         "prompt_embeds": embeds.to(device, dtype),
-        "prompt_mask": mask.to(device),
+        "prompt_mask": None if mask.all() else mask.to(device),
     }

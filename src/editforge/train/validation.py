@@ -1,8 +1,9 @@
 """Previews during training: the validation samples rendered with the in-training LoRA.
 
 Prompt embeddings of the previews are computed once, before the text encoder leaves the GPU; each
-preview is then the inference pipeline's own call with those embeddings, at the sizes `editforge.generate`
-would use, so a preview is what a user will get from `editforge edit --lora` with the saved file.
+preview is then the pipeline call `editforge.generate` makes too (`editforge.inference.call`: sizes, negative
+prompt, seed), with those embeddings, so a preview is what a user gets from `editforge edit --lora` with the
+saved file.
 """
 
 from __future__ import annotations
@@ -15,58 +16,46 @@ from PIL import Image
 
 from editforge.errors import EditForgeError
 from editforge.images import open_rgb
-from editforge.inference.sizes import aspect_size, output_size, pipeline_areas
-from editforge.models.registry import FAMILY_BY_PIPELINE
+from editforge.inference.call import Prompt, call_arguments, negative_prompt_for, run_call
+from editforge.inference.sizes import default_size
+from editforge.models.registry import count_text, family_of
 from editforge.train.cache import condition_inputs, encode_prompt
-
-NEGATIVE_PROMPT = " "  # what `editforge.generate` uses when cfg > 1 and no negative prompt is given
 
 
 @dataclass
 class Preview:
     controls: list[Image.Image]
     reference: Image.Image | None
-    prompt: tuple[torch.Tensor, torch.Tensor]  # (embeds, mask) from the pipeline's encode_prompt
-    negative: tuple[torch.Tensor, torch.Tensor] | None
+    prompt: Prompt  # (embeds, mask) from the pipeline's encode_prompt
+    negative: Prompt | None
     size: tuple[int, int]
 
 
 @torch.no_grad()
 def prepare_previews(pipe, samples, *, cfg: float, max_pixels: int, condition_pixels: int | None) -> list[Preview]:
-    family = FAMILY_BY_PIPELINE[type(pipe).__name__]
+    family = family_of(pipe)
     previews = []
     for i, sample in enumerate(samples):
         # checked here, before training: a bad preview would otherwise fail hours in, at the first validation
-        wanted = range(1, family.max_images + 1) if family.is_edit else range(0, 1)
-        if len(sample.controls) not in wanted:
-            need = f"1 to {family.max_images}" if family.max_images > 1 else ("1" if family.is_edit else "no")
-            raise EditForgeError(f"validation.samples[{i}]: {family.name} previews need {need} control image(s), "
+        if len(sample.controls) not in family.image_counts:
+            need = count_text(family.image_counts, "control image")
+            raise EditForgeError(f"validation.samples[{i}]: {family.name} previews need {need}, "
                                  f"this one has {len(sample.controls)}")
         controls = [open_rgb(path) for path in sample.controls]
         prompt_images, _ = condition_inputs(pipe, controls, max_pixels, condition_pixels)
-        negative = encode_prompt(pipe, NEGATIVE_PROMPT, prompt_images) if cfg > 1 else None
-        size = output_size(max_pixels, controls[-1].size) if controls else aspect_size("1:1", max_pixels)
+        negative = negative_prompt_for(cfg, None)
         reference = open_rgb(sample.target) if sample.target else None
         previews.append(Preview(controls, reference, encode_prompt(pipe, sample.instruction, prompt_images),
-                                negative, size))
+                                None if negative is None else encode_prompt(pipe, negative, prompt_images),
+                                default_size(max_pixels, [c.size for c in controls])))
     return previews
 
 
-@torch.no_grad()
 def render(pipe, preview: Preview, *, steps: int, cfg: float, seed: int, max_pixels: int,
            condition_pixels: int | None) -> Image.Image:
-    family = FAMILY_BY_PIPELINE[type(pipe).__name__]
-    kwargs = dict(
-        prompt_embeds=preview.prompt[0], prompt_embeds_mask=preview.prompt[1], true_cfg_scale=cfg,
-        num_inference_steps=steps, width=preview.size[0], height=preview.size[1],
-        generator=torch.Generator("cpu").manual_seed(seed),
-    )
-    if preview.negative is not None:
-        kwargs.update(negative_prompt_embeds=preview.negative[0], negative_prompt_embeds_mask=preview.negative[1])
-    if family.is_edit:
-        kwargs["image"] = preview.controls if family.max_images > 1 else preview.controls[0]
-    with pipeline_areas(pipe, vae_pixels=max_pixels, condition_pixels=condition_pixels):
-        return pipe(**kwargs).images[0]
+    kwargs = call_arguments(family_of(pipe), preview.controls, preview.prompt, negative=preview.negative, cfg=cfg,
+                            steps=steps, size=preview.size, seed=seed)
+    return run_call(pipe, kwargs, max_pixels=max_pixels, condition_pixels=condition_pixels)
 
 
 def grid(images: list[Image.Image], height: int) -> Image.Image:

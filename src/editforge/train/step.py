@@ -1,0 +1,112 @@
+"""What `editforge train` trains and how one optimizer step runs, as plain functions: the training loop and
+`editforge bench train` call these same functions, so the benchmark measures exactly what a run does.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Iterable
+
+import torch
+
+from editforge.errors import EditForgeError
+from editforge.models.loading import quantize_transformer
+from editforge.models.speed import attention_for_mask, best_attention_backend
+from editforge.train.lora import add_lora
+from editforge.train.objective import flow_matching_loss
+
+
+class NonFiniteLoss(ArithmeticError):
+    """The loss of a micro-batch was nan or inf (checked before its backward pass)."""
+
+    def __init__(self, value: float):
+        super().__init__(value)
+        self.value = value
+
+
+def make_accelerator(mixed_precision: str, gradient_accumulation: int = 1):
+    """accelerate's Accelerator as a training run sets it up, on one process or under `accelerate launch`."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+    from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
+
+    # accelerate keeps its settings (mixed precision, ...) in a process-wide singleton; a notebook or test
+    # that calls train() again with other settings needs it cleared (the process group is kept).
+    AcceleratorState._reset_state()
+    # cpu=True on a machine without CUDA makes any multi-process launch (torchrun, `accelerate launch
+    # --multi_gpu`) form a gloo group instead of silently running N independent single-process copies.
+    # find_unused_parameters: the last block's text-stream output is discarded by the model, so LoRA layers
+    # on its text MLP / to_add_out never get a gradient, which plain DDP treats as an error.
+    # DeepSpeed (`accelerate launch` with a DEEPSPEED config) without CUDA: cpu=True would make accelerate
+    # drop DeepSpeed silently and run plain DDP, and cpu=False alone leaves it no backend (every process then
+    # believes it is rank 0 of 1). Naming gloo makes accelerate start DeepSpeed's process group on gloo,
+    # which DeepSpeed's CPU accelerator uses anyway when oneCCL is not installed.
+    cpu = not torch.cuda.is_available()
+    handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)]
+    if cpu and os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+        cpu = False
+        handlers.append(InitProcessGroupKwargs(backend="gloo"))
+    return Accelerator(mixed_precision=mixed_precision, cpu=cpu, gradient_accumulation_steps=gradient_accumulation,
+                       kwargs_handlers=handlers)
+
+
+def prepare_model(pipe, lora, *, quantize: str | None, gradient_checkpointing: bool) -> list[torch.nn.Parameter]:
+    """Make `pipe.transformer` trainable as a run trains it; returns the LoRA's parameters.
+
+    Frozen base, quantized (weight-only) before the LoRA is added: quantizing after would turn the LoRA's own
+    layers into frozen quantized ones that get no gradient. The LoRA stays fp32; activations are recomputed in
+    the backward pass with `gradient_checkpointing`; attention runs on the fastest backend that has a
+    backward pass for the base weights' dtype (FlashAttention 3 has none in diffusers 0.42).
+    """
+    transformer = pipe.transformer
+    dtype = transformer.dtype
+    transformer.requires_grad_(False)
+    if quantize:
+        quantize_transformer(transformer, quantize)
+    params = add_lora(pipe, lora)
+    if gradient_checkpointing:
+        transformer.enable_gradient_checkpointing()
+    device = str(next(transformer.parameters()).device)
+    transformer.set_attention_backend(best_attention_backend(device, dtype, training=True))
+    return params
+
+
+def make_optimizer(params, tc) -> torch.optim.Optimizer:
+    kwargs = dict(lr=tc.learning_rate, betas=tc.betas, weight_decay=tc.weight_decay)
+    if tc.optimizer == "adamw8bit":
+        try:
+            import bitsandbytes as bnb
+        except ImportError as exc:
+            raise EditForgeError("train.optimizer adamw8bit needs bitsandbytes: pip install bitsandbytes") from exc
+        return bnb.optim.AdamW8bit(params, **kwargs)
+    return torch.optim.AdamW(params, **kwargs)
+
+
+def optimizer_step(accelerator, model, params, optimizer,
+                   micro_batches: Iterable[tuple[dict, torch.Tensor, torch.Tensor]],
+                   *, max_grad_norm: float) -> tuple[float, float | None]:
+    """One optimizer step over `micro_batches` (batch, sigmas, noise), as many as the accelerator accumulates.
+
+    Returns (mean loss over micro-batches and processes, gradient norm before clipping). Raises
+    `NonFiniteLoss` before the backward pass of a micro-batch whose loss is nan or inf.
+    """
+    transformer = accelerator.unwrap_model(model)
+    total, count, grad_norm = 0.0, 0, None
+    for batch, sigmas, noise in micro_batches:
+        # accelerate's accumulate(): gradients are all-reduced (and the optimizer really steps) only on the
+        # last micro-step; DeepSpeed does the same inside its engine. The recomputed forward of gradient
+        # checkpointing runs in backward(), so the attention backend must hold for both.
+        with accelerator.accumulate(model), attention_for_mask(transformer, batch["prompt_mask"]):
+            with accelerator.autocast():
+                loss = flow_matching_loss(model, batch, sigmas, noise)
+            mean_loss = accelerator.reduce(loss.detach(), "mean").item()
+            if not math.isfinite(mean_loss):
+                raise NonFiniteLoss(mean_loss)
+            accelerator.backward(loss)
+            total, count = total + mean_loss, count + 1
+            if accelerator.sync_gradients:
+                grad_norm = accelerator.clip_grad_norm_(params, max_grad_norm)  # DeepSpeed: its engine clips
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+    return total / count, None if grad_norm is None else float(grad_norm)
