@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from editforge.errors import EditForgeError
-from editforge.inference.sizes import aspect_size, output_size, pipeline_areas
+from editforge.inference.sizes import aspect_size, dimensions_for_area, output_size, pipeline_areas
 from editforge.models.registry import FAMILY_BY_PIPELINE
 
 POSITIVE_MAGIC = {"en": ", Ultra HD, 4K, cinematic composition.", "zh": ", 超清，4K，电影级构图."}
@@ -58,13 +58,8 @@ def generate(
     info = pipeline_info(pipe)
     family = FAMILY_BY_PIPELINE[type(pipe).__name__]
     images = list(images)
-    if family.is_edit and not 1 <= len(images) <= family.max_images:
-        want = "one input image" if family.max_images == 1 else f"1 to {family.max_images} input images"
-        raise EditForgeError(f"{family.name} takes {want}, got {len(images)}")
-    if not family.is_edit and images:
-        raise EditForgeError(f"{family.name} is text-to-image; it takes no input images")
-    if not prompt or not prompt.strip():
-        raise EditForgeError("the prompt is empty")
+    check_request(pipe, [img.size for img in images], prompt, max_pixels=max_pixels,
+                  condition_pixels=condition_pixels)
     steps = steps or info["default_steps"]
     if steps < 2 and pipe.scheduler.config.get("shift_terminal"):
         # diffusers divides by (1 - last sigma) to stretch the schedule: with one step that is 0/0 -> NaN
@@ -123,6 +118,45 @@ def generate(
         "quantize": info.get("quantize"),
     }
     return image, params
+
+
+# Qwen2-VL's image processor refuses a picture whose long side is 200 times its short side or more.
+VL_MAX_ASPECT = 200
+
+
+def check_request(pipe, sizes: Sequence[tuple[int, int]], prompt: str, *, max_pixels: int | None = None,
+                  condition_pixels: int | None = None) -> None:
+    """Refuse, before any model work, a request the pipeline cannot take: the wrong number of images,
+    an empty prompt, an edit prompt longer than the text encoder reads (the Edit pipelines do not
+    truncate; 1024 tokens, their `tokenizer_max_length`), a picture whose aspect ratio rounds a side
+    to nothing at the areas the pipeline resizes it to. Each is an `EditForgeError` saying the limit."""
+    info = pipeline_info(pipe)
+    family = FAMILY_BY_PIPELINE[type(pipe).__name__]
+    if family.is_edit and not 1 <= len(sizes) <= family.max_images:
+        want = "one input image" if family.max_images == 1 else f"1 to {family.max_images} input images"
+        raise EditForgeError(f"{family.name} takes {want}, got {len(sizes)}")
+    if not family.is_edit and sizes:
+        raise EditForgeError(f"{family.name} is text-to-image; it takes no input images")
+    if not prompt or not prompt.strip():
+        raise EditForgeError("the prompt is empty")
+    if not family.is_edit:
+        return  # the text-to-image pipeline truncates a long prompt to its tokenizer_max_length itself
+    limit = getattr(pipe, "tokenizer_max_length", 1024)
+    tokens = len(pipe.tokenizer(prompt)["input_ids"])
+    if tokens > limit:
+        raise EditForgeError(f"the prompt is {tokens} tokens; {family.name} reads at most {limit} (shorten it)")
+    areas = {"output": max_pixels or info["max_pixels"]}
+    if family.condition_pixels:  # Edit-2509: every input also goes to the VL encoder at its own area
+        areas["condition"] = condition_pixels or info["condition_pixels"]
+    for width, height in sizes:
+        for name, area in areas.items():
+            w, h = dimensions_for_area(area, width / height)
+            if min(w, h) < 32 or max(w, h) / min(w, h) >= VL_MAX_ASPECT:
+                longest = min(VL_MAX_ASPECT - 1, int(area / 17**2))  # a short side of 17 px rounds up to 32
+                raise EditForgeError(
+                    f"an input picture is {width}x{height} (aspect {max(width, height) / min(width, height):.0f}:1); "
+                    f"at the {name} area of {area} pixels {family.name} takes aspect ratios up to about "
+                    f"{longest}:1 (crop it)")
 
 
 def edit(pipe, images: Image.Image | Sequence[Image.Image], prompt: str, *, seed: int, **options) -> Image.Image:

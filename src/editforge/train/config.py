@@ -41,6 +41,7 @@ class DataConfig(Strict):
     source: Optional[Path] = None  # any source editforge.dataset reads (workbook, metadata.csv, folder, JSONL, parquet)
     source_format: Optional[str] = None  # force a reader (diffsynth, musubi, hf, folders, workbook); default: detect
     only_accepted: bool = False  # workbook: only rows accepted in `editforge review`
+    allow_outside: bool = False  # accept image paths leaving the source's folder (as `--allow-outside`)
     samples: list[SampleConfig] = Field(default_factory=list)  # inline samples, added to `source`
     max_pixels: Optional[int] = Field(None, gt=0)  # target / VAE area; default: the model's inference area
     condition_pixels: Optional[int] = Field(None, gt=0)  # Edit-2509 VL-encoder area; default: the model's

@@ -221,7 +221,7 @@ def training_samples(config: Config, family) -> tuple[list, list[str]]:
         from editforge.dataset import load_samples
 
         dataset = load_samples(config.data.source, source_format=config.data.source_format,
-                               only_accepted=config.data.only_accepted)
+                               only_accepted=config.data.only_accepted, allow_outside=config.data.allow_outside)
         samples += dataset.samples
         unfit += [f"{key}: {reason}" for key, reason in dataset.skipped]
     usable = []

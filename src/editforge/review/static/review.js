@@ -157,12 +157,12 @@ async function act(kind) {
   try {
     let data;
     if (kind === "regenerate") {
-      data = await api(`/api/rows/${row.row}/regenerate`, {seen: row.images});
+      data = await api(`/api/rows/${row.row}/regenerate`, {seen: row.images, row_id: row.row_id});
       say(`row ${row.row}: ${data.moved_to ? `old picture moved to ${data.moved_to}; ` : ""}` +
           "the next editforge synth makes a new one");
     } else {
       const verdict = {accept: "accepted", reject: "rejected", undo: ""}[kind];
-      data = await api(`/api/rows/${row.row}/verdict`, {verdict, seen: row.images});
+      data = await api(`/api/rows/${row.row}/verdict`, {verdict, seen: row.images, row_id: row.row_id});
       say(`row ${row.row}: ${verdict || "verdict cleared"}`);
     }
     replaceRow(data.row, row.row);
