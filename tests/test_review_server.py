@@ -39,12 +39,15 @@ class Served:
         while not self.server.server.started and time.monotonic() < deadline:
             time.sleep(0.01)
 
-    def request(self, method: str, path: str, body=None, headers=None) -> tuple[int, bytes]:
-        """The path goes out byte for byte: no client-side `..` clean-up, unlike browsers and httpx."""
+    def request(self, method: str, path: str, body=None, headers=None, *, token: bool = True) -> tuple[int, bytes]:
+        """The path goes out byte for byte: no client-side `..` clean-up, unlike browsers and httpx.
+        `token`: send the cookie a browser got from the printed address."""
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
         as_json = body is not None and not isinstance(body, bytes)
         data = json.dumps(body).encode() if as_json else body
         sent = {"Content-Type": "application/json"} if as_json else {}
+        if token:
+            sent["Cookie"] = f"editforge_review_{self.port}={self.server.token}"
         conn.request(method, path, body=data, headers={**sent, **(headers or {})})
         response = conn.getresponse()
         return response.status, response.read()
@@ -100,7 +103,7 @@ def test_the_api_lists_rows_records_verdicts_and_regenerates(served):
     assert status == 400 and "unknown verdict" in data["error"]
     assert served.json("GET", "/api/rows/7")[0] == 404
 
-    assert served.session.write() == 4  # the verdict and regenerate's three cells
+    assert served.session.write().updates == 2  # the verdict, and regenerate's three cells as one change
     book = dict(open_workbook(served.path).rows())
     assert (book[2]["review"], book[3]["raw_image"], book[3]["need_gen"]) == ("accepted", None, True)
 
@@ -111,9 +114,8 @@ def test_changes_must_be_json_from_this_host(served):
     assert status == 415  # what a form on another web site could send
     status, _ = served.request("GET", "/api/rows", headers={"Host": "attacker.example"})
     assert status == 400  # DNS rebinding: another site's name pointing at 127.0.0.1
-    conn = http.client.HTTPConnection("127.0.0.1", served.port, timeout=10)
-    conn.request("POST", "/api/rows/2/verdict", body=b"{not json", headers={"Content-Type": "application/json"})
-    assert conn.getresponse().status == 400
+    status, _ = served.request("POST", "/api/rows/2/verdict", b"{not json", {"Content-Type": "application/json"})
+    assert status == 400
     assert served.session.waiting_updates() == 0
 
 

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from editforge.errors import EditForgeError
-from editforge.inference.sizes import aspect_size, dimensions_for_area, output_size, pipeline_areas
+from editforge.inference.sizes import aspect_size, output_size, pipeline_areas, size_problem
 from editforge.models.registry import FAMILY_BY_PIPELINE
 
 POSITIVE_MAGIC = {"en": ", Ultra HD, 4K, cinematic composition.", "zh": ", 超清，4K，电影级构图."}
@@ -120,10 +120,6 @@ def generate(
     return image, params
 
 
-# Qwen2-VL's image processor refuses a picture whose long side is 200 times its short side or more.
-VL_MAX_ASPECT = 200
-
-
 def check_request(pipe, sizes: Sequence[tuple[int, int]], prompt: str, *, max_pixels: int | None = None,
                   condition_pixels: int | None = None) -> None:
     """Refuse, before any model work, a request the pipeline cannot take: the wrong number of images,
@@ -148,15 +144,10 @@ def check_request(pipe, sizes: Sequence[tuple[int, int]], prompt: str, *, max_pi
     areas = {"output": max_pixels or info["max_pixels"]}
     if family.condition_pixels:  # Edit-2509: every input also goes to the VL encoder at its own area
         areas["condition"] = condition_pixels or info["condition_pixels"]
-    for width, height in sizes:
-        for name, area in areas.items():
-            w, h = dimensions_for_area(area, width / height)
-            if min(w, h) < 32 or max(w, h) / min(w, h) >= VL_MAX_ASPECT:
-                longest = min(VL_MAX_ASPECT - 1, int(area / 17**2))  # a short side of 17 px rounds up to 32
-                raise EditForgeError(
-                    f"an input picture is {width}x{height} (aspect {max(width, height) / min(width, height):.0f}:1); "
-                    f"at the {name} area of {area} pixels {family.name} takes aspect ratios up to about "
-                    f"{longest}:1 (crop it)")
+    for size in sizes:
+        problem = size_problem(size, areas)
+        if problem is not None:
+            raise EditForgeError(f"{family.name}: {problem}")
 
 
 def edit(pipe, images: Image.Image | Sequence[Image.Image], prompt: str, *, seed: int, **options) -> Image.Image:

@@ -612,7 +612,9 @@ def open_workbook(path: str | os.PathLike, *, sheet: str | None = None, columns:
     else:
         raise EditForgeError(f"{path.name} is not a workbook: expected .xlsx, .xlsm or .csv")
     aliases = [given] if Path(os.path.abspath(given)) != path else []
-    return Workbook(path, grid, columns, stamp=stamp, memory=memory, aliases=aliases)
+    book = Workbook(path, grid, columns, stamp=stamp, memory=memory, aliases=aliases)
+    book._formula_values()  # now: the cached values are in this file, not in the one our first save writes
+    return book
 
 
 def create_workbook(path: str | os.PathLike, headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:

@@ -57,6 +57,8 @@ def train(config: Config, *, resume: str | None = None) -> TrainResult:
     # that calls train() again with other settings needs it cleared (the process group is kept).
     AcceleratorState._reset_state()
     existing = ckpt.checkpoints(config.output_dir / "checkpoints")
+    if config.output_dir.exists() and not config.output_dir.is_dir():
+        raise EditForgeError(f"output_dir {config.output_dir} is a file; name a folder")
     if existing and not resume:
         # Starting over here would mix two runs' checkpoints, and `--resume latest` could pick the old one.
         raise EditForgeError(f"{config.output_dir} already holds checkpoints (up to {existing[-1].name}); "
