@@ -26,11 +26,11 @@ SECRET = b"the contents of a file outside the base dir"
 class Served:
     """A review server on a free port, in a thread, on a synth-filled workbook in `folder/book`."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, **session_options):
         self.folder = folder / "book"
         self.path = make_workbook(self.folder, ROWS)
         run(self.path, seed=7)
-        self.session = ReviewSession(self.path)
+        self.session = ReviewSession(self.path, **session_options)
         self.server = ReviewServer(self.session, port=0)
         self.port = urlsplit(self.server.url).port
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -119,6 +119,36 @@ def test_changes_must_be_json_from_this_host(served):
     assert served.session.waiting_updates() == 0
 
 
+def test_every_request_needs_the_token_which_the_first_visit_turns_into_a_cookie(served):
+    token = served.server.token
+    assert served.server.url.endswith(f"/?token={token}") and len(token) >= 24
+    for path in ("/", "/api/rows", "/files/img/r0.png", "/static/review.js", f"/?token={token[:-1]}x"):
+        status, body = served.request("GET", path, token=False)
+        assert status == 403 and b"refused" in body and b"EditForge review" not in body
+    conn = http.client.HTTPConnection("127.0.0.1", served.port, timeout=10)
+    conn.request("GET", f"/?token={token}")
+    response = conn.getresponse()
+    assert response.status == 200 and b"EditForge review" in response.read()
+    cookie = response.getheader("Set-Cookie")
+    assert cookie == f"editforge_review_{served.port}={token}; HttpOnly; SameSite=Strict; Path=/"
+    status, _ = served.request("GET", "/api/rows", headers={"Cookie": cookie.split(";")[0]}, token=False)
+    assert status == 200
+    status, _ = served.request("POST", "/api/rows/2/verdict", {"verdict": "accepted", "seen": {}}, token=False)
+    assert status == 403 and served.session.waiting_updates() == 0
+
+
+def test_a_change_from_another_origin_is_refused_even_with_the_cookie(served):
+    seen = {r["row"]: r for r in served.json("GET", "/api/rows")[1]["rows"]}[2]["images"]
+    body = {"verdict": "accepted", "seen": seen}
+    for header in ({"Origin": "http://evil.example"}, {"Origin": "null"},
+                   {"Referer": "http://evil.example/page.html"}, {"Origin": f"http://127.0.0.1:{served.port + 1}"}):
+        status, data = served.request("POST", "/api/rows/2/verdict", body, header)
+        assert status == 403 and b"must come from the review page" in data, header
+        assert served.session.waiting_updates() == 0
+    status, _ = served.request("POST", "/api/rows/2/verdict", body, {"Origin": f"http://127.0.0.1:{served.port}"})
+    assert status == 200 and served.session.waiting_updates() == 1
+
+
 def test_export_writes_only_accepted_rows(served, tmp_path):
     rows = {r["row"]: r for r in served.json("GET", "/api/rows")[1]["rows"]}
     for row, verdict in ((2, "accepted"), (3, "rejected"), (4, "accepted")):
@@ -142,6 +172,44 @@ def test_export_waits_for_verdicts_a_synth_run_still_holds(served):
         status, data = served.json("POST", "/api/export", {"format": "diffsynth", "out": "export"})
     assert status == 400 and "not in data.xlsx yet" in data["error"]
     assert not (served.folder / "export").exists()
+
+
+def test_exports_go_only_under_the_export_dir(tmp_path):
+    served = Served(tmp_path, export_dir=tmp_path / "exports")
+    try:
+        rows = {r["row"]: r for r in served.json("GET", "/api/rows")[1]["rows"]}
+        served.json("POST", "/api/rows/2/verdict", {"verdict": "accepted", "seen": rows[2]["images"]})
+        (tmp_path / "exports").mkdir()
+        (tmp_path / "elsewhere").mkdir()
+        os.symlink(tmp_path / "elsewhere", tmp_path / "exports" / "link")
+        for out in (str(tmp_path / "abs"), "../book/x", "/etc/x", "C:\\x", "link/ds", "link", ".", ""):
+            status, data = served.json("POST", "/api/export", {"format": "diffsynth", "out": out})
+            assert status == 400 and ("inside" in data["error"] or "name an output folder" in data["error"]), out
+        assert list((tmp_path / "elsewhere").iterdir()) == [] and not (tmp_path / "abs").exists()
+        status, data = served.json("POST", "/api/export", {"format": "diffsynth", "out": "ds"})
+        assert status == 200 and data["out_dir"] == str(tmp_path / "exports" / "ds")
+    finally:
+        served.stop()
+
+
+def test_a_crafted_manifest_deletes_nothing(served, tmp_path):
+    """`.editforge-export.json` lists what an earlier export wrote, for the next one to remove: entries
+    outside the folder make it damaged, and nothing is deleted."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    rows = {r["row"]: r for r in served.json("GET", "/api/rows")[1]["rows"]}
+    served.json("POST", "/api/rows/2/verdict", {"verdict": "accepted", "seen": rows[2]["images"]})
+    for entries in (["../../victim.txt"], [str(victim)], ["target/../../../victim.txt"], [{"x": 1}], "victim.txt"):
+        export = served.folder / "export"
+        export.mkdir(exist_ok=True)
+        (export / ".editforge-export.json").write_text(json.dumps({"files": entries}))
+        status, data = served.json("POST", "/api/export", {"format": "diffsynth", "out": "export"})
+        assert status == 400 and "is damaged" in data["error"] and "nothing was deleted" in data["error"], entries
+        assert victim.read_text() == "precious"
+    os.symlink(tmp_path, served.folder / "export" / "target")  # a folder inside that leads out
+    (served.folder / "export" / ".editforge-export.json").write_text(json.dumps({"files": ["target/victim.txt"]}))
+    status, data = served.json("POST", "/api/export", {"format": "diffsynth", "out": "export"})
+    assert status == 400 and "through a symlink" in data["error"] and victim.read_text() == "precious"
 
 
 @pytest.fixture

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import multiprocessing
+import shutil
+import sqlite3
 
 from editforge.paths import PathPolicy
+from editforge.sheet.fake import fake_generator
 from editforge.sheet.journal import Journal, journal_path
 from editforge.sheet.plan import job_for_row
 from editforge.sheet.render import RenderLock, SheetWriter, apply_updates
 from editforge.sheet.workbook import create_workbook, open_workbook
+from tests.test_synth_run import ONE_OF_EACH, make_workbook, outputs, run
 
 
 def _hammer(path: str, worker: int, n: int) -> None:
@@ -81,3 +87,45 @@ def test_apply_updates_waits_for_a_running_synth(tmp_path):
     assert open_workbook(book_path).get(2, "review") == "ok"
     assert apply_updates(book_path).updates == 0
     assert journal_path(book_path).exists()
+
+
+# The journal as EditForge wrote it before row ids (schema version 1), for the migration test.
+V1_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE results (id INTEGER PRIMARY KEY, sheet TEXT NOT NULL, identity TEXT NOT NULL,
+    generation INTEGER NOT NULL, row INTEGER NOT NULL, mode TEXT NOT NULL, target TEXT NOT NULL,
+    output TEXT NOT NULL, status TEXT NOT NULL, seed INTEGER, quality TEXT, error TEXT, run_id TEXT,
+    worker INTEGER, started REAL, finished REAL, rendered INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (sheet, identity, generation));
+CREATE TABLE row_updates (id INTEGER PRIMARY KEY, sheet TEXT NOT NULL, row INTEGER NOT NULL,
+    column TEXT NOT NULL, value TEXT NOT NULL, source TEXT, created REAL NOT NULL, applied REAL);
+"""
+
+
+def test_a_journal_from_before_row_ids_is_migrated_and_its_work_kept(tmp_path):
+    """A run of the old version was killed after journaling row 2's picture, with a review update queued
+    for row 3: the new version renders that picture (no second generation) and applies the update."""
+    path = make_workbook(tmp_path, rows=ONE_OF_EACH[:2])
+    legacy = hashlib.sha256(json.dumps([2, "gen_ref", "ref_image_1", "make a reference", ["img/r0.png"]],
+                                       ensure_ascii=False).encode()).hexdigest()[:32]
+    (tmp_path / "generated" / "ref").mkdir(parents=True)
+    shutil.copy(tmp_path / "img" / "r0.png", tmp_path / "generated" / "ref" / "old.png")  # the picture it made
+    db = sqlite3.connect(journal_path(path))
+    db.executescript(V1_SCHEMA)
+    db.execute("INSERT INTO meta VALUES ('base_seed', '5')")
+    db.execute("INSERT INTO results (sheet, identity, generation, row, mode, target, output, status, seed, finished)"
+               " VALUES ('Sheet', ?, 0, 2, 'gen_ref', 'ref_image_1', 'generated/ref/old.png', 'done', 77, 1.0)",
+               (legacy,))
+    db.execute("INSERT INTO row_updates (sheet, row, column, value, created) VALUES ('Sheet', 3, 'review', '\"ok\"', 2.0)")
+    db.commit()
+    db.close()
+    calls, good = [], fake_generator()
+    summary = run(path, lambda images, prompt, seed: calls.append(prompt) or good(images, prompt, seed))
+    assert summary.recovered == 1 and calls == ["make the sample"]  # row 2 was not generated again
+    rows = dict(open_workbook(path).rows())
+    assert (rows[2]["ref_image_1"], rows[2]["gen_seed"]) == ("generated/ref/old.png", 77)
+    assert rows[3]["review"] == "ok" and rows[3]["gen_status"] == "done"
+    with Journal.for_workbook(path) as journal:
+        assert journal.meta("schema_version") == "2" and journal.pending_changes("Sheet") == []
+        assert {r.row_id for r in journal.results()} == {rows[2]["editforge_id"], rows[3]["editforge_id"]}
+    assert "generated/ref/old.png" in outputs(tmp_path)

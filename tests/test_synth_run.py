@@ -387,3 +387,51 @@ def test_a_regeneration_queued_during_a_killed_run_is_made_by_the_next_run(tmp_p
     summary = run(path, seed=5)
     row = dict(open_workbook(path).rows())[2]
     assert summary.generated == 1 and row["ref_image_1"] not in (None, first) and row["need_gen"] is False
+
+
+class CheckedGenerator:
+    """A fake generator with the cheap input check real ones have (a tokenizer's limit, here 50 words)."""
+
+    def __init__(self):
+        self.made, self.checked, self.good = [], [], fake_generator()
+
+    def check(self, images, prompt):
+        self.checked.append(prompt)
+        if len(prompt.split()) > 50:
+            raise EditForgeError(f"the prompt is {len(prompt.split())} words; this model reads at most 50")
+
+    def __call__(self, images, prompt, seed):
+        self.made.append(prompt)
+        return self.good(images, prompt, seed)
+
+
+def test_rows_failing_their_own_input_check_neither_stop_the_run_nor_come_back(tmp_path):
+    long = " ".join(["word"] * 5000)
+    rows = ([[f"img/r{i % 3}.png", None, None, None, f"{long} {i}", "t", True] for i in range(12)]
+            + [[f"img/r{i % 3}.png", None, None, None, f"good {i}", "t", True] for i in range(5)])
+    path = make_workbook(tmp_path, rows=rows)
+    generator = CheckedGenerator()
+    summary = run(path, generator, seed=1)
+    assert (summary.generated, summary.failed) == (5, 12)  # twelve failures in a row, and no stop
+    assert generator.made == [f"good {i}" for i in range(5)]  # no model work for a prompt the check refused
+    assert dict(open_workbook(path).rows())[2]["gen_status"] == "failed: the prompt is 5001 words; this model reads at most 50"
+    again = CheckedGenerator()
+    summary = run(path, again, seed=1)  # nothing changed: the failed rows are not tried again
+    assert again.checked == [] and (summary.generated, summary.failed, summary.failed_before) == (0, 0, 12)
+    assert "+12 failed in an earlier run, not retried: --retry-failed" in summary.line() and summary.exit_code == 1
+    Image.new("RGB", (32, 32), (9, 9, 9)).save(tmp_path / "img" / "r0.png")  # new inputs for rows 2, 5, 8, 11
+    summary = run(path, again, seed=1)
+    assert len(again.checked) == 4 and summary.failed_before == 8
+    summary = run(path, again, seed=1, retry_failed=True)
+    assert len(again.checked) == 4 + 12 and summary.failed == 12 and summary.failed_before == 0
+
+
+def test_systemic_failures_stop_the_run_whatever_input_failures_come_between(tmp_path):
+    long = " ".join(["word"] * 60)
+    rows = [["img/r0.png", None, None, None, long if i % 2 else f"crash {i}", "t", True] for i in range(24)]
+    path = make_workbook(tmp_path, rows=rows)
+    generator = CheckedGenerator()
+    generator.good = lambda images, prompt, seed: (_ for _ in ()).throw(RuntimeError("CUDA error: device lost"))
+    with pytest.raises(EditForgeError, match="10 rows in a row failed; last: RuntimeError: CUDA error"):
+        run(path, generator)
+    assert len(generator.made) == 10  # the input failures in between did not reset the count
