@@ -86,12 +86,8 @@ class WorkbookSource:
                                  memory=self.memory)
             column = _column_lookup(book)
             present = [n for n in READ if column(n) is not None]
-            rows, ids = {}, {}
-            for row, values in book.records(present):
-                rows[row] = {column(n): v for n, v in values.items()}
-                row_id = book.row_id(row)
-                if row_id is not None:
-                    ids[row] = row_id
+            rows = {row: {column(n): v for n, v in values.items()} for row, values in book.records(present)}
+            ids = {row: book.row_id(row) for row in rows if book.row_id(row) is not None}  # known after the pass
             # no reference to `book` is kept: a read-only .xlsx holds its file open until collected
             self._base = _Base(book.sheet, column, rows, ids, {i: r for r, i in ids.items()})
             self._stamp = stamp

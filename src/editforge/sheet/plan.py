@@ -70,7 +70,8 @@ def _identity(definition: list) -> str:
 def plan_workbook(book: Workbook, policy: PathPolicy, *, check_files: bool = True) -> Plan:
     ref_keys = plan_columns(book)
     plan = Plan()
-    for row, values in book.records([RAW_IMAGE, *ref_keys, PROMPT, NEED_GEN]):
+    records = list(book.records([RAW_IMAGE, *ref_keys, PROMPT, NEED_GEN]))  # the row ids are known after a pass
+    for row, values in records:
         _note_references(plan.referenced, policy, [values[k] for k in (RAW_IMAGE, *ref_keys)])
         outcome = plan_row(values, row, book.row_id(row), policy, ref_keys, check_files=check_files)
         if isinstance(outcome, Job):

@@ -457,11 +457,20 @@ class Workbook:
                            for c, text in columns}
 
     def records(self, names: Sequence[str]) -> Iterator[tuple[int, dict[str, Any]]]:
-        """Rows below the header as (row number, {name: value}) for `names` (keys or headers)."""
+        """Rows below the header as (row number, {name: value}) for `names` (keys or headers).
+
+        The first full pass also indexes the row ids (a big read-only sheet is not parsed twice); they
+        are known once it ends.
+        """
         picks = [(name, self.column(name)) for name in names]
+        index = _IdIndex(self.sheet, self.column(ROW_ID)) if self._ids is None else None
         for number, values in self._raw_rows():
+            if index is not None:
+                index.add(number, values)
             yield number, {name: self._value(number, c, values[c - 1]) if c is not None and c <= len(values)
                            else None for name, c in picks}
+        if index is not None and self._ids is None:
+            self._ids, self._rows, self._new_ids = index.finish()
 
     def get(self, row: int, name: str) -> Any:
         col = self.column(name)
@@ -481,20 +490,10 @@ class Workbook:
         return self._rows.get(row_id)
 
     def _index_ids(self) -> None:
-        col = self.column(ROW_ID)
-        self._ids, self._rows, self._new_ids = {}, {}, {}
-        needing = []
+        index = _IdIndex(self.sheet, self.column(ROW_ID))
         for number, values in self._raw_rows():
-            if not any(v is not None and str(v).strip() for v in values):
-                continue  # blank rows are layout: no id
-            text = cell_text(values[col - 1]) if col is not None and col <= len(values) else ""
-            if text and text not in self._rows:
-                self._ids[number], self._rows[text] = text, number
-            else:  # no id yet, or a pasted copy of a row above it
-                needing.append(number)
-        for number in needing:
-            new = _new_row_id(self.sheet, number, self._rows)
-            self._ids[number], self._rows[new], self._new_ids[number] = new, number, new
+            index.add(number, values)
+        self._ids, self._rows, self._new_ids = index.finish()
 
     def fill_row_ids(self) -> int:
         """Write the ids assigned in memory into their cells; how many were written."""
@@ -580,6 +579,33 @@ class Workbook:
         atomic_write(self.path, self._grid.write, backup=True, before_replace=unchanged)
         self.stamp = file_stamp(self.path)
         return self.path
+
+
+class _IdIndex:
+    """Row ids from one pass over the rows: ids found first, new ones for the rest once all are known
+    (a new row inserted above a moved one must not take the id the moved one still has)."""
+
+    def __init__(self, sheet: str, col: int | None):
+        self.sheet, self.col = sheet, col
+        self.ids: dict[int, str] = {}
+        self.rows: dict[str, int] = {}
+        self.needing: list[int] = []
+
+    def add(self, number: int, values: tuple) -> None:
+        if not any(v is not None and str(v).strip() for v in values):
+            return  # blank rows are layout: no id
+        text = cell_text(values[self.col - 1]) if self.col is not None and self.col <= len(values) else ""
+        if text and text not in self.rows:
+            self.ids[number], self.rows[text] = text, number
+        else:  # no id yet, or a pasted copy of a row above it
+            self.needing.append(number)
+
+    def finish(self) -> tuple[dict[int, str], dict[str, int], dict[int, str]]:
+        new = {}
+        for number in self.needing:
+            row_id = _new_row_id(self.sheet, number, self.rows)
+            self.ids[number], self.rows[row_id], new[number] = row_id, number, row_id
+        return self.ids, self.rows, new
 
 
 def _new_row_id(sheet: str, row: int, taken: Mapping[str, int]) -> str:
