@@ -50,7 +50,7 @@ def create_app(session: ReviewSession, *, token: str, host: str = "127.0.0.1") -
 
     def state(view: View | None = None) -> dict:
         return {"summary": (view or session.view()).summary(), "waiting_updates": session.waiting_updates(),
-                "write_error": session.last_write_error}
+                "write_error": session.last_write_error, "held": session.last_held}
 
     async def index(request: Request) -> Response:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})

@@ -55,6 +55,7 @@ function showState(data) {
   }
   let note = "";
   if (data.write_error) note = `not written yet: ${data.write_error}`;
+  else if (data.held) note = data.held;
   else if (data.waiting_updates) note = `${data.waiting_updates} change(s) safe in the journal, not in the workbook file yet`;
   $("waiting").textContent = note;
 }
