@@ -8,6 +8,8 @@ import multiprocessing
 import shutil
 import sqlite3
 
+import openpyxl
+
 from editforge.paths import PathPolicy
 from editforge.sheet.fake import fake_generator
 from editforge.sheet.journal import Journal, journal_path
@@ -129,3 +131,39 @@ def test_a_journal_from_before_row_ids_is_migrated_and_its_work_kept(tmp_path):
         assert journal.meta("schema_version") == "2" and journal.pending_changes("Sheet") == []
         assert {r.row_id for r in journal.results()} == {rows[2]["editforge_id"], rows[3]["editforge_id"]}
     assert "generated/ref/old.png" in outputs(tmp_path)
+
+
+def v1_journal_with_a_queued_review(path) -> None:
+    db = sqlite3.connect(journal_path(path))
+    db.executescript(V1_SCHEMA)
+    db.execute("INSERT INTO row_updates (sheet, row, column, value, created) VALUES ('Sheet', 3, 'review', '\"ok\"', 2.0)")
+    db.commit()
+    db.close()
+
+
+def insert_a_row(path) -> None:
+    wb = openpyxl.load_workbook(path)
+    wb.active.insert_rows(2)
+    wb.active["E2"] = "someone's new row"
+    wb.save(path)
+
+
+def test_a_change_queued_before_row_ids_follows_its_row_or_waits_never_lands_elsewhere(tmp_path):
+    path = make_workbook(tmp_path / "saved", rows=ONE_OF_EACH[:3])
+    v1_journal_with_a_queued_review(path)
+    with Journal.for_workbook(path) as journal:
+        writer = SheetWriter(path, journal, PathPolicy(path.parent))  # the first look: row 3 is "make the sample"
+        writer.render(changes=False)  # the rows' ids are saved
+        insert_a_row(path)  # then someone inserts a row and saves before the change is written
+        assert writer.render().updates == 1
+    rows = dict(open_workbook(path).rows())
+    assert (rows[4]["gen_edit_prompt"], rows[4]["review"], rows[3].get("review")) == ("make the sample", "ok", None)
+
+    path = make_workbook(tmp_path / "unsaved", rows=ONE_OF_EACH[:3])
+    v1_journal_with_a_queued_review(path)
+    with Journal.for_workbook(path) as journal:
+        writer = SheetWriter(path, journal, PathPolicy(path.parent))
+        insert_a_row(path)  # before the ids reached the file: position 3 is another row now
+        stats = writer.render()
+    assert stats.updates == 0 and "changed since the change was queued (gen_edit_prompt)" in stats.held[0]
+    assert all(v.get("review") is None for _, v in open_workbook(path).rows())

@@ -321,14 +321,16 @@ class Journal:
         with self.transaction():
             self.db.executemany("UPDATE row_changes SET applied = ? WHERE id = ?", [(now, i) for i in change_ids])
 
-    def adopt_legacy_changes(self, sheet: str, row_id_of) -> None:
-        """Changes queued before row ids name only a row number: give them that row's id, once, by
-        the workbook as it is now (the one the old version queued them against)."""
+    def adopt_legacy_changes(self, sheet: str, row_id_of, expect_of) -> None:
+        """Changes queued before row ids name only a row number: give them, once, that row's id and
+        `expect_of(row)` (cells it must still show) by the workbook as it is now, the one the old
+        version queued them against; a later move of the row is followed, a mismatch holds them."""
         with self.transaction():
             legacy = self.db.execute("SELECT id, row FROM row_changes WHERE sheet = ? AND row_id IS NULL"
                                      " AND applied IS NULL", (sheet,)).fetchall()
-            self.db.executemany("UPDATE row_changes SET row_id = ? WHERE id = ?",
-                                [(row_id_of(row), change) for change, row in legacy if row_id_of(row)])
+            self.db.executemany("UPDATE row_changes SET row_id = ?, expect = ? WHERE id = ?",
+                                [(row_id_of(row), json.dumps(expect_of(row)), change) for change, row in legacy
+                                 if row_id_of(row)])
 
     # -- values of formula cells (openpyxl drops them when it saves) -------------------------------
     def formula_values(self, sheet: str) -> dict[tuple[str, str], tuple[str, Any]]:

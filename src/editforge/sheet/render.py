@@ -31,7 +31,7 @@ from editforge.errors import EditForgeError
 from editforge.paths import PathPolicy
 from editforge.sheet.journal import Journal, Result, RowChange, journal_path
 from editforge.sheet.plan import job_for_row
-from editforge.sheet.schema import GEN_SEED, GEN_STATUS, NEED_GEN, cell_text, false_like
+from editforge.sheet.schema import GEN_SEED, GEN_STATUS, NEED_GEN, PROMPT, cell_text, false_like
 from editforge.sheet.workbook import Workbook, WorkbookChanged, ensure_not_locked, open_workbook, workbook_file
 
 SAVE_ATTEMPTS = 5  # someone saving again and again while we write: give up after this many re-reads
@@ -122,16 +122,17 @@ class SheetWriter:
     def __init__(self, path: str | os.PathLike, journal: Journal, policy: PathPolicy, *, sheet: str | None = None,
                  columns: Mapping[str, str] | None = None, statuses: Callable[[Workbook], bool] | None = None):
         self.journal, self.policy, self.statuses = journal, policy, statuses
+        self._path = path  # as given: Excel's lock file of a symlink's name counts too
         self._open_args = dict(sheet=sheet, columns=columns, memory=journal)
         self.book = open_workbook(path, **self._open_args)
         self._open_args["sheet"] = self.book.sheet or None  # pin it: a save in Excel may change the active one
-        self.adopt_legacy()
+        # Changes queued before row ids name a row number of the file as it is now: give them that row's
+        # id, and its prompt as what it must still show, before anyone's later save can move the row.
+        journal.adopt_legacy_changes(self.book.sheet, self.book.row_id,
+                                     lambda row: {PROMPT: cell_text(self.book.get(row, PROMPT))})
         self._dirty = False                    # the caller's own cells are in self.book, not on disk yet
         self._unsaved = False                  # a save failed after writing into self.book
         self._written: dict[int, Result] = {}  # results this writer saved (re-written after a stale save)
-
-    def adopt_legacy(self) -> None:
-        self.journal.adopt_legacy_changes(self.book.sheet, self.book.row_id)
 
     def render(self, *, results: bool = True, changes: bool = True) -> RenderStats:
         """Apply unrendered results and queued changes (as asked); save if anything changed.
@@ -178,12 +179,11 @@ class SheetWriter:
         for wait in (0.0, 0.2, 0.5, 1.0):  # a program still writing the file in place: give it a moment
             time.sleep(wait)
             try:
-                self.book = open_workbook(self.book.path, **self._open_args)
+                self.book = open_workbook(self._path, **self._open_args)
                 break
             except EditForgeError:
                 if wait == 1.0:
                     raise
-        self.adopt_legacy()
         self._unsaved = False
         self._dirty = False  # what was not saved is written into the new version by this render
         return True
@@ -243,7 +243,7 @@ def apply_updates(workbook: str | os.PathLike, *, sheet: str | None = None, colu
     try:
         ensure_not_locked(workbook, path)  # before reading a big workbook only to find Excel has it
         with Journal.for_workbook(path) as journal:
-            writer = SheetWriter(path, journal, policy or PathPolicy(path.parent, allow_outside=True),
+            writer = SheetWriter(workbook, journal, policy or PathPolicy(path.parent, allow_outside=True),
                                  sheet=sheet, columns=columns)
             return writer.render(results=False)
     finally:

@@ -142,7 +142,7 @@ def synth(workbook: str | Path, make_generator: Callable[[], Generator], options
                 for folder in (path.parent, *out_dirs.values()):  # saves and PNGs a killed run left half-done
                     remove_stale_temps(folder)
                 statuses = _PlanStatuses()
-                writer = SheetWriter(path, journal, policy, sheet=options.sheet, columns=options.columns,
+                writer = SheetWriter(workbook, journal, policy, sheet=options.sheet, columns=options.columns,
                                      statuses=statuses)
                 # The first write: row ids for rows without one, and changes queued while no run could
                 # write them (a review app's regenerations), so this run already redoes those rows. Not

@@ -141,12 +141,12 @@ def check_package(path: Path, limits: XlsxLimits) -> bool:
                 f"{MAX_BYTES_ENV}")
         for info in package.infolist():
             if info.filename.startswith("xl/") and info.filename.endswith(".xml"):
-                cells, formulas = _count_cells(package, info, path, limits)
-                has_formulas = has_formulas or formulas
+                has_formulas = _count_cells(package, info, path, limits) or has_formulas
     return has_formulas
 
 
-def _count_cells(package: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path, limits: XlsxLimits) -> tuple[int, bool]:
+def _count_cells(package: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path, limits: XlsxLimits) -> bool:
+    """Refuse a part past the cell limit (declared or counted); returns whether it holds formulas."""
     cells, formulas, carry, first = 0, False, b"", True
     try:
         with package.open(info) as fh:
@@ -168,7 +168,7 @@ def _count_cells(package: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path, li
             cells += len(_CELL.findall(carry))
     except (zipfile.BadZipFile, OSError, EOFError) as exc:
         raise EditForgeError(f"not a readable .xlsx workbook: {path} ({exc.__class__.__name__})") from exc
-    return cells, formulas or _FORMULA.search(carry) is not None
+    return formulas or _FORMULA.search(carry) is not None
 
 
 def _check_dimension(head: bytes, part: str, path: Path, limits: XlsxLimits) -> None:
