@@ -82,12 +82,16 @@ def test_hostile_and_url_paths_are_flagged_not_followed(tmp_path):
         "image,edit_image,prompt\n"
         "a.png,../../etc/passwd,climb out\n"
         "a.png,https://example.com/x.png,remote\n"
-        "/abs/elsewhere.png,a.png,absolute is the author's choice\n"
+        "/abs/elsewhere.png,a.png,absolute and outside: synth's rule\n"
+        f"{src / 'a.png'},a.png,absolute inside is fine\n"
     )
     samples = load_samples(src).samples
-    assert "hostile path" in samples[0].problems[0] and "leaves the dataset folder" in samples[0].problems[0]
+    assert "leaves the base dir" in samples[0].problems[0] and "../../etc/passwd" in samples[0].problems[0]
     assert "URL" in samples[1].problems[0]
-    assert samples[2].problems == () and samples[2].target == Path("/abs/elsewhere.png")
+    assert "leaves the base dir" in samples[2].problems[0] and "--allow-outside" in samples[2].problems[0]
+    assert samples[3].problems == () and samples[3].target == src / "a.png"
+    allowed = load_samples(src, allow_outside=True).samples
+    assert allowed[2].problems == () and allowed[2].target == Path("/abs/elsewhere.png")
 
 
 def test_diffsynth_csv_json_and_list_cells(tmp_path):

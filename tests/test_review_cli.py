@@ -6,7 +6,10 @@ import json
 import signal
 import subprocess
 import sys
+import urllib.error
 import urllib.request
+
+import pytest
 
 from editforge.sheet.workbook import open_workbook
 from tests.conftest import run_cli
@@ -23,11 +26,15 @@ def test_serves_until_ctrl_c_and_writes_queued_verdicts_on_the_way_out(tmp_path)
         line = proc.stdout.readline()
         assert line.startswith("reviewing data.xlsx on http://127.0.0.1:"), line + proc.stderr.read()
         url = line.split(" on ")[1].split()[0]
-        with urllib.request.urlopen(url + "api/rows", timeout=10) as response:
+        root, token = url.split("?token=")
+        with pytest.raises(urllib.error.HTTPError) as refused:  # without the token: nothing
+            urllib.request.urlopen(root + "api/rows", timeout=10)
+        assert refused.value.code == 403
+        with urllib.request.urlopen(root + "api/rows?token=" + token, timeout=10) as response:
             rows = {r["row"]: r for r in json.load(response)["rows"]}
         with urllib.request.urlopen(url, timeout=10) as response:
             assert b"EditForge review" in response.read()
-        request = urllib.request.Request(url + "api/rows/2/verdict", method="POST",
+        request = urllib.request.Request(root + "api/rows/2/verdict?token=" + token, method="POST",
                                          data=json.dumps({"verdict": "rejected", "seen": rows[2]["images"]}).encode(),
                                          headers={"Content-Type": "application/json"})
         urllib.request.urlopen(request, timeout=10).close()

@@ -26,11 +26,11 @@ SECRET = b"the contents of a file outside the base dir"
 class Served:
     """A review server on a free port, in a thread, on a synth-filled workbook in `folder/book`."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, **session_options):
         self.folder = folder / "book"
         self.path = make_workbook(self.folder, ROWS)
         run(self.path, seed=7)
-        self.session = ReviewSession(self.path)
+        self.session = ReviewSession(self.path, **session_options)
         self.server = ReviewServer(self.session, port=0)
         self.port = urlsplit(self.server.url).port
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -39,12 +39,15 @@ class Served:
         while not self.server.server.started and time.monotonic() < deadline:
             time.sleep(0.01)
 
-    def request(self, method: str, path: str, body=None, headers=None) -> tuple[int, bytes]:
-        """The path goes out byte for byte: no client-side `..` clean-up, unlike browsers and httpx."""
+    def request(self, method: str, path: str, body=None, headers=None, *, token: bool = True) -> tuple[int, bytes]:
+        """The path goes out byte for byte: no client-side `..` clean-up, unlike browsers and httpx.
+        `token`: send the cookie a browser got from the printed address."""
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
         as_json = body is not None and not isinstance(body, bytes)
         data = json.dumps(body).encode() if as_json else body
         sent = {"Content-Type": "application/json"} if as_json else {}
+        if token:
+            sent["Cookie"] = f"editforge_review_{self.port}={self.server.token}"
         conn.request(method, path, body=data, headers={**sent, **(headers or {})})
         response = conn.getresponse()
         return response.status, response.read()
@@ -100,7 +103,7 @@ def test_the_api_lists_rows_records_verdicts_and_regenerates(served):
     assert status == 400 and "unknown verdict" in data["error"]
     assert served.json("GET", "/api/rows/7")[0] == 404
 
-    assert served.session.write() == 4  # the verdict and regenerate's three cells
+    assert served.session.write().updates == 2  # the verdict, and regenerate's three cells as one change
     book = dict(open_workbook(served.path).rows())
     assert (book[2]["review"], book[3]["raw_image"], book[3]["need_gen"]) == ("accepted", None, True)
 
@@ -111,10 +114,39 @@ def test_changes_must_be_json_from_this_host(served):
     assert status == 415  # what a form on another web site could send
     status, _ = served.request("GET", "/api/rows", headers={"Host": "attacker.example"})
     assert status == 400  # DNS rebinding: another site's name pointing at 127.0.0.1
-    conn = http.client.HTTPConnection("127.0.0.1", served.port, timeout=10)
-    conn.request("POST", "/api/rows/2/verdict", body=b"{not json", headers={"Content-Type": "application/json"})
-    assert conn.getresponse().status == 400
+    status, _ = served.request("POST", "/api/rows/2/verdict", b"{not json", {"Content-Type": "application/json"})
+    assert status == 400
     assert served.session.waiting_updates() == 0
+
+
+def test_every_request_needs_the_token_which_the_first_visit_turns_into_a_cookie(served):
+    token = served.server.token
+    assert served.server.url.endswith(f"/?token={token}") and len(token) >= 24
+    for path in ("/", "/api/rows", "/files/img/r0.png", "/static/review.js", f"/?token={token[:-1]}x"):
+        status, body = served.request("GET", path, token=False)
+        assert status == 403 and b"refused" in body and b"EditForge review" not in body
+    conn = http.client.HTTPConnection("127.0.0.1", served.port, timeout=10)
+    conn.request("GET", f"/?token={token}")
+    response = conn.getresponse()
+    assert response.status == 200 and b"EditForge review" in response.read()
+    cookie = response.getheader("Set-Cookie")
+    assert cookie == f"editforge_review_{served.port}={token}; HttpOnly; SameSite=Strict; Path=/"
+    status, _ = served.request("GET", "/api/rows", headers={"Cookie": cookie.split(";")[0]}, token=False)
+    assert status == 200
+    status, _ = served.request("POST", "/api/rows/2/verdict", {"verdict": "accepted", "seen": {}}, token=False)
+    assert status == 403 and served.session.waiting_updates() == 0
+
+
+def test_a_change_from_another_origin_is_refused_even_with_the_cookie(served):
+    seen = {r["row"]: r for r in served.json("GET", "/api/rows")[1]["rows"]}[2]["images"]
+    body = {"verdict": "accepted", "seen": seen}
+    for header in ({"Origin": "http://evil.example"}, {"Origin": "null"},
+                   {"Referer": "http://evil.example/page.html"}, {"Origin": f"http://127.0.0.1:{served.port + 1}"}):
+        status, data = served.request("POST", "/api/rows/2/verdict", body, header)
+        assert status == 403 and b"must come from the review page" in data, header
+        assert served.session.waiting_updates() == 0
+    status, _ = served.request("POST", "/api/rows/2/verdict", body, {"Origin": f"http://127.0.0.1:{served.port}"})
+    assert status == 200 and served.session.waiting_updates() == 1
 
 
 def test_export_writes_only_accepted_rows(served, tmp_path):
@@ -140,6 +172,44 @@ def test_export_waits_for_verdicts_a_synth_run_still_holds(served):
         status, data = served.json("POST", "/api/export", {"format": "diffsynth", "out": "export"})
     assert status == 400 and "not in data.xlsx yet" in data["error"]
     assert not (served.folder / "export").exists()
+
+
+def test_exports_go_only_under_the_export_dir(tmp_path):
+    served = Served(tmp_path, export_dir=tmp_path / "exports")
+    try:
+        rows = {r["row"]: r for r in served.json("GET", "/api/rows")[1]["rows"]}
+        served.json("POST", "/api/rows/2/verdict", {"verdict": "accepted", "seen": rows[2]["images"]})
+        (tmp_path / "exports").mkdir()
+        (tmp_path / "elsewhere").mkdir()
+        os.symlink(tmp_path / "elsewhere", tmp_path / "exports" / "link")
+        for out in (str(tmp_path / "abs"), "../book/x", "/etc/x", "C:\\x", "link/ds", "link", ".", ""):
+            status, data = served.json("POST", "/api/export", {"format": "diffsynth", "out": out})
+            assert status == 400 and ("inside" in data["error"] or "name an output folder" in data["error"]), out
+        assert list((tmp_path / "elsewhere").iterdir()) == [] and not (tmp_path / "abs").exists()
+        status, data = served.json("POST", "/api/export", {"format": "diffsynth", "out": "ds"})
+        assert status == 200 and data["out_dir"] == str(tmp_path / "exports" / "ds")
+    finally:
+        served.stop()
+
+
+def test_a_crafted_manifest_deletes_nothing(served, tmp_path):
+    """`.editforge-export.json` lists what an earlier export wrote, for the next one to remove: entries
+    outside the folder make it damaged, and nothing is deleted."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    rows = {r["row"]: r for r in served.json("GET", "/api/rows")[1]["rows"]}
+    served.json("POST", "/api/rows/2/verdict", {"verdict": "accepted", "seen": rows[2]["images"]})
+    for entries in (["../../victim.txt"], [str(victim)], ["target/../../../victim.txt"], [{"x": 1}], "victim.txt"):
+        export = served.folder / "export"
+        export.mkdir(exist_ok=True)
+        (export / ".editforge-export.json").write_text(json.dumps({"files": entries}))
+        status, data = served.json("POST", "/api/export", {"format": "diffsynth", "out": "export"})
+        assert status == 400 and "is damaged" in data["error"] and "nothing was deleted" in data["error"], entries
+        assert victim.read_text() == "precious"
+    os.symlink(tmp_path, served.folder / "export" / "target")  # a folder inside that leads out
+    (served.folder / "export" / ".editforge-export.json").write_text(json.dumps({"files": ["target/victim.txt"]}))
+    status, data = served.json("POST", "/api/export", {"format": "diffsynth", "out": "export"})
+    assert status == 400 and "through a symlink" in data["error"] and victim.read_text() == "precious"
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 from editforge.errors import EditForgeError
 from editforge.inference.metadata import read_params
 from editforge.review.session import Conflict, ReviewSession
-from editforge.review.view import parse_verdict
+from editforge.sheet.schema import parse_verdict
 from editforge.sheet.journal import Journal
 from editforge.sheet.render import RenderLock
 from editforge.sheet.workbook import open_workbook
@@ -76,7 +76,7 @@ def test_verdicts_reach_the_review_column_and_show_at_once(generated):
     assert session.verdict(2, "accepted", seen=seen).status == "accepted"   # shown before it is written
     assert session.verdict(3, "rejected", seen=session.view().row(3).images).status == "rejected"
     assert cells(generated)[2].get("review") is None                         # queued in the journal
-    assert session.write() == 2
+    assert session.write().updates == 2
     book = cells(generated)
     assert (book[2]["review"], book[3]["review"]) == ("accepted", "rejected")
     session.verdict(2, "", seen=seen)  # undo
@@ -90,7 +90,8 @@ def test_a_verdict_on_a_row_that_changed_meanwhile_is_refused(generated):
     session = session_for(generated)
     old = session.view().row(2).images
     with Journal.for_workbook(generated) as journal:  # synth wrote a new picture into row 2
-        journal.record_update("Sheet", 2, "ref_image_1", "generated/ref/newer.png")
+        journal.record_change("Sheet", open_workbook(generated).row_id(2), {"ref_image_1": "generated/ref/newer.png"},
+                              row=2)
     with pytest.raises(Conflict, match="row 2 changed since you looked"):
         session.verdict(2, "accepted", seen=old)
     with pytest.raises(EditForgeError, match="unknown verdict"):
@@ -261,7 +262,7 @@ def test_review_while_synth_runs_loses_no_update_from_either(tmp_path):
     assert all(r["ref_image_1"].startswith("generated/ref/") and r["gen_status"] == "done" for r in made)
     assert all((tmp_path / r["ref_image_1"]).is_file() for r in made)
     with Journal.for_workbook(path) as journal:
-        assert journal.pending_updates("Sheet") == []
+        assert journal.pending_changes("Sheet") == []
 
 
 def raw_of(row: int) -> str:

@@ -6,7 +6,9 @@ import pytest
 from PIL import Image
 
 from editforge.errors import EditForgeError
-from editforge.sheet.plan import PathResolver, is_true, plan_workbook
+from editforge.paths import PathPolicy
+from editforge.sheet.plan import plan_workbook
+from editforge.sheet.schema import is_true
 from editforge.sheet.workbook import create_workbook, open_workbook
 
 HEADERS = ["raw_image", "ref_image_1", "ref_image_2", "ref_image_3", "gen_edit_prompt", "instruction", "need_gen"]
@@ -22,7 +24,7 @@ def base(tmp_path):
 
 def plan_rows(base, rows, suffix=".xlsx", **kwargs):
     path = create_workbook(base / f"book{suffix}", HEADERS, rows)
-    return plan_workbook(open_workbook(path), PathResolver(base, **kwargs))
+    return plan_workbook(open_workbook(path), PathPolicy(base, **kwargs))
 
 
 # (raw, ref1, ref2, ref3, prompt, need_gen) -> (mode, target, inputs) or ("skip"/"fail", reason)
@@ -114,13 +116,13 @@ def test_referenced_paths_are_normalized(base):
 def test_header_missing_a_needed_column_says_how_to_map_it(base):
     path = create_workbook(base / "b.xlsx", ["raw_image", "ref_image_1", "Prompt", "need_gen"], [])
     with pytest.raises(EditForgeError, match="no gen_edit_prompt column.*--columns gen_edit_prompt="):
-        plan_workbook(open_workbook(path), PathResolver(base))
+        plan_workbook(open_workbook(path), PathPolicy(base))
 
 
 def test_positional_workbook_plans_like_the_original_script(base):
     path = create_workbook(base / "b.xlsx", ["样本", "参考1", "参考2", "参考3", "指令", "训练", "生成"],
                            [["img/r.png", None, None, None, "加一个参考", "t", "TRUE"]])
-    job, = plan_workbook(open_workbook(path), PathResolver(base)).jobs
+    job, = plan_workbook(open_workbook(path), PathPolicy(base)).jobs
     assert (job.mode, job.target, job.prompt) == ("gen_ref", "ref_image_1", "加一个参考")
 
 

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import openpyxl
 import pytest
 
 from editforge.cli import main
@@ -124,3 +125,81 @@ def test_tiny_model_end_to_end(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.strip() == "generated 2, skipped 0, failed 0"
     assert_complete(tmp_path, path, 2)
+
+
+def test_edits_saved_while_synth_runs_survive(tmp_path):
+    """A person edits and saves the workbook (openpyxl, in place) while a real synth process fills it and
+    saves after every row: their cells win, everything else is filled, a row they rewrote is redone."""
+    rows = 16
+    path = make_workbook(tmp_path, rows=[[f"img/r{i % 3}.png", None, None, None, f"make {i}", "t", True]
+                                         for i in range(rows)])
+    synth = editforge(path, "--seed", "5", "--save-every", "1", env={**FAKE, "EDITFORGE_FAKE_DELAY": "0.15"})
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and open_workbook(path).get(3, "gen_status") != "done":
+            time.sleep(0.05)  # wait until synth has saved a few rows
+        wb = openpyxl.load_workbook(path)
+        ws = wb.active
+        ws["F2"] = "a note on a finished row"
+        ws.cell(rows + 1, 5).value = "the last row, rewritten"  # not generated yet
+        ws.insert_rows(2)
+        ws["A2"], ws["E2"], ws["F2"] = "img/r1.png", "inserted by hand", "keep me"
+        wb.save(path)
+        assert synth.poll() is None, "synth ended before the edit: the test proves nothing"
+        out, err = synth.communicate(timeout=120)
+    finally:
+        synth.kill() if synth.poll() is None else None
+    assert synth.returncode == 0, err
+    book = dict(open_workbook(path).rows())
+    assert (book[2]["gen_edit_prompt"], book[2]["instruction"], book[2]["ref_image_1"]) == (
+        "inserted by hand", "keep me", None)
+    assert book[3]["instruction"] == "a note on a finished row" and book[3]["gen_status"] == "done"
+    assert [book[r]["gen_status"] for r in range(3, rows + 1)] == ["done"] * (rows - 2)
+    last = book[rows + 2]
+    assert (last["gen_edit_prompt"], last["ref_image_1"], last["need_gen"]) == ("the last row, rewritten", None, True)
+    again = editforge(path, "--seed", "5", env=FAKE)
+    out, err = again.communicate(timeout=60)
+    assert again.returncode == 0 and out.startswith("generated 1,"), err  # the rewritten row, with its new prompt
+    assert outputs(tmp_path) == cell_paths(path) - {"img/r0.png", "img/r1.png", "img/r2.png"}  # stale one gone
+
+
+def test_a_symlink_to_the_workbook_is_the_same_workbook(tmp_path):
+    path = make_workbook(tmp_path, rows=[ONE_OF_EACH[i % 3] for i in range(6)])
+    alias = tmp_path / "alias.xlsx"
+    alias.symlink_to(path.name)
+    # slower than the 5 s a second run waits for a review app's save to finish
+    first = editforge(path, "--seed", "1", env={**FAKE, "EDITFORGE_FAKE_DELAY": "1.2"})
+    try:
+        deadline = time.monotonic() + 60
+        while not journal_path(path).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        second = editforge(alias, "--seed", "1", env=FAKE)
+        out, err = second.communicate(timeout=60)
+        assert second.returncode == 2 and "another `editforge synth` is running on data.xlsx" in err
+        assert first.poll() is None, "the first run ended before the second started: the test proves nothing"
+        first.communicate(timeout=60)
+    finally:
+        first.kill() if first.poll() is None else None
+    done = editforge(alias, "--seed", "1", env=FAKE)  # through the link: the same journal, nothing to do
+    out, err = done.communicate(timeout=60)
+    assert done.returncode == 0 and out.startswith("generated 0,"), err
+    assert alias.is_symlink() and not journal_path(alias).exists()
+    assert_complete(tmp_path, path, 6)
+
+
+def test_temp_files_of_killed_saves_are_removed_those_of_live_processes_kept(tmp_path):
+    path = make_workbook(tmp_path, rows=ONE_OF_EACH[:1])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        leftovers = [tmp_path / f".data.xlsx.tmp-{dead.pid}", tmp_path / f".data.xlsx.bak-{dead.pid}",
+                     tmp_path / "generated" / "ref" / f".x.png.tmp-{dead.pid}"]
+        in_progress = tmp_path / f".data.xlsx.tmp-{alive.pid}"
+        for leftover in [*leftovers, in_progress]:
+            leftover.parent.mkdir(parents=True, exist_ok=True)
+            leftover.write_bytes(b"half a file")
+        code = editforge(path, "--seed", "1", env=FAKE).wait(timeout=60)
+        assert code == 0 and not any(p.exists() for p in leftovers) and in_progress.exists()
+    finally:
+        alive.kill()

@@ -67,7 +67,9 @@ def test_each_mode_fills_its_cell_and_reports(tmp_path):
     assert [rows[r]["gen_status"] for r in range(2, 8)] == [
         "done", "done", "done", "skipped: empty prompt", "failed: raw_image: file not found: img/nope.png", None]
     assert all(isinstance(rows[r]["gen_seed"], int) for r in (2, 3, 4))
-    assert rows[7] == dict(zip(HEADERS, ONE_OF_EACH[5]), gen_seed=None, gen_status=None)
+    ids = [rows[r]["editforge_id"] for r in range(2, 8)]
+    assert len(set(ids)) == 6 and all(i.startswith("ef") for i in ids)  # every row got its identity
+    assert rows[7] == dict(zip(HEADERS, ONE_OF_EACH[5]), gen_seed=None, gen_status=None, editforge_id=ids[5])
     assert outputs(tmp_path) == cell_paths(path) - {"img/r0.png", "img/r1.png", "img\\r2.png", "img/nope.png"}
     params = read_params(tmp_path / rows[3]["raw_image"])
     assert params["seed"] == rows[3]["gen_seed"] and params["row"] == 3 and params["mode"] == "gen_raw"
@@ -293,15 +295,17 @@ def test_max_rows_and_ctrl_c(tmp_path):
 def test_review_updates_recorded_during_a_run_reach_the_workbook(tmp_path):
     path = make_workbook(tmp_path, rows=ONE_OF_EACH[:3])
     good = fake_generator()
+    row_id = open_workbook(path).row_id(4)  # the id the run gives row 4 (the same in every copy of the file)
 
     def with_reviewer(images, prompt, seed):
         with Journal.for_workbook(path) as journal:  # another process would open its own connection
-            journal.record_update("Sheet", 7, "review", f"seen {prompt}")
+            journal.record_change("Sheet", row_id, {"review": f"seen {prompt}"}, row=4)
         return good(images, prompt, seed)
 
     run(path, with_reviewer, save_every_rows=1)
     book = open_workbook(path)
-    assert book.get(7, "review") == "seen one more ref" and book.column("review") == 10
+    assert book.get(4, "review") == "seen one more ref" and book.row_id(4) == row_id
+    assert [book.headers[c] for c in range(8, 12)] == ["editforge_id", "gen_seed", "gen_status", "review"]
 
 
 def test_the_run_keeps_formulas_styles_widths_comments_and_other_sheets(tmp_path):
@@ -322,8 +326,8 @@ def test_the_run_keeps_formulas_styles_widths_comments_and_other_sheets(tmp_path
     ws = wb.active
     assert ws["H2"].value == "=LEN(E2)" and ws["E2"].font.italic and ws["E2"].comment.text == "careful"
     assert ws.column_dimensions["E"].width == 55 and wb["stats"]["B2"].value == "=COUNTA(data!A:A)"
-    assert [c.value for c in ws[1]][7:] == [None, "gen_seed", "gen_status"]  # after the last used column
-    assert ws["J2"].value == "done" and all(c.value is None for c in ws[3])
+    assert [c.value for c in ws[1]][7:] == [None, "editforge_id", "gen_seed", "gen_status"]  # after the last used
+    assert ws["K2"].value == "done" and all(c.value is None for c in ws[3])  # a blank row gets no id
 
 
 def test_csv_workbooks_work_the_same(tmp_path):
@@ -378,9 +382,56 @@ def test_a_regeneration_queued_during_a_killed_run_is_made_by_the_next_run(tmp_p
     run(path, seed=5)
     first = dict(open_workbook(path).rows())[2]["ref_image_1"]
     with Journal.for_workbook(path) as journal:  # what `review` records for "regenerate"
-        sheet = open_workbook(path).sheet
-        journal.record_update(sheet, 2, "ref_image_1", None)
-        journal.record_update(sheet, 2, "need_gen", True)
+        book = open_workbook(path)
+        journal.record_change(book.sheet, book.row_id(2), {"ref_image_1": None, "need_gen": True}, row=2)
     summary = run(path, seed=5)
     row = dict(open_workbook(path).rows())[2]
     assert summary.generated == 1 and row["ref_image_1"] not in (None, first) and row["need_gen"] is False
+
+
+class CheckedGenerator:
+    """A fake generator with the cheap input check real ones have (a tokenizer's limit, here 50 words)."""
+
+    def __init__(self):
+        self.made, self.checked, self.good = [], [], fake_generator()
+
+    def check(self, images, prompt):
+        self.checked.append(prompt)
+        if len(prompt.split()) > 50:
+            raise EditForgeError(f"the prompt is {len(prompt.split())} words; this model reads at most 50")
+
+    def __call__(self, images, prompt, seed):
+        self.made.append(prompt)
+        return self.good(images, prompt, seed)
+
+
+def test_rows_failing_their_own_input_check_neither_stop_the_run_nor_come_back(tmp_path):
+    long = " ".join(["word"] * 5000)
+    rows = ([[f"img/r{i % 3}.png", None, None, None, f"{long} {i}", "t", True] for i in range(12)]
+            + [[f"img/r{i % 3}.png", None, None, None, f"good {i}", "t", True] for i in range(5)])
+    path = make_workbook(tmp_path, rows=rows)
+    generator = CheckedGenerator()
+    summary = run(path, generator, seed=1)
+    assert (summary.generated, summary.failed) == (5, 12)  # twelve failures in a row, and no stop
+    assert generator.made == [f"good {i}" for i in range(5)]  # no model work for a prompt the check refused
+    assert dict(open_workbook(path).rows())[2]["gen_status"] == "failed: the prompt is 5001 words; this model reads at most 50"
+    again = CheckedGenerator()
+    summary = run(path, again, seed=1)  # nothing changed: the failed rows are not tried again
+    assert again.checked == [] and (summary.generated, summary.failed, summary.failed_before) == (0, 0, 12)
+    assert "+12 failed in an earlier run, not retried: --retry-failed" in summary.line() and summary.exit_code == 1
+    Image.new("RGB", (32, 32), (9, 9, 9)).save(tmp_path / "img" / "r0.png")  # new inputs for rows 2, 5, 8, 11
+    summary = run(path, again, seed=1)
+    assert len(again.checked) == 4 and summary.failed_before == 8
+    summary = run(path, again, seed=1, retry_failed=True)
+    assert len(again.checked) == 4 + 12 and summary.failed == 12 and summary.failed_before == 0
+
+
+def test_systemic_failures_stop_the_run_whatever_input_failures_come_between(tmp_path):
+    long = " ".join(["word"] * 60)
+    rows = [["img/r0.png", None, None, None, long if i % 2 else f"crash {i}", "t", True] for i in range(24)]
+    path = make_workbook(tmp_path, rows=rows)
+    generator = CheckedGenerator()
+    generator.good = lambda images, prompt, seed: (_ for _ in ()).throw(RuntimeError("CUDA error: device lost"))
+    with pytest.raises(EditForgeError, match="10 rows in a row failed; last: RuntimeError: CUDA error"):
+        run(path, generator)
+    assert len(generator.made) == 10  # the input failures in between did not reset the count

@@ -3,7 +3,8 @@
 Every file EditForge writes for the user (workbooks, PNGs, exported datasets, caches, LoRAs) goes
 through `replacing`/`atomic_write`: written beside its final name as `.NAME.tmp-PID`, flushed to disk,
 then renamed over. A reader sees the old file or the new one, never a mix, and a crash leaves at most a
-temp file whose name says what it is (synth deletes such leftovers on its next run).
+temp file whose name says what it is; `remove_stale_temps` deletes those whose process is gone
+(synth does, beside the workbook and in its output folders, when it starts).
 """
 
 from __future__ import annotations
@@ -35,12 +36,49 @@ def temp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
+_TEMP = re.compile(r"^\..+\.(?:tmp|bak)-(\d+)$")  # temp_name's and _backup's staging names
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temp files in `folder` left by processes that are gone (killed mid-save); returns them.
+
+    A file whose process still runs (or whose PID another process now has) is left alone: it may be
+    a save in progress.
+    """
+    folder = Path(folder)
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for path in folder.iterdir():
+        match = _TEMP.match(path.name)
+        if match and not _process_alive(int(match.group(1))) and path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    except OSError:  # pid out of range and the like: no such process
+        return False
+    return True
+
+
 @contextlib.contextmanager
-def replacing(path: str | os.PathLike, *, backup: bool = False, durable: bool = True) -> Iterator[Path]:
+def replacing(path: str | os.PathLike, *, backup: bool = False, durable: bool = True,
+              before_replace: Callable[[], object] | None = None) -> Iterator[Path]:
     """Yield a temporary path beside `path`; when the block ends without error it replaces `path`.
 
     A block that leaves no file at the temporary path replaces nothing (say, because the new content
     equals the old). `backup` keeps the previous file as `NAME.bak`; `durable` fsyncs file and folder.
+    `before_replace` runs last before the rename; raising there leaves `path` as it is.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -51,6 +89,8 @@ def replacing(path: str | os.PathLike, *, backup: bool = False, durable: bool = 
             return
         if durable:
             _fsync(tmp)
+        if before_replace is not None:
+            before_replace()
         if backup and path.exists():
             _backup(path)
         os.replace(tmp, path)
@@ -61,9 +101,9 @@ def replacing(path: str | os.PathLike, *, backup: bool = False, durable: bool = 
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object], *, backup: bool = False,
-                 durable: bool = True) -> Path:
+                 durable: bool = True, before_replace: Callable[[], object] | None = None) -> Path:
     """`write(fh)` the new content of `path` into a temporary file, then rename it over `path`."""
-    with replacing(path, backup=backup, durable=durable) as tmp:
+    with replacing(path, backup=backup, durable=durable, before_replace=before_replace) as tmp:
         with open(tmp, "wb") as fh:
             write(fh)
     return Path(path)

@@ -36,15 +36,18 @@ BaseDir = Annotated[Optional[Path], typer.Option(
     "--base-dir", help="folder relative image paths start from (default: the source's folder)")]
 Sheet = Annotated[Optional[str], typer.Option("--sheet", help="workbook sheet (default: the active one)")]
 OnlyAccepted = Annotated[bool, typer.Option("--only-accepted", help="workbook: only rows whose review says accepted")]
+AllowOutside = Annotated[bool, typer.Option(
+    "--allow-outside", help="accept image paths outside the base dir (absolute, .., symlinks out), as synth's option")]
 
 
-def _load(src, source_format, target_column, control_columns, instruction_column, base_dir, sheet, only_accepted):
+def _load(src, source_format, target_column, control_columns, instruction_column, base_dir, sheet, only_accepted,
+          allow_outside):
     from editforge.dataset import Columns, load_samples
 
     controls = tuple(c.strip() for c in control_columns.split(",") if c.strip()) if control_columns else None
     columns = Columns(target=target_column, controls=controls, instruction=instruction_column)
     return load_samples(src, source_format=source_format, columns=columns, base_dir=base_dir, sheet=sheet,
-                        only_accepted=only_accepted)
+                        only_accepted=only_accepted, allow_outside=allow_outside)
 
 
 def _print_skipped(skipped: list[tuple[str, str]], what: str) -> None:
@@ -73,6 +76,7 @@ def check(
     base_dir: BaseDir = None,
     sheet: Sheet = None,
     only_accepted: OnlyAccepted = False,
+    allow_outside: AllowOutside = False,
     model_family: Annotated[Optional[str], typer.Option(
         "--model-family", help="also check each sample's controls against what this family trains on "
                                "(qwen-image-edit: exactly 1; qwen-image-edit-2509: 0-3; qwen-image: none)")] = None,
@@ -89,7 +93,8 @@ def check(
         raise EditForgeError("--workers must be 1 or more")
     if model_family is not None and model_family not in FAMILIES:
         raise EditForgeError(f"--model-family must be one of {', '.join(FAMILIES)}, not {model_family}")
-    data = _load(src, source_format, target_column, control_columns, instruction_column, base_dir, sheet, only_accepted)
+    data = _load(src, source_format, target_column, control_columns, instruction_column, base_dir, sheet, only_accepted,
+                 allow_outside)
     options = CheckOptions(min_side=min_side, max_side=max_side, aspect_tolerance=aspect_tolerance,
                            near_distance=near_distance, model_family=model_family)
     with progress_bar("img", console=err_console) as progress:
@@ -136,11 +141,13 @@ def export(
     base_dir: BaseDir = None,
     sheet: Sheet = None,
     only_accepted: OnlyAccepted = False,
+    allow_outside: AllowOutside = False,
 ) -> None:
     """Write the dataset in a trainer's layout; the source is never modified, re-exporting is safe."""
     from editforge.dataset import export_dataset
 
-    data = _load(src, source_format, target_column, control_columns, instruction_column, base_dir, sheet, only_accepted)
+    data = _load(src, source_format, target_column, control_columns, instruction_column, base_dir, sheet, only_accepted,
+                 allow_outside)
     _print_skipped(data.skipped, "left out while reading")
     result = export_dataset(data.samples, fmt, out, model_family=model_family, link=link)
     _print_skipped(result.skipped, "left out of the export")
@@ -159,11 +166,13 @@ def import_(
     base_dir: BaseDir = None,
     sheet: Sheet = None,
     only_accepted: OnlyAccepted = False,
+    allow_outside: AllowOutside = False,
 ) -> None:
     """Turn any dataset into a workbook in the synth layout, for review and synth."""
     from editforge.dataset import import_to_workbook
 
-    data = _load(src, source_format, target_column, control_columns, instruction_column, base_dir, sheet, only_accepted)
+    data = _load(src, source_format, target_column, control_columns, instruction_column, base_dir, sheet, only_accepted,
+                 allow_outside)
     _print_skipped(data.skipped, "left out while reading")
     path, skipped = import_to_workbook(data.samples, out, force=force)
     _print_skipped(skipped, "left out of the workbook")

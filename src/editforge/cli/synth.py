@@ -54,6 +54,7 @@ def synth(
     retries: Annotated[int, typer.Option("--retries", min=0, help="new seeds to try when an output fails the quality gate")] = 2,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan, write nothing, load no model")] = False,
     allow_outside: Annotated[bool, typer.Option("--allow-outside", help="accept image paths outside the base dir")] = False,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="try rows that failed in an earlier run again, although their inputs did not change")] = False,
     out_raw: Annotated[str, typer.Option("--out-raw", help="folder for generated samples, relative to the base dir")] = "generated/raw",
     out_ref: Annotated[str, typer.Option("--out-ref", help="folder for generated references, relative to the base dir")] = "generated/ref",
     save_every: Annotated[int, typer.Option("--save-every", min=1, help="write the workbook every N rows ...")] = 100,
@@ -64,7 +65,7 @@ def synth(
 
     options = SynthOptions(
         sheet=sheet, base_dir=base_dir, columns=parse_columns(columns), out_raw=out_raw, out_ref=out_ref,
-        seed=seed, max_rows=max_rows, retries=retries, allow_outside=allow_outside,
+        seed=seed, max_rows=max_rows, retries=retries, allow_outside=allow_outside, retry_failed=retry_failed,
         save_every_rows=save_every, save_every_seconds=save_interval,
     )
     if dry_run:
@@ -82,6 +83,8 @@ def synth(
             console.print(f"[red]failed[/] {failure}", highlight=False)
         if len(summary.failures) > 20:
             console.print(f"... and {len(summary.failures) - 20} more failures (see gen_status)")
+        for note in summary.notes:
+            console.print(f"[yellow]note[/] {note}", highlight=False)
         typer.echo(summary.line())
     raise typer.Exit(summary.exit_code)
 
@@ -98,16 +101,17 @@ def parse_columns(text: str | None) -> dict[str, str]:
 
 
 def model_generator(model: str, load: dict, gen: dict):
-    """Load the pipeline once and return `(images, prompt, seed) -> (image, params)`."""
+    """Load the pipeline once and return `(images, prompt, seed) -> (image, params)` with its `check`."""
     seam = os.environ.get(GENERATOR_ENV)
     if seam:
         module, _, name = seam.partition(":")
         return getattr(importlib.import_module(module), name)()
     import editforge
+    from editforge.inference.generator import PipelineGenerator
 
     pipe = editforge.load_pipeline(model, **load)
     pipe.set_progress_bar_config(disable=True)  # one progress bar: rows, not denoising steps
-    return lambda images, prompt, seed: editforge.generate(pipe, images, prompt, seed=seed, **gen)
+    return PipelineGenerator(pipe, **gen)
 
 
 def accelerate_team():

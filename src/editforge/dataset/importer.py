@@ -4,7 +4,8 @@ Columns: `raw_image` (target), `ref_image_1..3` (controls), `gen_edit_prompt` an
 (both the instruction: the first is what synth would regenerate with, the second what training
 reads), `need_gen` (false: every picture is there), then the extra fields. Paths are written
 relative to the workbook's folder when the images are inside it, absolute otherwise, so the
-workbook reads back the same samples from wherever it is opened.
+workbook reads back the same samples from wherever it is opened. Every cell is a value: a caption
+such as `=HYPERLINK(...)` is stored as text in an .xlsx, never as a formula.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from editforge.dataset.formats.workbook import BOOKKEEPING
-from editforge.dataset.sample import PathResolver, Sample, extra_names
+from editforge.dataset.sample import Sample, extra_names
 from editforge.errors import EditForgeError
-from editforge.sheet.workbook import REF_KEYS, create_workbook, normalize_header
+from editforge.paths import PathPolicy
+from editforge.sheet.schema import BOOKKEEPING, INSTRUCTION_COLUMNS, NEED_GEN, PROMPT, RAW_IMAGE, REF_KEYS, normalize_header
+from editforge.sheet.workbook import create_workbook
 
-INSTRUCTION_COLUMN = "edit_prompt"
-HEADERS = ("raw_image", *REF_KEYS, "gen_edit_prompt", "need_gen", INSTRUCTION_COLUMN)
+INSTRUCTION_COLUMN = INSTRUCTION_COLUMNS[0]
+HEADERS = (RAW_IMAGE, *REF_KEYS, PROMPT, NEED_GEN, INSTRUCTION_COLUMN)
 
 
 def import_to_workbook(samples: list[Sample], out: str | os.PathLike, *, force: bool = False
@@ -27,7 +29,7 @@ def import_to_workbook(samples: list[Sample], out: str | os.PathLike, *, force: 
     out = Path(os.path.abspath(out))
     if out.exists() and not force:
         raise EditForgeError(f"{out} exists; choose a new name or pass --force to replace it")
-    resolver = PathResolver(out.parent)
+    policy = PathPolicy(out.parent)
     taken = {normalize_header(h) for h in HEADERS} | BOOKKEEPING
     extras = extra_names(samples, reserved=lambda n: normalize_header(n) in taken)
     rows, skipped = [], []
@@ -38,8 +40,8 @@ def import_to_workbook(samples: list[Sample], out: str | os.PathLike, *, force: 
         if len(sample.controls) > len(REF_KEYS):
             skipped.append((sample.key, f"{len(sample.controls)} controls; the workbook has {len(REF_KEYS)} ref slots"))
             continue
-        refs = [resolver.relative(p) for p in sample.controls] + [None] * (len(REF_KEYS) - len(sample.controls))
-        rows.append([resolver.relative(sample.target), *refs, sample.instruction, False, sample.instruction,
+        refs = [policy.cell_value(p) for p in sample.controls] + [None] * (len(REF_KEYS) - len(sample.controls))
+        rows.append([policy.cell_value(sample.target), *refs, sample.instruction, False, sample.instruction,
                      *(sample.extra.get(name) for name in extras)])
     create_workbook(out, [*HEADERS, *extras], rows)
     return out, skipped

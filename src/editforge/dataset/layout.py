@@ -6,7 +6,9 @@ folder hold exactly that. Image names are `<six-digit index>-<original stem>`, o
 Re-exporting into the same folder rewrites nothing that is already right and removes files an
 earlier export wrote that the new one does not (a folder-scanning trainer would train on them). A
 folder that holds anything else is refused: an export never deletes or overwrites a user's files,
-and never writes into a source file (copies go to a temp name and are renamed into place).
+and never writes into a source file (copies go to a temp name and are renamed into place). The
+manifest is data like any other: an entry that is not a relative path resolving inside the folder
+(`../../x`, an absolute path, a path through a symlink out) makes it damaged, and nothing is deleted.
 """
 
 from __future__ import annotations
@@ -87,9 +89,15 @@ def prepare_out_dir(out_dir: Path) -> set[str]:
     manifest = out_dir / MANIFEST
     if manifest.is_file():
         try:
-            return set(json.loads(manifest.read_text(encoding="utf-8"))["files"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise EditForgeError(f"{manifest} is damaged ({exc}); delete the folder's contents and export again")
+            files = json.loads(manifest.read_text(encoding="utf-8"))["files"]
+            if not isinstance(files, list):
+                raise TypeError("files is not a list")
+            for rel in files:
+                _check_entry(out_dir, rel)
+            return set(files)
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+            raise EditForgeError(f"{manifest} is damaged ({exc}); nothing was deleted; delete the folder's "
+                                 "contents and export again")
     if out_dir.exists() and not out_dir.is_dir():
         raise EditForgeError(f"--out {out_dir} is a file; give a folder")
     if out_dir.is_dir() and any(out_dir.iterdir()):
@@ -100,12 +108,28 @@ def prepare_out_dir(out_dir: Path) -> set[str]:
     return set()
 
 
+def _check_entry(out_dir: Path, rel) -> None:
+    """A manifest entry must name a file inside `out_dir`, symlinks followed; ValueError otherwise."""
+    if not isinstance(rel, str) or not rel or "\x00" in rel:
+        raise ValueError(f"entry {rel!r} is not a file name")
+    if rel.startswith("/") or "\\" in rel or re.match(r"^[A-Za-z]:", rel) or ".." in rel.split("/"):
+        raise ValueError(f"entry {rel!r} is not a path inside the export folder")
+    root = os.path.realpath(out_dir)
+    if not os.path.realpath(os.path.join(out_dir, rel)).startswith(root.rstrip(os.sep) + os.sep):
+        raise ValueError(f"entry {rel!r} leaves the export folder through a symlink")
+
+
 def write_plan(out_dir: Path, plan: ExportPlan, *, link: bool = False) -> None:
     """Make `out_dir` hold exactly the planned files; see the module docstring."""
     out_dir = Path(os.path.abspath(out_dir))
     previous = prepare_out_dir(out_dir)
     planned = plan.files()
     out_dir.mkdir(parents=True, exist_ok=True)
+    for rel in planned:  # a folder inside that is a symlink out would take our files elsewhere
+        try:
+            _check_entry(out_dir, rel)
+        except ValueError as exc:
+            raise EditForgeError(f"cannot export into {out_dir}: {exc}") from None
     # Record every file this run may leave behind before writing any, so a crash mid-way still lets
     # the next export clean up after it.
     _write_manifest(out_dir, sorted(previous | set(planned)))

@@ -3,20 +3,15 @@
 A `Sample` is a target image (what the model should produce), 0-3 control images (what it is given,
 in order) and the instruction. Paths are absolute; `key` says where the sample came from ("row 12",
 "line 3", "cat.png") so every message can point the user at it. Problems found while reading (a path
-that climbs out of the dataset folder) travel with the sample: `check` reports them and `export`
-leaves such samples out, so one bad row never stops the rest.
+that leaves the dataset folder, a URL, a number where a path belongs: `editforge.paths.PathPolicy`,
+the rule synth applies too) travel with the sample: `check` reports them and `export` leaves such
+samples out, so one bad row never stops the rest.
 """
 
 from __future__ import annotations
 
-import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from editforge.files import portable_path
-
-_URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
 
 @dataclass(frozen=True)
@@ -54,37 +49,6 @@ class Dataset:
     format: str
     samples: list[Sample]
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (key, reason)
-
-
-class PathResolver:
-    """Path text from a dataset file -> absolute path, relative ones taken from `base`.
-
-    A relative path that climbs out of `base` (`../../etc/passwd`) is hostile: a downloaded dataset
-    must not make `export` copy arbitrary files of this machine into a training set. Absolute paths
-    are the dataset author's explicit choice (musubi-tuner writes them) and are kept.
-    """
-
-    def __init__(self, base: str | os.PathLike):
-        self.base = Path(os.path.abspath(base))
-
-    def resolve(self, text: str, problems: list[str]) -> Path:
-        text, absolute = portable_path(text)
-        if _URL.match(text):
-            problems.append(f"URL instead of a file: {text} (download it first)")
-            return Path(text)
-        if absolute:
-            return Path(os.path.normpath(text))
-        path = Path(os.path.normpath(self.base / text))
-        if path != self.base and self.base not in path.parents:
-            problems.append(f"hostile path {text!r} leaves the dataset folder {self.base}")
-        return path
-
-    def relative(self, path: Path) -> str:
-        """How a file is written into a table beside `base`: relative inside it, else absolute."""
-        path = Path(os.path.abspath(path))
-        if self.base in path.parents:
-            return path.relative_to(self.base).as_posix()
-        return path.as_posix()
 
 
 def extra_names(samples: list[Sample], reserved) -> list[str]:

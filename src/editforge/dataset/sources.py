@@ -18,15 +18,17 @@ from typing import Iterator
 from editforge.dataset.formats import diffsynth, folders, hf, musubi, workbook
 from editforge.dataset.sample import Columns, Dataset
 from editforge.errors import EditForgeError
-from editforge.sheet.workbook import STANDARD_KEYS, XLSX_SUFFIXES, normalize_header
+from editforge.sheet.schema import STANDARD_KEYS, normalize_header
+from editforge.sheet.workbook import XLSX_SUFFIXES
 
 SOURCE_FORMATS = ("workbook", "diffsynth", "musubi", "hf", "folders")
 
 
 def load_samples(src: str | os.PathLike, *, source_format: str | None = None, columns: Columns = Columns(),
                  base_dir: str | os.PathLike | None = None, sheet: str | None = None,
-                 only_accepted: bool = False) -> Dataset:
-    """Read a dataset as samples. `base_dir`: where relative paths start (default: the source's folder)."""
+                 only_accepted: bool = False, allow_outside: bool = False) -> Dataset:
+    """Read a dataset as samples. `base_dir`: where relative paths start (default: the source's folder);
+    a path leaving it is a sample's problem unless `allow_outside` (`editforge.paths.PathPolicy`)."""
     src = Path(os.path.abspath(src))
     if not src.exists():
         raise EditForgeError(f"dataset not found: {src}")
@@ -35,11 +37,12 @@ def load_samples(src: str | os.PathLike, *, source_format: str | None = None, co
         raise EditForgeError(f"--sheet and --only-accepted apply to a workbook; {src.name} is a {fmt} dataset")
     base = Path(os.path.abspath(base_dir)) if base_dir is not None else None
     if fmt == "workbook":
-        return workbook.read(path, columns=columns, base_dir=base, sheet=sheet, only_accepted=only_accepted)
+        return workbook.read(path, columns=columns, base_dir=base, sheet=sheet, only_accepted=only_accepted,
+                             allow_outside=allow_outside)
     if fmt == "folders":
-        return folders.read(path, columns=columns)
+        return folders.read(path, columns=columns, allow_outside=allow_outside)
     reader = {"diffsynth": diffsynth.read, "musubi": musubi.read, "hf": hf.read}[fmt]
-    return reader(path, columns=columns, base_dir=base)
+    return reader(path, columns=columns, base_dir=base, allow_outside=allow_outside)
 
 
 def _locate(src: Path, wanted: str | None) -> tuple[str, Path]:
@@ -90,7 +93,8 @@ def _file_format(path: Path) -> str | None:
 
 
 def _first_record(path: Path) -> dict:
-    with open(path, encoding="utf-8-sig") as fh:
+    # errors="replace": a byte that is not UTF-8 is the reader's to report (with the line), not detection's
+    with open(path, encoding="utf-8-sig", errors="replace") as fh:
         for line in fh:
             if line.strip():
                 try:

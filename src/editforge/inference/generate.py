@@ -14,7 +14,7 @@ from PIL import Image
 
 from editforge.errors import EditForgeError
 from editforge.inference.call import call_arguments, negative_prompt_for, run_call
-from editforge.inference.sizes import aspect_size, default_size
+from editforge.inference.sizes import aspect_size, default_size, size_problem
 from editforge.models.registry import count_text, family_of
 
 POSITIVE_MAGIC = {"en": ", Ultra HD, 4K, cinematic composition.", "zh": ", 超清，4K，电影级构图."}
@@ -56,10 +56,8 @@ def generate(
     info = pipeline_info(pipe)
     family = family_of(pipe)
     images = list(images)
-    if len(images) not in family.image_counts:
-        raise EditForgeError(f"{family.name} takes {count_text(family.image_counts, 'input image')}, got {len(images)}")
-    if not prompt or not prompt.strip():
-        raise EditForgeError("the prompt is empty")
+    check_request(pipe, [img.size for img in images], prompt, max_pixels=max_pixels,
+                  condition_pixels=condition_pixels)
     steps = steps or info["default_steps"]
     if steps < 2 and pipe.scheduler.config.get("shift_terminal"):
         # diffusers divides by (1 - last sigma) to stretch the schedule: with one step that is 0/0 -> NaN
@@ -105,6 +103,33 @@ def generate(
         "quantize": info.get("quantize"),
     }
     return image, params
+
+
+def check_request(pipe, sizes: Sequence[tuple[int, int]], prompt: str, *, max_pixels: int | None = None,
+                  condition_pixels: int | None = None) -> None:
+    """Refuse, before any model work, a request the pipeline cannot take: the wrong number of images,
+    an empty prompt, an edit prompt longer than the text encoder reads (the Edit pipelines do not
+    truncate; 1024 tokens, their `tokenizer_max_length`), a picture whose aspect ratio rounds a side
+    to nothing at the areas the pipeline resizes it to. Each is an `EditForgeError` saying the limit."""
+    info = pipeline_info(pipe)
+    family = family_of(pipe)
+    if len(sizes) not in family.image_counts:
+        raise EditForgeError(f"{family.name} takes {count_text(family.image_counts, 'input image')}, got {len(sizes)}")
+    if not prompt or not prompt.strip():
+        raise EditForgeError("the prompt is empty")
+    if not family.is_edit:
+        return  # the text-to-image pipeline truncates a long prompt to its tokenizer_max_length itself
+    limit = getattr(pipe, "tokenizer_max_length", 1024)
+    tokens = len(pipe.tokenizer(prompt)["input_ids"])
+    if tokens > limit:
+        raise EditForgeError(f"the prompt is {tokens} tokens; {family.name} reads at most {limit} (shorten it)")
+    areas = {"output": max_pixels or info["max_pixels"]}
+    if family.condition_pixels:  # Edit-2509: every input also goes to the VL encoder at its own area
+        areas["condition"] = condition_pixels or info["condition_pixels"]
+    for size in sizes:
+        problem = size_problem(size, areas)
+        if problem is not None:
+            raise EditForgeError(f"{family.name}: {problem}")
 
 
 def edit(pipe, images: Image.Image | Sequence[Image.Image], prompt: str, *, seed: int, **options) -> Image.Image:

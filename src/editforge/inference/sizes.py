@@ -32,6 +32,24 @@ def dimensions_for_area(area: int, ratio: float) -> tuple[int, int]:
     return round(width / 32) * 32, round(height / 32) * 32
 
 
+# Qwen2-VL's image processor refuses a picture whose long side is 200 times its short side or more.
+VL_MAX_ASPECT = 200
+
+
+def size_problem(size: tuple[int, int], areas: dict[str, int]) -> str | None:
+    """Why a picture of `size` cannot go through the pipelines at `areas` ({"output": pixels, ...}): a side
+    that rounds to nothing, or an aspect the VL encoder refuses. None when it can; the text says the limit."""
+    width, height = size
+    for name, area in areas.items():
+        w, h = dimensions_for_area(area, width / height)
+        if min(w, h) < 32 or max(w, h) / min(w, h) >= VL_MAX_ASPECT:
+            longest = min(VL_MAX_ASPECT - 1, int(area / 17**2))  # a short side of 17 px still rounds up to 32
+            return (f"a {width}x{height} picture (aspect {max(width, height) / min(width, height):.0f}:1) does not fit: "
+                    f"at the {name} area of {area} pixels the model takes aspect ratios up to about {longest}:1 "
+                    "(crop it)")
+    return None
+
+
 def output_size(area: int, reference: tuple[int, int], multiple_of: int = 16) -> tuple[int, int]:
     width, height = dimensions_for_area(area, reference[0] / reference[1])
     return width // multiple_of * multiple_of, height // multiple_of * multiple_of

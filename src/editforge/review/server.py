@@ -3,13 +3,15 @@
     GET  /                          the page
     GET  /api/rows                  every row to review, the summary, the filter choices
     GET  /api/rows/{row}            one row with the generation parameters stored in its PNG
-    POST /api/rows/{row}/verdict    {"verdict": "accepted" | "rejected" | "", "seen": {images}}
-    POST /api/rows/{row}/regenerate {"seen": {images}}
-    POST /api/export                {"format", "out", "model_family"}: accepted rows -> dataset exporter
+    POST /api/rows/{row}/verdict    {"verdict": "accepted" | "rejected" | "", "seen": {images}, "row_id"}
+    POST /api/rows/{row}/regenerate {"seen": {images}, "row_id"}
+    POST /api/export                {"format", "out", "model_family"}: accepted rows -> dataset exporter,
+                                    `out` a folder under the export dir named when the app started
     GET  /files/{path}              an image under the base dir (see files.py)
 
-Only a local page can drive it: the Host header must name this server (a DNS-rebinding page cannot)
-and changes must be JSON POSTs (a form on another site cannot send one without CORS, which is off).
+Only the page the app served can drive it: every request needs the app's token (access.py), the
+Host header must name this server (a DNS-rebinding page cannot), changes must come from this
+origin and be JSON POSTs (a form on another site cannot send one without CORS, which is off).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from editforge.errors import EditForgeError
+from editforge.review.access import TokenGate, new_token
 from editforge.review.export import DEFAULT_FAMILY, FAMILIES, FORMATS, export_accepted
 from editforge.review.files import Refused, confined_file, file_url
 from editforge.review.session import Conflict, ReviewSession
@@ -37,7 +40,7 @@ STATIC = Path(__file__).with_name("static")
 LOCAL_HOSTS = ["127.0.0.1", "localhost", "[::1]", "::1"]
 
 
-def create_app(session: ReviewSession, *, host: str = "127.0.0.1") -> Starlette:
+def create_app(session: ReviewSession, *, token: str, host: str = "127.0.0.1") -> Starlette:
     def row_json(row: RowView | None) -> dict | None:
         if row is None:
             return None
@@ -47,7 +50,7 @@ def create_app(session: ReviewSession, *, host: str = "127.0.0.1") -> Starlette:
 
     def state(view: View | None = None) -> dict:
         return {"summary": (view or session.view()).summary(), "waiting_updates": session.waiting_updates(),
-                "write_error": session.last_write_error}
+                "write_error": session.last_write_error, "held": session.last_held}
 
     async def index(request: Request) -> Response:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
@@ -65,10 +68,9 @@ def create_app(session: ReviewSession, *, host: str = "127.0.0.1") -> Starlette:
         if row is None:
             return _error(404, f"row {number} has no pictures to review")
         params = {}
-        if row.generated:
-            path = session.resolver.resolve(row.images[row.generated])[0]
-            if session.relative(row.images[row.generated]) is not None:
-                params = png_params(path)
+        rel = session.relative(row.images[row.generated]) if row.generated else None
+        if rel is not None:
+            params = png_params(session.base / rel)
         return JSONResponse({"row": row_json(row), "params": params})
 
     async def verdict(request: Request) -> Response:
@@ -77,7 +79,8 @@ def create_app(session: ReviewSession, *, host: str = "127.0.0.1") -> Starlette:
             return body
         number = request.path_params["row"]
         return await _act(lambda: {"row": row_json(session.verdict(number, str(body.get("verdict") or ""),
-                                                                   seen=body.get("seen") or {})), **state()})
+                                                                   seen=body.get("seen") or {},
+                                                                   row_id=body.get("row_id"))), **state()})
 
     async def regenerate(request: Request) -> Response:
         body = await _json_body(request)
@@ -86,7 +89,7 @@ def create_app(session: ReviewSession, *, host: str = "127.0.0.1") -> Starlette:
         number = request.path_params["row"]
 
         def run():
-            row, moved = session.regenerate(number, seen=body.get("seen") or {})
+            row, moved = session.regenerate(number, seen=body.get("seen") or {}, row_id=body.get("row_id"))
             return {"row": row_json(row), "moved_to": moved.relative_to(session.base).as_posix() if moved else None,
                     **state()}
         return await _act(run)
@@ -119,7 +122,8 @@ def create_app(session: ReviewSession, *, host: str = "127.0.0.1") -> Starlette:
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     wildcard = host in ("0.0.0.0", "::", "")  # bound to every interface: any name may reach it
-    middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=["*"] if wildcard else [*LOCAL_HOSTS, host])]
+    middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=["*"] if wildcard else [*LOCAL_HOSTS, host]),
+                  Middleware(TokenGate, token=token)]
     return Starlette(routes=routes, middleware=middleware, exception_handlers={EditForgeError: _user_error})
 
 
@@ -148,17 +152,20 @@ def _error(status: int, message: str) -> JSONResponse:
 
 class ReviewServer:
     """The app bound to `host:port` (0: any free port). Binding first makes a taken port a one-line
-    error before anything starts, and tells the real port for `url`."""
+    error before anything starts, and tells the real port for `url` (which carries the token)."""
 
-    def __init__(self, session: ReviewSession, *, host: str = "127.0.0.1", port: int = 7860):
+    def __init__(self, session: ReviewSession, *, host: str = "127.0.0.1", port: int = 7860,
+                 token: str | None = None):
         import uvicorn
 
         self.session = session
+        self.token = token or new_token()
         self.socket = _bind(host, port)
         shown = "127.0.0.1" if host in ("0.0.0.0", "") else "[::1]" if host == "::" else host
         shown = f"[{shown}]" if ":" in shown and not shown.startswith("[") else shown
-        self.url = f"http://{shown}:{self.socket.getsockname()[1]}/"
-        config = uvicorn.Config(create_app(session, host=host), log_level="warning", access_log=False)
+        self.url = f"http://{shown}:{self.socket.getsockname()[1]}/?token={self.token}"
+        config = uvicorn.Config(create_app(session, token=self.token, host=host), log_level="warning",
+                                access_log=False)
         self.server = uvicorn.Server(config)
 
     def run(self) -> None:

@@ -1,10 +1,12 @@
 """One review session on one workbook: what the page shows, the verdicts, and regeneration.
 
-Every change is a queued row update in the synth journal (`Journal.record_update`), never a write
-to the workbook file: a running `editforge synth` holds the workbook in memory and would overwrite
-it. A background thread then writes queued updates with `apply_updates` (atomic save) soon after a
-change, and again whenever it finds some waiting, e.g. once a synth run that held the workbook ends
-(that run also writes them itself, at its next save).
+Every change is a queued change in the synth journal (`Journal.record_change`), never a write to
+the workbook file: only the holder of the workbook's lock writes it (a running `editforge synth`, or
+this app when none runs). A change names its row by id and carries the pictures the reviewer saw, so
+it lands on that row wherever a sort or an insert moved it, and never on a row that shows something
+else. A background thread writes queued changes with `apply_updates` (atomic save, into the file as
+it is on disk then) soon after a change, and again whenever it finds some waiting, e.g. once a synth
+run that held the workbook ends (that run also writes them itself, at its next save).
 
     session = ReviewSession("data.xlsx")
     session.start()                                  # the background writer
@@ -23,10 +25,12 @@ from pathlib import Path
 from typing import Mapping
 
 from editforge.errors import EditForgeError
+from editforge.paths import BadPath, PathPolicy
+from editforge.review.view import RowView, View, WorkbookSource, read_view
 from editforge.sheet.journal import Journal
-from editforge.sheet.plan import PathResolver
-from editforge.sheet.render import apply_updates
-from editforge.review.view import ACCEPTED, REJECTED, REVIEW, RowView, View, WorkbookSource, read_view
+from editforge.sheet.render import RenderStats, apply_updates
+from editforge.sheet.schema import ACCEPTED, IMAGE_KEYS, NEED_GEN, REJECTED, REVIEW
+from editforge.sheet.workbook import file_stamp, workbook_file
 
 REJECTED_DIR = "rejected"
 POLL_S = 2.0       # how often the writer looks for updates that are still waiting
@@ -40,53 +44,67 @@ class Conflict(EditForgeError):
 
 class ReviewSession:
     def __init__(self, workbook: str | os.PathLike, *, base_dir: str | os.PathLike | None = None,
-                 sheet: str | None = None, columns: Mapping[str, str] | None = None):
-        self.workbook = Path(workbook)
-        if not self.workbook.is_file():
-            raise EditForgeError(f"workbook not found: {self.workbook}")
+                 sheet: str | None = None, columns: Mapping[str, str] | None = None,
+                 export_dir: str | os.PathLike | None = None):
+        self.workbook = workbook_file(workbook)  # a symlink is followed: the lock and journal are the file's
         self.base = Path(os.path.abspath(base_dir or self.workbook.parent))
         if not self.base.is_dir():
             raise EditForgeError(f"base dir not found: {self.base}")
+        # the only folder exports go under (the page names a folder inside it)
+        self.export_dir = Path(os.path.abspath(export_dir)) if export_dir is not None else self.base
+        if self.export_dir.exists() and not self.export_dir.is_dir():
+            raise EditForgeError(f"export dir {self.export_dir} is a file; name a folder")
         # Normalizes any cell path; confinement is checked where a file is served or moved.
-        self.resolver = PathResolver(self.base, allow_outside=True)
-        self.source = WorkbookSource(self.workbook, sheet=sheet, columns=columns)
+        self.policy = PathPolicy(self.base, allow_outside=True)
+        self.journal = Journal.for_workbook(self.workbook)
+        self.source = WorkbookSource(self.workbook, sheet=sheet, columns=columns, memory=self.journal)
         self.sheet = self.source.load().sheet
         # Pin the sheet by name: saving in Excel may change which one is active.
         self.source.sheet_option = self.sheet or None
-        self.journal = Journal.for_workbook(self.workbook)
         self.last_write_error: str | None = None
+        self.last_held: str | None = None  # queued changes that wait for their row, one line
         self._lock = threading.RLock()  # one sqlite connection, used from the server's threads
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._writer: threading.Thread | None = None
+        self._written: tuple | None = None  # (changes left queued, file stamp) after the last write
 
     # -- reading -----------------------------------------------------------------------------------
     def view(self) -> View:
         with self._lock:
-            return read_view(self.source, self.journal, self.resolver)
+            return read_view(self.source, self.journal, self.policy)
 
     def waiting_updates(self) -> int:
-        """Updates recorded but not in the workbook file yet (a synth run holds it, or Excel does)."""
+        """Changes recorded but not in the workbook file yet (a synth run holds it, Excel does, or
+        their row is gone or changed: `last_held` says)."""
         with self._lock:
-            return len(self.journal.pending_updates(self.sheet))
+            return len(self.journal.pending_changes(self.sheet))
 
     def relative(self, text: str) -> str | None:
-        """A cell's path relative to the base dir, or None when it points outside."""
-        path, rel = self.resolver.resolve(text)
+        """A cell's path relative to the base dir, or None when it points outside (or is no path)."""
+        try:
+            path, rel = self.policy.resolve(text)
+        except BadPath:
+            return None
         return rel if self.base in path.parents else None
 
     # -- changes -----------------------------------------------------------------------------------
-    def verdict(self, row: int, verdict: str, *, seen: Mapping[str, str]) -> RowView:
-        """Write `accepted`, `rejected` or "" (no verdict) into the review column of `row`."""
+    def verdict(self, row: int, verdict: str, *, seen: Mapping[str, str], row_id: str | None = None) -> RowView:
+        """Write `accepted`, `rejected` or "" (no verdict) into the review column of `row`.
+
+        `seen`: the pictures the reviewer judged; `row_id` (optional) the row's id as the page knew it.
+        """
         if verdict not in (ACCEPTED, REJECTED, ""):
             raise EditForgeError(f"unknown verdict {verdict!r}: use accepted, rejected or an empty one")
         with self._lock:
-            self._current(row, seen)
-            self.journal.record_update(self.sheet, row, REVIEW, verdict or None, source=SOURCE)
+            current = self._current(row, seen, row_id)
+            self.journal.record_change(self.sheet, current.row_id, {REVIEW: verdict or None}, row=row,
+                                       expect=_shown(current), source=SOURCE)
             self._wake.set()
             return self.view().row(row)
 
-    def regenerate(self, row: int, *, seen: Mapping[str, str]) -> tuple[RowView | None, Path | None]:
+    def regenerate(self, row: int, *, seen: Mapping[str, str],
+                   row_id: str | None = None) -> tuple[RowView | None, Path | None]:
         """Move the row's generated picture into rejected/, clear its cell, set need_gen, drop the verdict.
 
         The cleared cell is what makes the next `editforge synth` redo the row: with the slot empty,
@@ -94,20 +112,20 @@ class ReviewSession:
         row as it is now and where the old picture went (None if it was already gone).
         """
         with self._lock:
-            current = self._current(row, seen)
+            current = self._current(row, seen, row_id)
             if current.generated is None:
                 raise EditForgeError(f"row {row} has no generated picture (none in the journal or in PNG "
                                      "metadata); set need_gen yourself to have synth fill an empty slot")
             text = current.images[current.generated]
-            path, rel = self.resolver.resolve(text)
-            if self.base not in path.parents:
+            rel = self.relative(text)
+            if rel is None:
                 raise EditForgeError(f"row {row}: {text} is outside the base dir {self.base}; not moving it")
+            path = self.base / rel
             moved = _move_to_rejected(self.base, path, rel) if path.is_file() else None
-            try:
-                with self.journal.transaction():  # all three reach the workbook together or not at all
-                    self.journal.record_update(self.sheet, row, current.generated, None, source=SOURCE)
-                    self.journal.record_update(self.sheet, row, "need_gen", self._true(), source=SOURCE)
-                    self.journal.record_update(self.sheet, row, REVIEW, None, source=SOURCE)
+            try:  # one change: the three cells reach the workbook together or not at all
+                self.journal.record_change(self.sheet, current.row_id,
+                                           {current.generated: None, NEED_GEN: self._true(), REVIEW: None},
+                                           row=row, expect=_shown(current), source=SOURCE)
             except BaseException:
                 if moved is not None:  # the row still points at the picture: put it back
                     shutil.move(moved, path)
@@ -115,14 +133,15 @@ class ReviewSession:
             self._wake.set()
             return self.view().row(row), moved
 
-    def _current(self, row: int, seen: Mapping[str, str]) -> RowView:
+    def _current(self, row: int, seen: Mapping[str, str], row_id: str | None) -> RowView:
         if not isinstance(seen, Mapping):
             raise EditForgeError("`seen` must map column keys to the image paths shown")
         current = self.view().row(row)
         if current is None:
             raise EditForgeError(f"row {row} has no pictures to review")
-        if dict(seen) != current.images:
-            raise Conflict(f"row {row} changed since you looked at it (a synth run wrote it); look again")
+        if dict(seen) != current.images or row_id not in (None, current.row_id):
+            raise Conflict(f"row {row} changed since you looked at it (a synth run or an edit of the workbook); "
+                           "look again")
         if current.need_gen:  # its picture is about to be replaced: a verdict would outlive it
             raise EditForgeError(f"row {row} is waiting for `editforge synth` (need_gen is set); review it after")
         return current
@@ -132,20 +151,37 @@ class ReviewSession:
         return "TRUE" if self.workbook.suffix.lower() == ".csv" else True
 
     # -- writing the workbook ----------------------------------------------------------------------
-    def write(self) -> int | None:
-        """Apply queued updates to the workbook now. None: a synth run holds it (it writes them) or
-        the file is open in Excel (`last_write_error` says so); they stay queued either way."""
-        # Under the lock: a view read meanwhile could see the old file but the updates as applied.
+    def write(self) -> RenderStats | None:
+        """Apply queued changes (and row ids a row lacks) to the workbook now. None: a synth run holds
+        it (it writes them) or the file is open in Excel (`last_write_error` says so); they stay
+        queued either way. Changes whose row is gone or changed stay queued: `last_held` says so."""
+        # Under the lock: a view read meanwhile could see the old file but the changes as applied.
         with self._lock:
             try:
-                applied = apply_updates(self.workbook, sheet=self.source.sheet_option, columns=self.source.columns)
+                stats = apply_updates(self.workbook, sheet=self.source.sheet_option, columns=self.source.columns,
+                                      policy=self.policy)
             except EditForgeError as exc:
                 self.last_write_error = str(exc)
                 return None
             self.last_write_error = None
-            return applied
+            if stats is not None:
+                self.last_held = stats.held_line()
+                waiting = frozenset(c.id for c in self.journal.pending_changes(self.sheet))
+                self._written = (waiting, file_stamp(self.workbook))
+            return stats
+
+    def _write_due(self) -> bool:
+        """Whether a write could do something: never written, new changes, or the file changed (a row
+        a held change waits for may be back)."""
+        with self._lock:
+            if self._written is None:
+                return True
+            waiting = frozenset(c.id for c in self.journal.pending_changes(self.sheet))
+            return bool(waiting) and (waiting, file_stamp(self.workbook)) != self._written
 
     def start(self) -> None:
+        """The background writer; its first write gives rows without an id theirs."""
+        self._wake.set()
         self._writer = threading.Thread(target=self._write_loop, name="review-writer", daemon=True)
         self._writer.start()
 
@@ -154,7 +190,7 @@ class ReviewSession:
             if self._wake.wait(POLL_S):
                 self._wake.clear()
                 self._stop.wait(DEBOUNCE_S)
-            if self.waiting_updates():
+            if self._write_due():
                 self.write()
 
     def close(self) -> None:
@@ -162,9 +198,14 @@ class ReviewSession:
         self._wake.set()
         if self._writer is not None:
             self._writer.join()
-        if self.waiting_updates():
+        if self._write_due():
             self.write()
         self.journal.close()
+
+
+def _shown(row: RowView) -> dict[str, str]:
+    """What a change expects the row to still show when it is written: the pictures judged."""
+    return {key: row.images.get(key, "") for key in IMAGE_KEYS}
 
 
 def _move_to_rejected(base: Path, path: Path, rel: str) -> Path:

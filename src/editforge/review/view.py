@@ -17,28 +17,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-# Verdicts typed by hand count too, and exactly as the exporter's `--only-accepted` counts them.
-from editforge.dataset.formats.workbook import ACCEPTED as _ACCEPTED_TEXTS, REJECTED as _REJECTED_TEXTS
-from editforge.dataset.formats.workbook import INSTRUCTION_COLUMNS
 from editforge.inference.metadata import read_params
+from editforge.paths import BadPath, PathPolicy
 from editforge.sheet.journal import Journal, Result
-from editforge.sheet.plan import PathResolver, cell_text, is_true
-from editforge.sheet.render import GEN_SEED, GEN_STATUS, render
-from editforge.sheet.workbook import REF_KEYS, normalize_header, open_workbook
+from editforge.sheet.render import apply_journal
+from editforge.sheet.schema import (
+    ACCEPTED, GEN_SEED, GEN_STATUS, IMAGE_KEYS, INSTRUCTION_COLUMNS, NEED_GEN, PROMPT, REJECTED, REVIEW, cell_text,
+    is_true, normalize_header, parse_verdict,
+)
+from editforge.sheet.workbook import FormulaMemory, file_stamp, open_workbook
 
-IMAGE_KEYS = ("raw_image", *REF_KEYS)
-REVIEW = "review"
-ACCEPTED, REJECTED = "accepted", "rejected"
 STATUSES = ("pending", ACCEPTED, REJECTED, "queued")   # queued: need_gen is set, synth has work to do
 MODES = ("gen_raw", "gen_ref", "gen_extra_ref", "none")
-# The training instruction: the first of these columns present, as the exporter picks it (the last
-# is gen_edit_prompt itself, so without an instruction column both texts are the prompt).
-READ = (*IMAGE_KEYS, "gen_edit_prompt", "need_gen", GEN_SEED, GEN_STATUS, REVIEW, *INSTRUCTION_COLUMNS)
+READ = (*IMAGE_KEYS, PROMPT, NEED_GEN, GEN_SEED, GEN_STATUS, REVIEW, *INSTRUCTION_COLUMNS)
 
 
 @dataclass(frozen=True)
 class RowView:
     row: int
+    row_id: str                     # the row's identity (editforge_id), what changes are queued against
     images: dict[str, str]          # column key -> cell text, filled cells only, raw first
     prompt: str                     # the generation prompt (gen_edit_prompt)
     instruction: str                # the training instruction the exporter will use
@@ -72,34 +69,27 @@ class View:
         return counts
 
 
-def parse_verdict(value: Any) -> str:
-    text = cell_text(value).lower()
-    if text in _ACCEPTED_TEXTS:
-        return ACCEPTED
-    if text in _REJECTED_TEXTS:
-        return REJECTED
-    return ""
-
-
 class WorkbookSource:
     """The workbook's cells, re-read only when the file changed (big sheets take seconds to load)."""
 
-    def __init__(self, path: Path, *, sheet: str | None, columns: Mapping[str, str] | None):
-        self.path, self.sheet_option, self.columns = path, sheet, columns
-        self._stamp: tuple[int, int] | None = None
+    def __init__(self, path: Path, *, sheet: str | None, columns: Mapping[str, str] | None,
+                 memory: FormulaMemory | None = None):
+        self.path, self.sheet_option, self.columns, self.memory = path, sheet, columns, memory
+        self._stamp: tuple[int, int, int] | None = None
         self._base: _Base | None = None
 
     def load(self) -> "_Base":
-        stat = self.path.stat()
-        stamp = (stat.st_mtime_ns, stat.st_size)
+        stamp = file_stamp(self.path)
         if stamp != self._stamp or self._base is None:
             # read_only streams an .xlsx; the file is only ever written by render/apply_updates
-            book = open_workbook(self.path, sheet=self.sheet_option, columns=self.columns, read_only=True)
+            book = open_workbook(self.path, sheet=self.sheet_option, columns=self.columns, read_only=True,
+                                 memory=self.memory)
             column = _column_lookup(book)
             present = [n for n in READ if column(n) is not None]
             rows = {row: {column(n): v for n, v in values.items()} for row, values in book.records(present)}
+            ids = {row: book.row_id(row) for row in rows if book.row_id(row) is not None}  # known after the pass
             # no reference to `book` is kept: a read-only .xlsx holds its file open until collected
-            self._base = _Base(book.sheet, column, rows)
+            self._base = _Base(book.sheet, column, rows, ids, {i: r for r, i in ids.items()})
             self._stamp = stamp
         return self._base
 
@@ -118,6 +108,8 @@ class _Base:
     sheet: str
     column: Any                               # Workbook.column: name -> 1-based column or None
     rows: dict[int, dict[int, Any]]           # row number -> {column: value} for the columns we read
+    ids: dict[int, str]                       # row number -> row id
+    rows_by_id: dict[str, int]
 
     def get(self, row: int, name: str) -> Any:
         col = self.column(name)
@@ -125,11 +117,14 @@ class _Base:
 
 
 class _MemoryBook:
-    """Stands in for a Workbook in `render`: cells written go to memory, `save` writes nothing."""
+    """Stands in for a Workbook in `apply_journal`: cells written go to memory."""
 
     def __init__(self, base: _Base):
         self.base = base
         self.sheet = base.sheet
+        self.column = base.column
+        self.row_id = base.ids.get
+        self.row_of = base.rows_by_id.get
         self.cells: dict[tuple[int, Any], Any] = {}
 
     def _key(self, row: int, name: str) -> tuple[int, Any]:
@@ -143,49 +138,28 @@ class _MemoryBook:
     def set(self, row: int, name: str, value: Any) -> None:
         self.cells[self._key(row, name)] = value
 
-    def save(self) -> None:
-        pass
-
     def touched_rows(self) -> set[int]:
         return {row for row, _ in self.cells}
 
 
-class _PeekJournal:
-    """The journal as `render` sees it, minus the marking: peeking must not use anything up."""
-
-    def __init__(self, journal: Journal):
-        self._journal = journal
-
-    def results(self, **filters) -> list[Result]:
-        return self._journal.results(**filters)
-
-    def pending_updates(self, sheet: str):
-        return self._journal.pending_updates(sheet)
-
-    def mark_rendered(self, result_ids) -> None:
-        pass
-
-    def mark_applied(self, update_ids) -> None:
-        pass
-
-
-def read_view(source: WorkbookSource, journal: Journal, resolver: PathResolver) -> View:
+def read_view(source: WorkbookSource, journal: Journal, policy: PathPolicy) -> View:
     base = source.load()
     book = _MemoryBook(base)
-    render(book, _PeekJournal(journal))  # type: ignore[arg-type]  # duck-typed on purpose
+    unrendered = [r for r in journal.results(sheet=base.sheet, rendered=False) if r.status in ("done", "failed")]
+    apply_journal(book, unrendered, journal.pending_changes(base.sheet), policy)
     generated = {r.output: r for r in journal.results(sheet=base.sheet, status="done")}
     view = View(base.sheet)
-    instruction = next((n for n in INSTRUCTION_COLUMNS if base.column(n) is not None), "gen_edit_prompt")
+    instruction = next((n for n in INSTRUCTION_COLUMNS if base.column(n) is not None), PROMPT)
     for row in sorted(set(base.rows) | book.touched_rows()):
         images = {k: cell_text(book.get(row, k)) for k in IMAGE_KEYS}
         images = {k: v for k, v in images.items() if v}
-        need_gen = is_true(book.get(row, "need_gen"))
-        if not images and not need_gen:
+        need_gen = is_true(book.get(row, NEED_GEN))
+        if not (images or need_gen) or row not in base.ids:
             continue  # nothing to look at and nothing coming
-        key, result, params = _generated(images, generated, resolver)
+        key, result, params = _generated(images, generated, policy)
         seed = book.get(row, GEN_SEED)
         view.rows.append(RowView(
-            row=row, images=images, prompt=cell_text(book.get(row, "gen_edit_prompt")),
+            row=row, row_id=base.ids[row], images=images, prompt=cell_text(book.get(row, PROMPT)),
             instruction=cell_text(book.get(row, instruction)), need_gen=need_gen,
             gen_status=cell_text(book.get(row, GEN_STATUS)), verdict=parse_verdict(book.get(row, REVIEW)),
             generated=key,
@@ -196,18 +170,26 @@ def read_view(source: WorkbookSource, journal: Journal, resolver: PathResolver) 
     return view
 
 
-def _generated(images: dict[str, str], by_output: dict[str, Result], resolver: PathResolver):
+def _generated(images: dict[str, str], by_output: dict[str, Result], policy: PathPolicy):
     """Which cell holds a generated picture: the journal knows; a PNG's own metadata is the fallback."""
-    for key, text in images.items():
-        rel = resolver.resolve(text)[1]
+    keys = {key: cell_key(policy, text) for key, text in images.items()}
+    for key, rel in keys.items():
         if rel in by_output:
             return key, by_output[rel], None
-    for key, text in images.items():
-        if text.lower().endswith(".png"):
-            params = png_params(resolver.resolve(text)[0])
+    for key, rel in keys.items():
+        if rel is not None and rel.lower().endswith(".png"):
+            params = png_params(policy.base / rel)
             if "mode" in params:  # synth writes the row's mode into every picture it makes
                 return key, None, params
     return None, None, None
+
+
+def cell_key(policy: PathPolicy, text: str) -> str | None:
+    """A cell's path as the journal names outputs (relative to the base dir), None for a URL and the like."""
+    try:
+        return policy.key(text)
+    except BadPath:
+        return None
 
 
 _PARAMS_CACHE: dict[tuple[str, int], dict] = {}

@@ -1,5 +1,6 @@
 """Spreadsheet-driven dataset synthesis: workbook -> plan -> jobs -> images + journal -> workbook.
 
-Modules: `workbook` (xlsx/csv I/O), `journal` (SQLite, the source of truth), `render` (journal ->
-workbook), `plan` (row semantics), `seeds`, `quality` (weight-free output checks), `synth` (the run).
+Modules: `schema` (the workbook's columns and words), `workbook` (xlsx/csv I/O, row ids, formulas),
+`journal` (SQLite, the source of truth), `render` (journal -> workbook, by row id, into the file as it
+is on disk), `plan` (row semantics), `seeds`, `quality` (weight-free output checks), `synth` (the run).
 """

@@ -9,46 +9,49 @@ Rows whose `need_gen` is true (text true/1/yes/y in any case, an Excel TRUE, the
     raw and some refs, a slot free       -> gen_extra_ref: raw -> first free ref slot
 An input that is missing, or whose path leaves the base dir, fails the row.
 
-Each job carries an identity: a hash of what defines the picture (mode, target, prompt, inputs as
-normalized paths) and the row number. The seed and the journal entry hang on it: a row whose inputs
-changed is a new job, never given the old result, and two identical rows are two different pictures.
-(Content alone would make identical rows collide; the row number alone would miss edits.)
+An uncomputed formula in any of these cells fails the row (see `editforge.sheet.workbook`).
+
+Each job carries an identity: a hash of the row's id (the `editforge_id` column) and what defines
+the picture (mode, target, prompt, inputs as normalized paths). The seed and the journal entry hang
+on it: a row whose inputs changed is a new job, never given the old result; two identical rows are two
+different pictures; and a row moved by a sort or an insert is still the same job.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from editforge.errors import EditForgeError
-from editforge.files import portable_path
-from editforge.sheet.workbook import REF_KEYS, Workbook
-
-TRUE_TEXTS = {"true", "1", "yes", "y"}
-
-
-class BadPath(Exception):
-    """A cell path that is not usable; the message is the row's failure reason."""
+from editforge.paths import BadPath, PathPolicy
+from editforge.sheet.schema import NEED_GEN, PROMPT, RAW_IMAGE, REF_KEYS, cell_text, is_true
+from editforge.sheet.workbook import Uncomputed, Workbook
 
 
 @dataclass(frozen=True)
 class Job:
-    row: int
+    row: int                       # the row's number now (for messages; the identity does not use it)
+    row_id: str
     mode: str                      # gen_raw | gen_ref | gen_extra_ref
     prompt: str
     inputs: tuple[Path, ...]       # absolute paths of the input images, in order
+    input_keys: tuple[str, ...]    # the same as cell paths (relative to the base dir)
     target: str                    # the column key the output goes into
     identity: str
+
+    @property
+    def legacy_identity(self) -> str:
+        """The identity EditForge gave this job before row ids (row number instead of row id)."""
+        return _identity([self.row, self.mode, self.target, self.prompt, list(self.input_keys)])
 
 
 @dataclass(frozen=True)
 class RowIssue:
     row: int
+    row_id: str | None
     reason: str
 
 
@@ -60,61 +63,27 @@ class Plan:
     referenced: set[str] = field(default_factory=set)  # every image path in the sheet, normalized
 
 
-def is_true(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)):
-        return value == 1
-    text = cell_text(value).lower()
-    if text in TRUE_TEXTS:
-        return True
-    try:
-        return float(text) == 1.0  # "1.0" from a CSV written by pandas
-    except ValueError:
-        return False
+def _identity(definition: list) -> str:
+    return hashlib.sha256(json.dumps(definition, ensure_ascii=False).encode()).hexdigest()[:32]
 
 
-def cell_text(value: Any) -> str:
-    return "" if value is None else str(value).strip()
+def plan_workbook(book: Workbook, policy: PathPolicy, *, check_files: bool = True) -> Plan:
+    ref_keys = plan_columns(book)
+    plan = Plan()
+    records = list(book.records([RAW_IMAGE, *ref_keys, PROMPT, NEED_GEN]))  # the row ids are known after a pass
+    for row, values in records:
+        _note_references(plan.referenced, policy, [values[k] for k in (RAW_IMAGE, *ref_keys)])
+        outcome = plan_row(values, row, book.row_id(row), policy, ref_keys, check_files=check_files)
+        if isinstance(outcome, Job):
+            plan.jobs.append(outcome)
+        elif outcome is not None:
+            (plan.skipped if outcome[0] == "skipped" else plan.failed).append(RowIssue(row, book.row_id(row), outcome[1]))
+    return plan
 
 
-class PathResolver:
-    """Cell text -> normalized key and absolute path, confined to the base dir unless allowed out.
-
-    Keys are what a cell should hold: relative to the base dir with forward slashes, or absolute for
-    an allowed outside path. Pure string work, no pathlib: it runs for every cell of big sheets.
-    """
-
-    def __init__(self, base_dir: str | os.PathLike, *, allow_outside: bool = False):
-        self.base = Path(os.path.abspath(base_dir))
-        self._base = self.base.as_posix().rstrip("/")
-        self.allow_outside = allow_outside
-
-    def key(self, text: str) -> str:
-        path, absolute = portable_path(text)
-        if not absolute:
-            relative = posixpath.normpath(path)
-            if relative != ".." and not relative.startswith("../"):
-                return relative
-            path = f"{self._base}/{path}"
-        full = posixpath.normpath(path)
-        if full.startswith(self._base + "/"):
-            return full[len(self._base) + 1:]
-        if not self.allow_outside:
-            raise BadPath(f"path leaves the base dir {self.base} (use --allow-outside): {text}")
-        return full
-
-    def resolve(self, text: str) -> tuple[Path, str]:
-        key = self.key(text)
-        return self.base / key, key  # an absolute key replaces the base
-
-    def cell_value(self, path: Path) -> str:
-        """What a cell holds for `path`."""
-        return self.key(str(path))
-
-
-def plan_workbook(book: Workbook, resolver: PathResolver, *, check_files: bool = True) -> Plan:
-    required = [k for k in ("raw_image", "gen_edit_prompt", "need_gen") if k not in book.columns]
+def plan_columns(book: Workbook) -> list[str]:
+    """The ref columns the sheet has; refuses a header missing what planning needs."""
+    required = [k for k in (RAW_IMAGE, PROMPT, NEED_GEN) if k not in book.columns]
     ref_keys = [k for k in REF_KEYS if k in book.columns]
     if required or not ref_keys:
         missing = required or ["ref_image_1"]
@@ -122,56 +91,68 @@ def plan_workbook(book: Workbook, resolver: PathResolver, *, check_files: bool =
             f"the header row (row {book.header_row}) of {book.path.name} has no "
             f"{', '.join(missing)} column; rename the header or map it with "
             f"--columns {missing[0]}=<your header>")
-    plan = Plan()
-    for row, values in book.records(["raw_image", *ref_keys, "gen_edit_prompt", "need_gen"]):
-        raw = cell_text(values["raw_image"])
-        refs = [cell_text(values[k]) for k in ref_keys]
-        _note_references(plan.referenced, resolver, [raw, *refs])
-        if not is_true(values["need_gen"]):
-            continue
-        prompt = cell_text(values["gen_edit_prompt"])
-        if not prompt:
-            plan.skipped.append(RowIssue(row, "empty prompt"))
-            continue
-        free = [k for k, text in zip(ref_keys, refs) if not text]
-        if raw and len(free) == len(ref_keys):
-            mode, sources, target = "gen_ref", [("raw_image", raw)], free[0]
-        elif raw and free:
-            mode, sources, target = "gen_extra_ref", [("raw_image", raw)], free[0]
-        elif raw:
-            plan.skipped.append(RowIssue(row, "raw_image and all ref_image slots are filled"))
-            continue
-        elif len(free) < len(ref_keys):
-            mode, target = "gen_raw", "raw_image"
-            sources = [(k, text) for k, text in zip(ref_keys, refs) if text]
-        else:
-            plan.skipped.append(RowIssue(row, "no raw_image and no ref_image"))
-            continue
-        try:
-            inputs = [_input(resolver, key, text, check_files) for key, text in sources]
-        except BadPath as exc:
-            plan.failed.append(RowIssue(row, str(exc)))
-            continue
-        definition = json.dumps([row, mode, target, prompt, [key for _, key in inputs]], ensure_ascii=False)
-        identity = hashlib.sha256(definition.encode()).hexdigest()[:32]
-        plan.jobs.append(Job(row, mode, prompt, tuple(p for p, _ in inputs), target, identity))
-    return plan
+    return ref_keys
 
 
-def _input(resolver: PathResolver, column: str, text: str, check_files: bool) -> tuple[Path, str]:
+def job_for_row(book, row: int, policy: PathPolicy) -> Job | None:
+    """The job `row` asks for as the sheet is now (inputs not checked on disk), or None."""
+    ref_keys = [k for k in REF_KEYS if book.column(k) is not None]
+    values = {k: book.get(row, k) for k in (RAW_IMAGE, *ref_keys, PROMPT, NEED_GEN)}
+    row_id = book.row_id(row)
+    outcome = plan_row(values, row, row_id, policy, ref_keys, check_files=False) if row_id else None
+    return outcome if isinstance(outcome, Job) else None
+
+
+def plan_row(values: Mapping[str, Any], row: int, row_id: str, policy: PathPolicy, ref_keys: list[str], *,
+             check_files: bool) -> Job | tuple[str, str] | None:
+    """One row: its Job, ("skipped" | "failed", reason), or None when it does not ask for a picture."""
+    if isinstance(values[NEED_GEN], Uncomputed):
+        return "failed", values[NEED_GEN].reason(NEED_GEN)
+    if not is_true(values[NEED_GEN]):
+        return None
+    uncomputed = next((k for k in (RAW_IMAGE, *ref_keys, PROMPT) if isinstance(values[k], Uncomputed)), None)
+    if uncomputed is not None:
+        return "failed", values[uncomputed].reason(uncomputed)
+    raw = cell_text(values[RAW_IMAGE])
+    refs = [cell_text(values[k]) for k in ref_keys]
+    prompt = cell_text(values[PROMPT])
+    if not prompt:
+        return "skipped", "empty prompt"
+    free = [k for k, text in zip(ref_keys, refs) if not text]
+    if raw and len(free) == len(ref_keys):
+        mode, sources, target = "gen_ref", [RAW_IMAGE], free[0]
+    elif raw and free:
+        mode, sources, target = "gen_extra_ref", [RAW_IMAGE], free[0]
+    elif raw:
+        return "skipped", "raw_image and all ref_image slots are filled"
+    elif len(free) < len(ref_keys):
+        mode, target = "gen_raw", RAW_IMAGE
+        sources = [k for k, text in zip(ref_keys, refs) if text]
+    else:
+        return "skipped", "no raw_image and no ref_image"
     try:
-        path, key = resolver.resolve(text)
+        inputs = [_input(policy, key, values[key], check_files) for key in sources]
+    except BadPath as exc:
+        return "failed", str(exc)
+    keys = tuple(key for _, key in inputs)
+    identity = _identity([row_id, mode, target, prompt, list(keys)])
+    return Job(row, row_id, mode, prompt, tuple(p for p, _ in inputs), keys, target, identity)
+
+
+def _input(policy: PathPolicy, column: str, value: Any, check_files: bool) -> tuple[Path, str]:
+    try:
+        path, key = policy.resolve(value.strip() if isinstance(value, str) else value)
     except BadPath as exc:
         raise BadPath(f"{column}: {exc}") from None
     if check_files and not path.is_file():
-        raise BadPath(f"{column}: file not found: {text}")
+        raise BadPath(f"{column}: file not found: {cell_text(value)}")
     return path, key
 
 
-def _note_references(referenced: set[str], resolver: PathResolver, texts: list[str]) -> None:
-    for text in texts:
-        if text:
+def _note_references(referenced: set[str], policy: PathPolicy, values: list[Any]) -> None:
+    for value in values:
+        if isinstance(value, str) and value.strip():
             try:
-                referenced.add(resolver.key(text))
+                referenced.add(policy.key(value))
             except BadPath:
                 pass  # a path outside the base dir cannot name one of our outputs

@@ -4,14 +4,23 @@
 
 `make_generator()` is called once, only when this process has rows to do, and returns a callable
 `(images, prompt, seed) -> (image, params)`; the model lives behind it, so this module knows nothing
-of torch beyond recognising an out-of-memory error.
+of torch beyond recognising an out-of-memory error. A generator may also have `check(images, prompt)`,
+raising `EditForgeError` for input the model cannot take (a prompt too long for its tokenizer, an
+aspect ratio it cannot encode): it runs before any model work, and fails only that row.
 
 Crash safety, step by step for one row: the journal reserves the output name (`running`), the image
 goes to a temp name and is renamed (save_png_atomic), the journal says `done`. A kill at any point
 leaves at worst a `running` entry, whose file the next run deletes before regenerating the row with
-the same seed. Only the main process writes the workbook, from the journal, every `save_every_rows`
-rows or `save_every_seconds` seconds (never more often than 10x the time a save takes, so a 100,000-row
-workbook does not spend the run saving) and at exit, Ctrl-C and SIGTERM included.
+the same seed, and temp files, which the next run deletes once their process is gone. Only the main
+process writes the workbook, from the journal, every `save_every_rows` rows or `save_every_seconds`
+seconds (never more often than 10x the time a save takes, so a 100,000-row workbook does not spend the
+run saving) and at exit, Ctrl-C and SIGTERM included; each save writes into the file as it is on disk
+then, so a person's edits made meanwhile survive (`editforge.sheet.render.SheetWriter`).
+
+Failures: a row whose own input fails (unreadable picture, a check of the generator, the quality
+gate) fails alone. Crashes of the generator and out-of-memory errors look systemic: ten in a row stop
+the run. A row that failed is not tried again by later runs until its inputs change, or with
+`retry_failed`; a row whose run was killed is.
 
 Several processes (accelerate) share the rows: each computes the same plan, takes every n-th job, and
 journals its results; the main process renders them all.
@@ -19,6 +28,8 @@ journals its results; the main process renders them all.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import signal
 import sys
 import time
@@ -33,18 +44,21 @@ from rich.console import Console
 from rich.progress import Progress
 
 from editforge.errors import EditForgeError
-from editforge.progress import progress_bar
+from editforge.files import remove_stale_temps
 from editforge.images import open_rgb
 from editforge.inference.metadata import save_png_atomic
-from editforge.sheet.journal import Journal, Result
-from editforge.sheet.plan import BadPath, Job, PathResolver, Plan, plan_workbook
+from editforge.paths import BadPath, PathPolicy
+from editforge.progress import progress_bar
+from editforge.sheet.journal import Journal, RecalledFormulas, Result
+from editforge.sheet.plan import Job, Plan, plan_workbook
 from editforge.sheet.quality import check_quality
-from editforge.sheet.render import GEN_SEED, GEN_STATUS, RenderLock, render
+from editforge.sheet.render import RenderLock, RenderStats, SheetWriter
+from editforge.sheet.schema import GEN_SEED, GEN_STATUS
 from editforge.sheet.seeds import random_base_seed, row_seed
-from editforge.sheet.workbook import Workbook, ensure_not_locked, open_workbook
+from editforge.sheet.workbook import Workbook, ensure_not_locked, open_workbook, workbook_file
 
 Generator = Callable[[Sequence[Image.Image], str, int], "tuple[Image.Image, dict[str, Any]]"]
-MAX_CONSECUTIVE_ERRORS = 10  # a generator that fails this often in a row is broken, not unlucky
+MAX_CONSECUTIVE_ERRORS = 10  # a generator that crashes this often in a row is broken, not unlucky
 
 
 @dataclass
@@ -58,6 +72,7 @@ class SynthOptions:
     max_rows: int | None = None
     retries: int = 2
     allow_outside: bool = False
+    retry_failed: bool = False            # try rows that failed in an earlier run although nothing changed
     save_every_rows: int = 100
     save_every_seconds: float = 60.0
 
@@ -81,18 +96,25 @@ class Summary:
     skipped: int = 0
     failed: int = 0
     recovered: int = 0               # finished by an interrupted run, rendered by this one
+    failed_before: int = 0           # failed in an earlier run, inputs unchanged: not tried again
+    stale: int = 0                   # made, but the person changed the row meanwhile: not written
     base_seed: int | None = None
     interrupted: bool = False
     failures: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # one line each: held changes, a save that failed
 
     @property
     def exit_code(self) -> int:
-        return 130 if self.interrupted else (1 if self.failed else 0)
+        return 130 if self.interrupted else (1 if self.failed or self.failed_before else 0)
 
     def line(self) -> str:
         text = f"generated {self.generated}, skipped {self.skipped}, failed {self.failed}"
+        if self.failed_before:
+            text += f" (+{self.failed_before} failed in an earlier run, not retried: --retry-failed)"
         if self.recovered:
             text += f" (+{self.recovered} recovered from an interrupted run)"
+        if self.stale:
+            text += f" ({self.stale} not written: their rows changed meanwhile; the next run redoes them)"
         return text + (" — interrupted" if self.interrupted else "")
 
 
@@ -105,54 +127,61 @@ class Todo:
 def synth(workbook: str | Path, make_generator: Callable[[], Generator], options: SynthOptions, *,
           team: Team = Team(), console: Console | None = None, show_progress: bool = True) -> Summary:
     console = console or Console(stderr=True)
-    path = Path(workbook)
-    resolver = PathResolver(options.base_dir or path.parent, allow_outside=options.allow_outside)
-    out_dirs = {"raw": _out_dir(resolver, options.out_raw), "ref": _out_dir(resolver, options.out_ref)}
+    path = workbook_file(workbook)  # a symlink is followed: one lock, one journal, one file per workbook
+    policy = PathPolicy(options.base_dir or path.parent, allow_outside=options.allow_outside)
+    out_dirs = {"raw": _out_dir(policy, options.out_raw), "ref": _out_dir(policy, options.out_ref)}
     lock = RenderLock(path)
     if team.is_main:
-        ensure_not_locked(path)
+        ensure_not_locked(workbook, path)
         if not _acquire_within(lock, LOCK_WAIT_SECONDS):
             raise EditForgeError(f"another `editforge synth` is running on {path.name}; wait for it to finish")
     try:
         with Journal.for_workbook(path) as journal:
+            writer = None
             if team.is_main:
-                book = open_workbook(path, sheet=options.sheet, columns=options.columns)
-                _apply_waiting_updates(book, journal)
+                for folder in (path.parent, *out_dirs.values()):  # saves and PNGs a killed run left half-done
+                    remove_stale_temps(folder)
+                statuses = _PlanStatuses()
+                writer = SheetWriter(workbook, journal, policy, sheet=options.sheet, columns=options.columns,
+                                     statuses=statuses)
+                # The first write: row ids for rows without one, and changes queued while no run could
+                # write them (a review app's regenerations), so this run already redoes those rows. Not
+                # while a killed run's results wait to be rendered: only a run's own renders, after its
+                # reconcile, order those against the changes.
+                waiting = journal.results(sheet=writer.book.sheet, status="done", rendered=False)
+                writer.render(results=False, changes=not waiting)
+                book = writer.book
+                plan = plan_workbook(book, policy)
+                journal.rekey_legacy_results(book.sheet, {j.legacy_identity: (j.identity, j.row_id) for j in plan.jobs})
             team.share(None)  # the others read the workbook once the main process has written into it
             if not team.is_main:
-                book = open_workbook(path, sheet=options.sheet, columns=options.columns, read_only=True)
-            plan = plan_workbook(book, resolver)
+                book = open_workbook(path, sheet=options.sheet, columns=options.columns, read_only=True,
+                                     memory=journal)
+                plan = plan_workbook(book, policy)
             # Every process derives the same to-do list before anyone generates: reconcile (below)
             # changes nothing it depends on, and nobody journals a result until the barrier.
-            todo, recovered = _todo(plan, journal.latest_by_identity(book.sheet))
+            todo, recovered, held_back = _todo(plan, journal.latest_by_identity(book.sheet), options.retry_failed)
             todo = todo[: options.max_rows] if options.max_rows is not None else todo
             shared = None
             if team.is_main:
                 shared = (uuid.uuid4().hex, _base_seed(journal, options.seed))
-                _reconcile(journal, book.sheet, plan, resolver)
+                _reconcile(journal, book.sheet, plan, policy)
+                statuses.set(plan, held_back, len(todo))
             run_id, base_seed = team.share(shared)
             if team.is_main:
                 hint = "" if options.seed is not None else f" (random; --seed {base_seed} reproduces it)"
                 console.print(f"synth {path.name}: {len(todo)} rows to generate, seed {base_seed}{hint}",
                               highlight=False)
-            runner = _Runner(journal, book, resolver, out_dirs, options, team, run_id, base_seed, console)
-            summary = runner.run(todo[team.index:: team.size], make_generator, plan, len(todo), show_progress)
+            runner = _Runner(journal, book, writer, policy, out_dirs, options, team, run_id, base_seed, console)
+            summary = runner.run(todo[team.index:: team.size], make_generator, len(todo), show_progress)
             summary.recovered = recovered
             summary.skipped = len(plan.skipped)
             summary.failed += len(plan.failed)
+            summary.failed_before = len(held_back)
             summary.failures[:0] = [f"row {i.row}: {i.reason}" for i in plan.failed]
             return summary
     finally:
         lock.release()
-
-
-def _apply_waiting_updates(book: Workbook, journal: Journal) -> None:
-    """Write updates queued while no run could (a review app's regenerations during a run that was then
-    killed) before planning, so this run already redoes those rows. Not while a killed run's results wait
-    to be rendered: only a run's own renders order those against the updates correctly."""
-    if journal.pending_updates(book.sheet) and not journal.results(sheet=book.sheet, status="done",
-                                                                    rendered=False):
-        render(book, journal, results=False)
 
 
 # A review app holds the lock for the moment it takes to save its queued verdicts; a run waits that out.
@@ -168,9 +197,9 @@ def _acquire_within(lock: RenderLock, seconds: float) -> bool:
     return True
 
 
-def _out_dir(resolver: PathResolver, folder: str) -> Path:
+def _out_dir(policy: PathPolicy, folder: str) -> Path:
     try:
-        return resolver.resolve(folder)[0]
+        return policy.resolve(folder)[0]
     except BadPath as exc:
         raise EditForgeError(f"output folder {folder}: {exc}") from None
 
@@ -182,9 +211,23 @@ def _base_seed(journal: Journal, seed: int | None) -> int:
     return int(journal.set_meta("base_seed", str(random_base_seed()), only_if_absent=True))
 
 
-def _todo(plan: Plan, latest: dict[str, Result]) -> tuple[list[Todo], int]:
-    """Planned jobs minus those an interrupted run already finished (they only need rendering)."""
-    todo, recovered = [], 0
+def input_stamp(paths: Sequence[Path]) -> str:
+    """What the input files are now (size and modification time): a failed row whose stamp changed
+    has new inputs and is tried again."""
+    parts = []
+    for path in paths:
+        try:
+            stat = os.stat(path)
+            parts.append(f"{path}:{stat.st_size}:{stat.st_mtime_ns}")
+        except OSError:
+            parts.append(f"{path}:missing")
+    return hashlib.blake2b("\n".join(parts).encode(), digest_size=8).hexdigest()
+
+
+def _todo(plan: Plan, latest: dict[str, Result], retry_failed: bool) -> tuple[list[Todo], int, list[Result]]:
+    """Planned jobs minus those an interrupted run already finished (they only need rendering) and
+    those that failed before with the same inputs (returned third)."""
+    todo, recovered, held_back = [], 0, []
     for job in plan.jobs:
         previous = latest.get(job.identity)
         if previous is None:
@@ -194,17 +237,20 @@ def _todo(plan: Plan, latest: dict[str, Result]) -> tuple[list[Todo], int]:
         elif previous.status in ("done", "superseded"):
             # rendered and asked for again, or discarded when the row changed and now changed back: a new picture
             todo.append(Todo(job, previous.generation + 1))
-        else:  # failed, or running when a run was killed: try the same generation again
-            todo.append(Todo(job, previous.generation))
-    return todo, recovered
+        elif (previous.status == "running" or previous.failure in (None, "interrupted") or retry_failed
+              or previous.input_stamp != input_stamp(job.inputs)):
+            todo.append(Todo(job, previous.generation))  # killed, or asked to, or new inputs: the same generation again
+        else:
+            held_back.append(previous)
+    return todo, recovered, held_back
 
 
-def _reconcile(journal: Journal, sheet: str, plan: Plan, resolver: PathResolver) -> None:
+def _reconcile(journal: Journal, sheet: str, plan: Plan, policy: PathPolicy) -> None:
     """Main process, before any worker starts: settle what earlier (killed) runs left behind."""
     running = journal.results(sheet=sheet, status="running")
     for r in running:  # the image may have been renamed into place but never journaled
-        _delete_output(resolver, r.output)
-    journal.set_status([r.id for r in running], "failed", "interrupted")
+        _delete_output(policy, r.output)
+    journal.set_status([r.id for r in running], "failed", "interrupted", failure="interrupted")
     planned = {job.identity for job in plan.jobs}
     rendered, superseded = [], []
     for r in journal.results(sheet=sheet, status="done", rendered=False):
@@ -213,32 +259,64 @@ def _reconcile(journal: Journal, sheet: str, plan: Plan, resolver: PathResolver)
         if r.output in plan.referenced:
             rendered.append(r.id)  # the workbook got it, the journal did not hear back
         else:  # its row changed before the result reached the workbook: stale
-            _delete_output(resolver, r.output)
+            _delete_output(policy, r.output)
             superseded.append(r.id)
     journal.mark_rendered(rendered)
     journal.set_status(superseded, "superseded", "row changed before the result was rendered")
 
 
-def _delete_output(resolver: PathResolver, output: str) -> None:
-    path = resolver.resolve(output)[0]
+def _delete_output(policy: PathPolicy, output: str) -> None:
+    path = policy.resolve(output)[0]
     path.unlink(missing_ok=True)
     for leftover in path.parent.glob(f".{path.name}.tmp-*"):  # save_png_atomic's temp name
         leftover.unlink(missing_ok=True)
 
 
+class _PlanStatuses:
+    """Skip and bad-input reasons for gen_status, by row id: written at the first save and again into
+    any version of the file someone else saved meanwhile (`SheetWriter`'s `statuses`)."""
+
+    def __init__(self):
+        self.texts: dict[str, str] = {}
+        self.columns = False
+        self._written_into = None  # the book object they are in
+
+    def set(self, plan: Plan, held_back: list[Result], to_generate: int) -> None:
+        for verdict, issues in (("skipped", plan.skipped), ("failed", plan.failed)):
+            self.texts.update((i.row_id, f"{verdict}: {i.reason}") for i in issues if i.row_id)
+        self.columns = bool(to_generate or self.texts or held_back)
+        self._written_into = None
+
+    def __call__(self, book: Workbook) -> bool:
+        if book is self._written_into:
+            return False
+        self._written_into = book
+        changed = False
+        if self.columns:  # the run's two columns first, in this order
+            known = book.column(GEN_SEED), book.column(GEN_STATUS)
+            changed = known != (book.ensure_column(GEN_SEED), book.ensure_column(GEN_STATUS))
+        for row_id, text in self.texts.items():
+            row = book.row_of(row_id)
+            if row is not None and book.get(row, GEN_STATUS) != text:
+                book.set(row, GEN_STATUS, text)
+                changed = True
+        return changed
+
+
 class _Runner:
-    def __init__(self, journal: Journal, book: Workbook, resolver: PathResolver, out_dirs: dict[str, Path],
-                 options: SynthOptions, team: Team, run_id: str, base_seed: int, console: Console):
-        self.journal, self.book, self.resolver, self.out_dirs = journal, book, resolver, out_dirs
+    def __init__(self, journal: Journal, book: Workbook, writer: SheetWriter | None, policy: PathPolicy,
+                 out_dirs: dict[str, Path], options: SynthOptions, team: Team, run_id: str, base_seed: int,
+                 console: Console):
+        self.journal, self.book, self.writer, self.policy, self.out_dirs = journal, book, writer, policy, out_dirs
         self.options, self.team, self.run_id, self.base_seed = options, team, run_id, base_seed
         self.console = console
         self.saver = _SaveSchedule(options.save_every_rows, options.save_every_seconds)
         self.consecutive_errors = 0
         self.local: Counter[str] = Counter()  # this process's results, by status
+        self.last: RenderStats | None = None
 
-    def run(self, mine: list[Todo], make_generator, plan: Plan, total: int, show_progress: bool) -> Summary:
+    def run(self, mine: list[Todo], make_generator, total: int, show_progress: bool) -> Summary:
         summary = Summary(base_seed=self.base_seed)
-        dirty = self.team.is_main and _write_plan_statuses(self.book, plan, total)
         previous_sigterm = _sigterm_raises_interrupt()
         progress = progress_bar("img", per_minute=True, console=self.console,
                                 enabled=show_progress and self.team.is_main and total > 0)
@@ -251,13 +329,13 @@ class _Runner:
                     self._run_one(todo, generate)
                     if self.team.is_main:
                         self._show(progress, task)
-                        dirty = self._maybe_render(dirty)
+                        self._maybe_render()
                 self._finished()
                 if self.team.is_main:
                     while not self._everyone_finished():  # keep rendering the others' results
                         time.sleep(0.5)
                         self._show(progress, task)
-                        dirty = self._maybe_render(dirty)
+                        self._maybe_render()
                     self._show(progress, task)
         except KeyboardInterrupt:
             summary.interrupted = True
@@ -265,12 +343,15 @@ class _Runner:
             if previous_sigterm is not None:
                 signal.signal(signal.SIGTERM, previous_sigterm)
             if self.team.is_main:
-                self._render(dirty)
+                self._render()
         counts = self.journal.counts(self.run_id) if self.team.is_main else Counter(self.local)
         summary.generated = counts.get("done", 0)
         summary.failed = counts.get("failed", 0)
         summary.failures = [f"row {r.row}: {r.error}" for r in self.journal.results(run_id=self.run_id,
                                                                                      status="failed")]
+        if self.last is not None:
+            summary.stale = self.last.stale
+            summary.notes += [line for line in (self.last.held_line(),) if line]
         return summary
 
     def _run_one(self, todo: Todo, generate: Generator) -> None:
@@ -280,38 +361,42 @@ class _Runner:
         first_seed = row_seed(self.base_seed, job.identity, todo.generation)
         result_id = self.journal.begin(
             sheet=self.book.sheet, identity=job.identity, generation=todo.generation, row=job.row,
-            mode=job.mode, target=job.target, output=self.resolver.cell_value(output), seed=first_seed,
-            run_id=self.run_id, worker=self.team.index)
-        status, seed, report, error = "failed", first_seed, None, None
+            row_id=job.row_id, mode=job.mode, target=job.target, output=self.policy.cell_value(output),
+            seed=first_seed, run_id=self.run_id, worker=self.team.index, input_stamp=input_stamp(job.inputs))
+        status, seed, report, error, failure = "failed", first_seed, None, None, "input"
         try:
             images = [open_rgb(p) for p in job.inputs]
+            check = getattr(generate, "check", None)
+            if check is not None:
+                check(images, job.prompt)
+            failure = "error"
             for attempt in range(self.options.retries + 1):
                 seed = first_seed + attempt
                 image, params = generate(images, job.prompt, seed)
                 report = check_quality(image, images)
                 if report.ok:
                     break
+            self.consecutive_errors = 0  # the model ran: whatever the gate says, the setup works
             if report.ok:
                 save_png_atomic(image, output, {**params, "seed": seed, "mode": job.mode,
                                                 "workbook": self.book.path.name, "sheet": self.book.sheet,
-                                                "row": job.row})
-                status = "done"
+                                                "row": job.row, "row_id": job.row_id})
+                status, failure = "done", None
             else:
-                error = f"quality gate: {report.reason} ({self.options.retries + 1} tries)"
-            self.consecutive_errors = 0
-        except EditForgeError as exc:  # unreadable input and the like: this row's problem
-            error = str(exc)
-        except Exception as exc:  # noqa: BLE001 - one row's crash must not end a 10-hour run
+                error, failure = f"quality gate: {report.reason} ({self.options.retries + 1} tries)", "quality"
+        except EditForgeError as exc:  # unreadable input, input the model cannot take: this row's problem
+            error, failure = str(exc), "input"
+        except Exception as exc:  # noqa: BLE001 - one row's crash must not end a 10-hour run ...
+            self.consecutive_errors += 1  # ... but ten in a row are a broken setup
             if _is_out_of_memory(exc):
                 error = "out of memory (try --max-pixels, --offload or --quantize)"
             else:
-                self.consecutive_errors += 1
                 error = _describe(exc)
             if self.consecutive_errors >= MAX_CONSECUTIVE_ERRORS:
-                self.journal.finish(result_id, status="failed", seed=seed, error=error)
+                self.journal.finish(result_id, status="failed", seed=seed, error=error, failure="error")
                 raise EditForgeError(f"stopping: {MAX_CONSECUTIVE_ERRORS} rows in a row failed; last: {error}")
-        self.journal.finish(result_id, status=status, seed=seed,
-                            quality=report.metrics if report else None, error=error)
+        self.journal.finish(result_id, status=status, seed=seed, error=error, failure=failure,
+                            quality=report.metrics if report else None)
         self.local[status] += 1
 
     def _finished(self) -> None:
@@ -324,23 +409,21 @@ class _Runner:
         counts = self.journal.counts(self.run_id) if self.team.size > 1 else self.local  # the whole team's
         progress.update(task, completed=counts.get("done", 0) + counts.get("failed", 0))
 
-    def _maybe_render(self, dirty: bool) -> bool:
+    def _maybe_render(self) -> None:
         self.saver.row_done()
         if self.saver.due():
-            self._render(dirty)
-            return False
-        return dirty
+            self._render()
 
-    def _render(self, dirty: bool) -> None:
+    def _render(self) -> None:
         started = time.monotonic()
         try:
-            stats = render(self.book, self.journal, dirty=dirty)
+            self.last = self.writer.render()
         except EditForgeError as exc:  # Excel opened it meanwhile: the journal keeps everything
             self.console.print(f"[yellow]workbook not saved:[/] {exc}; results are safe in the journal, "
                                "run the same command again to write them", highlight=False)
             self.saver.saved(time.monotonic() - started)
             return
-        self.saver.saved(time.monotonic() - started if stats.saved else 0.0)
+        self.saver.saved(time.monotonic() - started if self.last.saved else 0.0)
 
 
 class _SaveSchedule:
@@ -361,21 +444,6 @@ class _SaveSchedule:
 
     def saved(self, seconds: float) -> None:
         self.rows, self.last, self.cost = 0, time.monotonic(), seconds
-
-
-def _write_plan_statuses(book: Workbook, plan: Plan, to_generate: int) -> bool:
-    """Skip and bad-input reasons into gen_status; True if any cell changed."""
-    changed = False
-    if to_generate or plan.skipped or plan.failed:  # the run's two columns first, in this order
-        known = book.column(GEN_SEED), book.column(GEN_STATUS)
-        changed = known != (book.ensure_column(GEN_SEED), book.ensure_column(GEN_STATUS))
-    for verdict, issues in (("skipped", plan.skipped), ("failed", plan.failed)):
-        for issue in issues:
-            text = f"{verdict}: {issue.reason}"
-            if book.get(issue.row, GEN_STATUS) != text:
-                book.set(issue.row, GEN_STATUS, text)
-                changed = True
-    return changed
 
 
 def _sigterm_raises_interrupt():
@@ -405,14 +473,15 @@ def _describe(exc: BaseException) -> str:
 
 def dry_run(workbook: str | Path, options: SynthOptions, *, limit: int = 20) -> str:
     """The plan as text: rows per mode, skip reasons, bad inputs. Reads only; writes nothing."""
-    path = Path(workbook)
-    resolver = PathResolver(options.base_dir or path.parent, allow_outside=options.allow_outside)
-    book = open_workbook(path, sheet=options.sheet, columns=options.columns, read_only=True)
-    plan = plan_workbook(book, resolver)
+    path = workbook_file(workbook)
+    policy = PathPolicy(options.base_dir or path.parent, allow_outside=options.allow_outside)
+    with RecalledFormulas(path) as memory:  # formula values remembered by earlier runs; nothing is written
+        book = open_workbook(path, sheet=options.sheet, columns=options.columns, read_only=True, memory=memory)
+        plan = plan_workbook(book, policy)
     modes = Counter(job.mode for job in plan.jobs)
     where = f"sheet {book.sheet!r}, " if book.sheet else ""
     layout = "positional columns A, B-D, E, G" if book.positional else f"header row {book.header_row}"
-    lines = [f"{path.name} ({where}{layout}, base dir {resolver.base})"]
+    lines = [f"{path.name} ({where}{layout}, base dir {policy.base})"]
     for mode in ("gen_raw", "gen_ref", "gen_extra_ref"):
         lines.append(f"  {mode:<14} {modes.get(mode, 0)}")
     if options.max_rows is not None and len(plan.jobs) > options.max_rows:

@@ -27,7 +27,7 @@ from safetensors.torch import save
 from editforge.errors import EditForgeError
 from editforge.files import atomic_write
 from editforge.images import open_rgb
-from editforge.inference.sizes import dimensions_for_area
+from editforge.inference.sizes import dimensions_for_area, size_problem
 from editforge.models.registry import family_of
 
 CACHE_VERSION = 1  # bump when the encoding changes, so old files are never half-reused
@@ -188,6 +188,7 @@ def build_cache(pipe, samples, cache_dir: Path, *, vae_pixels: int, condition_pi
         if not path.exists() and not bad.exists():
             try:
                 images = [open_rgb(p) for p in [sample.target, *sample.controls]]
+                _check_sizes(images, [sample.target, *sample.controls], vae_pixels, condition_pixels)
             except EditForgeError as exc:
                 reason = str(exc)
                 atomic_write(bad, lambda fh: fh.write(reason.encode()))
@@ -208,6 +209,15 @@ def build_cache(pipe, samples, cache_dir: Path, *, vae_pixels: int, condition_pi
         else:
             cached.append(CachedSample(path, bucket_of(path)))
     return CacheReport(cached, computed, len(cached) - computed, skipped)
+
+
+def _check_sizes(images, paths, vae_pixels: int, condition_pixels: int | None) -> None:
+    """A picture the pipeline's resizing would squash to nothing is this sample's problem, not a crash."""
+    areas = {"output": vae_pixels, **({"condition": condition_pixels} if condition_pixels else {})}
+    for image, path in zip(images, paths):
+        problem = size_problem(image.size, areas)
+        if problem is not None:
+            raise EditForgeError(f"{path}: {problem}")
 
 
 def load_cached(paths: list[Path]) -> list[dict]:

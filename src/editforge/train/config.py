@@ -41,9 +41,11 @@ class DataConfig(Strict):
     source: Optional[Path] = None  # any source editforge.dataset reads (workbook, metadata.csv, folder, JSONL, parquet)
     source_format: Optional[str] = None  # force a reader (diffsynth, musubi, hf, folders, workbook); default: detect
     only_accepted: bool = False  # workbook: only rows accepted in `editforge review`
+    allow_outside: bool = False  # accept image paths leaving the source's folder (as `--allow-outside`)
     samples: list[SampleConfig] = Field(default_factory=list)  # inline samples, added to `source`
-    max_pixels: Optional[int] = Field(None, gt=0)  # target / VAE area; default: the model's inference area
-    condition_pixels: Optional[int] = Field(None, gt=0)  # Edit-2509 VL-encoder area; default: the model's
+    # areas below 32x32 round a side to nothing (sides are multiples of 32)
+    max_pixels: Optional[int] = Field(None, ge=32 * 32)  # target / VAE area; default: the model's inference area
+    condition_pixels: Optional[int] = Field(None, ge=32 * 32)  # Edit-2509 VL-encoder area; default: the model's
     batch_size: int = Field(1, ge=1)
     repeats: int = Field(1, ge=1)
     cache_dir: Optional[Path] = None  # default: <output_dir>/cache

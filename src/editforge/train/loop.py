@@ -52,6 +52,8 @@ def train(config: Config, *, resume: str | None = None) -> TrainResult:
     from accelerate.utils import set_seed
 
     existing = ckpt.checkpoints(config.output_dir / "checkpoints")
+    if config.output_dir.exists() and not config.output_dir.is_dir():
+        raise EditForgeError(f"output_dir {config.output_dir} is a file; name a folder")
     if existing and not resume:
         # Starting over here would mix two runs' checkpoints, and `--resume latest` could pick the old one.
         raise EditForgeError(f"{config.output_dir} already holds checkpoints (up to {existing[-1].name}); "
@@ -190,7 +192,7 @@ def training_samples(config: Config, family) -> tuple[list, list[str]]:
         from editforge.dataset import load_samples
 
         dataset = load_samples(config.data.source, source_format=config.data.source_format,
-                               only_accepted=config.data.only_accepted)
+                               only_accepted=config.data.only_accepted, allow_outside=config.data.allow_outside)
         samples += dataset.samples
         unfit += [f"{key}: {reason}" for key, reason in dataset.skipped]
     usable = []

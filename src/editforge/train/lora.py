@@ -82,6 +82,11 @@ def load_trainable_state(transformer, state: dict[str, torch.Tensor]) -> None:
     missing = [name for name in state if name not in params]
     if missing:
         raise EditForgeError(f"checkpoint does not match this LoRA (e.g. {missing[0]}); same lora.* settings?")
+    resized = next((name for name, tensor in state.items() if tensor.shape != params[name].shape), None)
+    if resized is not None:  # lora.rank changed since the checkpoint: copy_ would fail with a shape error
+        raise EditForgeError(f"checkpoint does not match this LoRA: {resized} is {tuple(state[resized].shape)} there, "
+                             f"{tuple(params[resized].shape)} here; resume with the checkpoint's lora.rank, "
+                             "or start a new output_dir")
     with torch.no_grad():
         for name, tensor in state.items():
             params[name].copy_(tensor)

@@ -24,34 +24,35 @@ from pathlib import Path
 from typing import Any
 
 from editforge.dataset.layout import ExportPlan
-from editforge.dataset.sample import Columns, Dataset, PathResolver, Sample, extra_names
+from editforge.dataset.sample import Columns, Dataset, Sample, extra_names
 from editforge.errors import EditForgeError
 from editforge.files import read_text
+from editforge.paths import PathPolicy
 from editforge.models.registry import Family
 
 METADATA_NAMES = ("metadata.csv", "metadata.json", "metadata.jsonl", "metadata_edit.csv")
 FIELDS = ("image", "edit_image", "prompt")
 
 
-def read(path: Path, *, columns: Columns, base_dir: Path | None = None) -> Dataset:
+def read(path: Path, *, columns: Columns, base_dir: Path | None = None, allow_outside: bool = False) -> Dataset:
     target = columns.target or "image"
     controls = list(columns.controls or ["edit_image"])
     instruction = columns.instruction or "prompt"
-    resolver = PathResolver(base_dir or path.parent)
+    policy = PathPolicy(base_dir or path.parent, allow_outside=allow_outside)
     dataset = Dataset(source=path, format="diffsynth", samples=[])
     used = {target, *controls, instruction}
     for key, record in _records(path):
         if not isinstance(record, dict):
             raise EditForgeError(f"{path.name} {key}: expected an object with {', '.join(FIELDS)}")
-        target_text = _text(record.get(target))
-        if not target_text:
+        if not _text(record.get(target)):
             dataset.skipped.append((key, f"no {target}"))
             continue
         problems: list[str] = []
-        control_paths = [resolver.resolve(p, problems) for c in controls for p in _paths(record.get(c))]
+        control_paths = [policy.sample_path(p, problems) for c in controls for p in _paths(record.get(c))]
+        target_value = record[target].strip() if isinstance(record[target], str) else record[target]
         dataset.samples.append(Sample(
             key=key,
-            target=resolver.resolve(target_text, problems),
+            target=policy.sample_path(target_value, problems),
             controls=tuple(control_paths),
             instruction=_text(record.get(instruction)),
             extra={k: _text(v) for k, v in record.items() if k not in used and _text(v)},
@@ -87,10 +88,13 @@ def _text(value: Any) -> str:
     return value.strip() if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
-def _paths(value: Any) -> list[str]:
-    """`edit_image`: one path, a list, or a list that a CSV turned into text."""
+def _paths(value: Any) -> list[Any]:
+    """`edit_image`: one path, a list, or a list that a CSV turned into text. Items that are not text
+    are kept as they are, for the path policy to refuse."""
     if isinstance(value, list):
-        return [str(v) for v in value if str(v).strip()]
+        return [v.strip() if isinstance(v, str) else v for v in value if not isinstance(v, str) or v.strip()]
+    if value is not None and not isinstance(value, str):
+        return [] if value != value else [value]  # NaN from pandas-written files: empty
     text = _text(value)
     if text.startswith("["):
         for parse in (json.loads, ast.literal_eval):
@@ -99,7 +103,7 @@ def _paths(value: Any) -> list[str]:
             except (ValueError, SyntaxError):
                 continue
             if isinstance(parsed, list):
-                return [str(v) for v in parsed if str(v).strip()]
+                return [v.strip() if isinstance(v, str) else v for v in parsed if not isinstance(v, str) or v.strip()]
     return [text] if text else []
 
 

@@ -11,6 +11,7 @@ writes. The target folder is the first of `target, targets, images, edited, outp
 `source`, `input` or `conditioning`, optionally numbered (`control_1`, `reference-2`), in number
 order (or `--control-columns A,B`). A control is the file with the target's stem and any image
 suffix, as ai-toolkit matches them; a folder without one gives that sample one control fewer.
+A file that is a symlink out of the folder is a sample's problem, as a path out of it is elsewhere.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from editforge.dataset.layout import ExportPlan
 from editforge.dataset.sample import Columns, Dataset, Sample, one_line
 from editforge.files import read_text
 from editforge.errors import EditForgeError
+from editforge.paths import PathPolicy
 
 TARGET_FOLDERS = ("target", "targets", "images", "edited", "output")
 _CONTROL_FOLDER = re.compile(r"^(control|reference|ref|source|input|conditioning)[_-]?(\d*)$", re.IGNORECASE)
@@ -50,20 +52,26 @@ def find_folders(root: Path, columns: Columns) -> tuple[Path, list[Path]] | None
     return target, controls
 
 
-def read(root: Path, *, columns: Columns) -> Dataset:
+def read(root: Path, *, columns: Columns, allow_outside: bool = False) -> Dataset:
     folders = find_folders(root, columns)
     if folders is None:
         raise EditForgeError(f"{root} has no target folder ({', '.join(TARGET_FOLDERS)}); name it with --target-column")
     target_dir, control_dirs = folders
     by_stem = [_images_by_stem(d) for d in control_dirs]
     dataset = Dataset(source=root, format="folders", samples=[])
+    policy = PathPolicy(root, allow_outside=allow_outside)
     for image in sorted(p for p in target_dir.iterdir() if p.suffix.lower() in READABLE_SUFFIXES):
         caption = image.with_suffix(CAPTION_SUFFIX)
+        problems: list[str] = []
+        controls = [found[image.stem] for found in by_stem if image.stem in found]
+        for path in (image, *controls):
+            policy.sample_path(path.relative_to(root).as_posix(), problems)
         dataset.samples.append(Sample(
             key=image.name,
             target=image,
-            controls=tuple(found[image.stem] for found in by_stem if image.stem in found),
+            controls=tuple(controls),
             instruction=read_text(caption).strip() if caption.is_file() else "",
+            problems=tuple(problems),
         ))
     return dataset
 

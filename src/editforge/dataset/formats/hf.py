@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from editforge.dataset.layout import ExportPlan
-from editforge.dataset.sample import Columns, Dataset, PathResolver, Sample, extra_names
+from editforge.dataset.sample import Columns, Dataset, Sample, extra_names
 from editforge.errors import EditForgeError
 from editforge.models.registry import Family
 from editforge.files import atomic_write
 from editforge.models.registry import cache_root
+from editforge.paths import PathPolicy
 
 TARGET, CONTROL, INSTRUCTION = "edited_image", "source_image", "edit_prompt"
 DATA_FILE = "data/train-00000-of-00001.parquet"
@@ -43,7 +44,7 @@ def parquet_files(src: Path) -> list[Path]:
     return files
 
 
-def read(src: Path, *, columns: Columns, base_dir: Path | None = None) -> Dataset:
+def read(src: Path, *, columns: Columns, base_dir: Path | None = None, allow_outside: bool = False) -> Dataset:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -66,21 +67,21 @@ def read(src: Path, *, columns: Columns, base_dir: Path | None = None) -> Datase
         extras = [f.name for f in schema if f.name not in (target, *controls, instruction)
                   and (pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
                        or pa.types.is_integer(f.type) or pa.types.is_floating(f.type) or pa.types.is_boolean(f.type))]
-        resolver = PathResolver(base_dir or file.parent)
+        policy = PathPolicy(base_dir or file.parent, allow_outside=allow_outside)
         row = 0
         for batch in parquet.iter_batches(batch_size=ROWS_PER_GROUP, columns=[target, *controls, instruction, *extras]):
             for record in batch.to_pylist():
                 row += 1
                 key = f"{file.name} row {row}"
                 problems: list[str] = []
-                target_path = _image_file(record[target], resolver, problems)
+                target_path = _image_file(record[target], policy, problems)
                 if target_path is None:
                     dataset.skipped.append((key, f"no {target}"))
                     continue
                 dataset.samples.append(Sample(
                     key=key,
                     target=target_path,
-                    controls=tuple(p for c in controls if (p := _image_file(record[c], resolver, problems)) is not None),
+                    controls=tuple(p for c in controls if (p := _image_file(record[c], policy, problems)) is not None),
                     instruction=str(record[instruction] or "").strip(),
                     extra={e: str(record[e]) for e in extras if record[e] not in (None, "")},
                     problems=tuple(problems),
@@ -88,7 +89,7 @@ def read(src: Path, *, columns: Columns, base_dir: Path | None = None) -> Datase
     return dataset
 
 
-def _image_file(cell: Any, resolver: PathResolver, problems: list[str]) -> Path | None:
+def _image_file(cell: Any, policy: PathPolicy, problems: list[str]) -> Path | None:
     """An image cell as a file: embedded bytes unpacked into the cache, a path resolved."""
     if isinstance(cell, dict):
         data, path = cell.get("bytes"), cell.get("path")
@@ -99,7 +100,7 @@ def _image_file(cell: Any, resolver: PathResolver, problems: list[str]) -> Path 
     if data:
         return _cached(bytes(data), Path(path).suffix.lower() if path else "")
     if path:
-        return resolver.resolve(str(path), problems)
+        return policy.sample_path(path, problems)
     return None
 
 

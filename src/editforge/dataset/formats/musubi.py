@@ -17,10 +17,11 @@ import json
 from pathlib import Path
 
 from editforge.dataset.layout import ExportPlan
-from editforge.dataset.sample import Columns, Dataset, PathResolver, Sample, extra_names
+from editforge.dataset.sample import Columns, Dataset, Sample, extra_names
 from editforge.errors import EditForgeError
 from editforge.files import read_text
 from editforge.models.registry import Family
+from editforge.paths import PathPolicy
 
 METADATA = "metadata.jsonl"
 CONFIG = "dataset.toml"
@@ -30,10 +31,10 @@ def _is_reserved(name: str) -> bool:
     return name in ("image_path", "caption", "control_path") or name.startswith(("control_path_", "image_path_"))
 
 
-def read(path: Path, *, columns: Columns, base_dir: Path | None = None) -> Dataset:
+def read(path: Path, *, columns: Columns, base_dir: Path | None = None, allow_outside: bool = False) -> Dataset:
     target = columns.target or "image_path"
     instruction = columns.instruction or "caption"
-    resolver = PathResolver(base_dir or path.parent)
+    policy = PathPolicy(base_dir or path.parent, allow_outside=allow_outside)
     dataset = Dataset(source=path, format="musubi", samples=[])
     for number, line in enumerate(read_text(path).splitlines(), 1):
         if not line.strip():
@@ -52,14 +53,18 @@ def read(path: Path, *, columns: Columns, base_dir: Path | None = None) -> Datas
         problems: list[str] = []
         dataset.samples.append(Sample(
             key=key,
-            target=resolver.resolve(str(record[target]), problems),
-            controls=tuple(resolver.resolve(str(record[k]), problems) for k in control_keys if record.get(k)),
+            target=policy.sample_path(_stripped(record[target]), problems),
+            controls=tuple(policy.sample_path(_stripped(record[k]), problems) for k in control_keys if record.get(k)),
             instruction=str(record.get(instruction) or "").strip(),
             extra={k: v if isinstance(v, str) else json.dumps(v) for k, v in record.items()
                    if k not in (target, instruction, *control_keys) and not _is_reserved(k) and v not in (None, "")},
             problems=tuple(problems),
         ))
     return dataset
+
+
+def _stripped(value):
+    return value.strip() if isinstance(value, str) else value  # not text: the path policy refuses it
 
 
 def _control_keys(record: dict) -> list[str]:

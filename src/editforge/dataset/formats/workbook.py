@@ -11,34 +11,36 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from editforge.dataset.sample import Columns, Dataset, PathResolver, Sample
+from editforge.dataset.sample import Columns, Dataset, Sample
 from editforge.errors import EditForgeError
-from editforge.sheet.render import GEN_SEED, GEN_STATUS
-from editforge.sheet.workbook import REF_KEYS, STANDARD_KEYS, normalize_header, open_workbook
-from editforge.sheet.plan import cell_text
-
-REVIEW = "review"
-INSTRUCTION_COLUMNS = ("edit_prompt", "instruction", "gen_edit_prompt")
-# Review verdicts as people type them (compared lower-cased); anything else counts as not reviewed.
-ACCEPTED = {"accepted", "accept", "ok", "good", "yes", "y", "true", "1", "pass", "✓", "✔"}
-REJECTED = {"rejected", "reject", "bad", "no", "n", "false", "0", "fail", "failed", "x", "✗", "✘"}
-# Columns the synth loop keeps for itself: never training metadata.
-BOOKKEEPING = {*STANDARD_KEYS, GEN_STATUS, GEN_SEED, REVIEW}
+from editforge.paths import PathPolicy
+from editforge.sheet.journal import RecalledFormulas
+from editforge.sheet.schema import (
+    BOOKKEEPING, GEN_STATUS, INSTRUCTION_COLUMNS, PROMPT, RAW_IMAGE, REF_KEYS, REJECTED_WORDS, REVIEW, ACCEPTED_WORDS,
+    cell_text, normalize_header,
+)
+from editforge.sheet.workbook import Uncomputed, open_workbook
 
 
 def read(path: Path, *, columns: Columns, base_dir: Path | None = None, sheet: str | None = None,
-         only_accepted: bool = False) -> Dataset:
-    book = open_workbook(path, sheet=sheet, read_only=True)
-    target = columns.target or "raw_image"
+         only_accepted: bool = False, allow_outside: bool = False) -> Dataset:
+    with RecalledFormulas(path) as memory:  # formula values synth remembered (its saves drop Excel's)
+        book = open_workbook(path, sheet=sheet, read_only=True, memory=memory)
+        return _read(book, path, columns, base_dir, only_accepted, allow_outside)
+
+
+def _read(book, path: Path, columns: Columns, base_dir: Path | None, only_accepted: bool,
+          allow_outside: bool) -> Dataset:
+    target = columns.target or RAW_IMAGE
     controls = list(columns.controls or [k for k in REF_KEYS if book.column(k) is not None])
     instruction = columns.instruction or next(
-        (name for name in INSTRUCTION_COLUMNS if book.column(name) is not None), "gen_edit_prompt")
+        (name for name in INSTRUCTION_COLUMNS if book.column(name) is not None), PROMPT)
     for name in (target, *controls, instruction):
         if book.column(name) is None:
             raise EditForgeError(f"{path.name} has no column {name!r}; its columns: {', '.join(book.headers.values())}")
     used = {normalize_header(n) for n in (target, *controls, instruction)} | BOOKKEEPING
     extra_headers = [h for h in book.headers.values() if normalize_header(h) not in used]
-    resolver = PathResolver(base_dir or path.parent)
+    policy = PathPolicy(base_dir or book.path.parent, allow_outside=allow_outside)
     dataset = Dataset(source=path, format="workbook", samples=[])
     names = [target, *controls, instruction, GEN_STATUS, REVIEW, *extra_headers]
     for row, values in book.records(names):
@@ -47,22 +49,24 @@ def read(path: Path, *, columns: Columns, base_dir: Path | None = None, sheet: s
         if not any(text.values()):
             continue  # blank rows are layout, not data
         status, review = text[GEN_STATUS].lower(), text[REVIEW].lower()
-        if status.startswith(("failed", "rejected")) or review in REJECTED:
+        if status.startswith(("failed", "rejected")) or review in REJECTED_WORDS:
             dataset.skipped.append((key, f"{GEN_STATUS if status else REVIEW} says {text[GEN_STATUS] or text[REVIEW]}"))
             continue
-        if only_accepted and review not in ACCEPTED:
+        if only_accepted and review not in ACCEPTED_WORDS:
             dataset.skipped.append((key, "not reviewed as accepted"))
             continue
         if not text[target]:
             dataset.skipped.append((key, f"no {target} (still to generate?)"))
             continue
-        problems: list[str] = []
+        problems = [values[n].reason(n) for n in (target, *controls, instruction) if isinstance(values[n], Uncomputed)]
         dataset.samples.append(Sample(
             key=key,
-            target=resolver.resolve(text[target], problems),
-            controls=tuple(resolver.resolve(text[c], problems) for c in controls if text[c]),
+            target=policy.sample_path(values[target].strip() if isinstance(values[target], str) else values[target],
+                                      problems),
+            controls=tuple(policy.sample_path(values[c].strip() if isinstance(values[c], str) else values[c], problems)
+                           for c in controls if text[c]),
             instruction=text[instruction],
-            extra={h: text[h] for h in extra_headers if text[h]},
-            problems=tuple(problems),
+            extra={h: text[h] for h in extra_headers if text[h] and not isinstance(values[h], Uncomputed)},
+            problems=tuple(dict.fromkeys(problems)),
         ))
     return dataset

@@ -55,6 +55,7 @@ function showState(data) {
   }
   let note = "";
   if (data.write_error) note = `not written yet: ${data.write_error}`;
+  else if (data.held) note = data.held;
   else if (data.waiting_updates) note = `${data.waiting_updates} change(s) safe in the journal, not in the workbook file yet`;
   $("waiting").textContent = note;
 }
@@ -157,12 +158,12 @@ async function act(kind) {
   try {
     let data;
     if (kind === "regenerate") {
-      data = await api(`/api/rows/${row.row}/regenerate`, {seen: row.images});
+      data = await api(`/api/rows/${row.row}/regenerate`, {seen: row.images, row_id: row.row_id});
       say(`row ${row.row}: ${data.moved_to ? `old picture moved to ${data.moved_to}; ` : ""}` +
           "the next editforge synth makes a new one");
     } else {
       const verdict = {accept: "accepted", reject: "rejected", undo: ""}[kind];
-      data = await api(`/api/rows/${row.row}/verdict`, {verdict, seen: row.images});
+      data = await api(`/api/rows/${row.row}/verdict`, {verdict, seen: row.images, row_id: row.row_id});
       say(`row ${row.row}: ${verdict || "verdict cleared"}`);
     }
     replaceRow(data.row, row.row);
