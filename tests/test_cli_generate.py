@@ -82,7 +82,8 @@ def test_model_not_cached_while_offline(tmp_path, make_image):
     make_image("a.png")
     result = run_cli("edit", "--image", "a.png", "--prompt", "x", "--out", "o.png", "--model",
                      "someone/qwen-finetune", cwd=tmp_path)
-    _one_clean_error(result, "not cached", "someone/qwen-finetune")
+    _one_clean_error(result, "someone/qwen-finetune is not in the local Hugging Face cache", "HF_HUB_OFFLINE=1",
+                     "--model FOLDER")
 
 
 @pytest.mark.parametrize(

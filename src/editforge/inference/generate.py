@@ -15,10 +15,13 @@ from PIL import Image
 
 from editforge.errors import EditForgeError
 from editforge.inference.sizes import aspect_size, output_size, pipeline_areas
-from editforge.models.registry import FAMILY_BY_PIPELINE
+from editforge.models.registry import FAMILY_BY_PIPELINE, Family
 
 POSITIVE_MAGIC = {"en": ", Ultra HD, 4K, cinematic composition.", "zh": ", 超清，4K，电影级构图."}
 log = logging.getLogger("editforge")
+# Areas below these give sides of 32 px or less (or 0, for a wide image): nothing a model can draw into.
+MIN_PIXELS = 64 * 64
+MIN_CONDITION_PIXELS = 56 * 56  # Qwen2-VL's processor enlarges anything smaller to this
 
 
 class NegativePromptIgnored(UserWarning):
@@ -40,6 +43,50 @@ def pipeline_info(pipe) -> dict[str, Any]:
     }
 
 
+def check_image_count(family: Family, count: int) -> None:
+    if family.is_edit and not 1 <= count <= family.max_images:
+        want = "one input image" if family.max_images == 1 else f"1 to {family.max_images} input images"
+        hint = (": it is an edit model, use `editforge edit` (text-to-image needs a Qwen-Image model, "
+                "e.g. --model qwen-image)") if count == 0 else ""
+        raise EditForgeError(f"{family.name} takes {want}, got {count}{hint}")
+    if not family.is_edit and count:
+        raise EditForgeError(f"{family.name} is text-to-image; it takes no input images "
+                             "(to edit, use `editforge edit` with an edit model such as qwen-image-edit-2509)")
+
+
+def check_steps(family: Family, steps: int, scheduler_config) -> None:
+    if steps < 1:
+        raise EditForgeError(f"--steps must be 1 or more, not {steps}")
+    if steps < 2 and scheduler_config.get("shift_terminal"):
+        # diffusers divides by (1 - last sigma) to stretch the schedule: with one step that is 0/0 -> NaN
+        raise EditForgeError(f"{family.name}'s own scheduler needs at least 2 steps (got {steps}); "
+                             "1-step generation needs a distilled (Lightning) scheduler")
+
+
+def check_areas(family: Family, max_pixels: int | None, condition_pixels: int | None) -> None:
+    """The areas a caller asked for (None: the model's default)."""
+    if max_pixels is not None and max_pixels < MIN_PIXELS:
+        raise EditForgeError(f"--max-pixels is an area in pixels (width x height, e.g. {1024 * 1024} for 1024x1024); "
+                             f"{max_pixels} is below the smallest EditForge draws, {MIN_PIXELS} (64x64)")
+    if condition_pixels is not None and not family.condition_pixels:
+        raise EditForgeError(
+            f"--condition-pixels applies to Edit-2509 only; {family.name} feeds one image size to both encoders"
+        )
+    if condition_pixels is not None and condition_pixels < MIN_CONDITION_PIXELS:
+        raise EditForgeError(f"--condition-pixels is an area in pixels (e.g. {384 * 384} for 384x384); "
+                             f"{condition_pixels} is below the vision encoder's minimum, {MIN_CONDITION_PIXELS} (56x56)")
+
+
+def check_request(plan, *, images: list[int], steps: int | None = None, max_pixels: int | None = None,
+                  condition_pixels: int | None = None, **_) -> None:
+    """What `generate` would refuse, checked against a `LoadPlan` before the model loads: `images` holds
+    each job's number of input images."""
+    for count in sorted(set(images)):
+        check_image_count(plan.family, count)
+    check_steps(plan.family, steps or plan.default_steps, plan.scheduler_config())
+    check_areas(plan.family, max_pixels, condition_pixels)
+
+
 def generate(
     pipe,
     images: Sequence[Image.Image],
@@ -58,24 +105,14 @@ def generate(
     info = pipeline_info(pipe)
     family = FAMILY_BY_PIPELINE[type(pipe).__name__]
     images = list(images)
-    if family.is_edit and not 1 <= len(images) <= family.max_images:
-        want = "one input image" if family.max_images == 1 else f"1 to {family.max_images} input images"
-        raise EditForgeError(f"{family.name} takes {want}, got {len(images)}")
-    if not family.is_edit and images:
-        raise EditForgeError(f"{family.name} is text-to-image; it takes no input images")
+    check_image_count(family, len(images))
     if not prompt or not prompt.strip():
         raise EditForgeError("the prompt is empty")
     steps = steps or info["default_steps"]
-    if steps < 2 and pipe.scheduler.config.get("shift_terminal"):
-        # diffusers divides by (1 - last sigma) to stretch the schedule: with one step that is 0/0 -> NaN
-        raise EditForgeError(f"{family.name}'s own scheduler needs at least 2 steps (got {steps}); "
-                             "1-step generation needs a distilled (Lightning) scheduler")
+    check_steps(family, steps, pipe.scheduler.config)
+    check_areas(family, max_pixels, condition_pixels)
     cfg = info["default_cfg"] if cfg is None else cfg
     max_pixels = max_pixels or info["max_pixels"]
-    if condition_pixels and not family.condition_pixels:
-        raise EditForgeError(
-            f"--condition-pixels applies to Edit-2509 only; {family.name} feeds one image size to both encoders"
-        )
     condition_pixels = condition_pixels or info["condition_pixels"]
     if negative_prompt and cfg <= 1:
         warnings.warn(
@@ -137,7 +174,9 @@ def text_to_image(
 ) -> tuple[Image.Image, dict[str, Any]]:
     """Qwen-Image text-to-image at one of its aspect ratios, optionally with the model card's positive magic."""
     info = pipeline_info(pipe)
-    width, height = aspect_size(aspect, options.pop("max_pixels", None) or info["max_pixels"])
+    max_pixels = options.pop("max_pixels", None)
+    check_areas(FAMILY_BY_PIPELINE[type(pipe).__name__], max_pixels, None)
+    width, height = aspect_size(aspect, max_pixels or info["max_pixels"])
     if magic:
         prompt = prompt + POSITIVE_MAGIC[magic]
-    return generate(pipe, [], prompt, seed=seed, width=width, height=height, **options)
+    return generate(pipe, [], prompt, seed=seed, width=width, height=height, max_pixels=max_pixels, **options)

@@ -113,7 +113,8 @@ class PathResolver:
         return self.key(str(path))
 
 
-def plan_workbook(book: Workbook, resolver: PathResolver, *, check_files: bool = True) -> Plan:
+def check_columns(book: Workbook) -> list[str]:
+    """The ref_image keys the sheet has; an error naming the columns synth needs and it lacks."""
     required = [k for k in ("raw_image", "gen_edit_prompt", "need_gen") if k not in book.columns]
     ref_keys = [k for k in REF_KEYS if k in book.columns]
     if required or not ref_keys:
@@ -122,6 +123,11 @@ def plan_workbook(book: Workbook, resolver: PathResolver, *, check_files: bool =
             f"the header row (row {book.header_row}) of {book.path.name} has no "
             f"{', '.join(missing)} column; rename the header or map it with "
             f"--columns {missing[0]}=<your header>")
+    return ref_keys
+
+
+def plan_workbook(book: Workbook, resolver: PathResolver, *, check_files: bool = True) -> Plan:
+    ref_keys = check_columns(book)
     plan = Plan()
     for row, values in book.records(["raw_image", *ref_keys, "gen_edit_prompt", "need_gen"]):
         raw = cell_text(values["raw_image"])
