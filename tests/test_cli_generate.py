@@ -103,3 +103,62 @@ def test_malformed_batch_files(tmp_path, make_image, prompts, images, needle):
     result = run_cli("edit", "--prompts", "prompts.txt", "--images", "images.txt", "--out-dir", "out", *TINY,
                      cwd=tmp_path)
     _one_clean_error(result, needle)
+
+
+@pytest.mark.parametrize("command, model, args, needles", [
+    ("edit", "tiny-qwen-image-edit-2509", ["--max-pixels", "100"], ["--max-pixels is an area in pixels", "100"]),
+    ("edit", "tiny-qwen-image-edit-2509", ["--max-pixels", "1024"], ["--max-pixels is an area in pixels"]),
+    ("edit", "tiny-qwen-image-edit-2509", ["--condition-pixels", "400"], ["--condition-pixels is an area"]),
+    ("edit", "tiny-qwen-image-edit", ["--condition-pixels", "3136"], ["applies to Edit-2509 only"]),
+    ("edit", "tiny-qwen-image-edit-2509", ["--dtype", "fp16"], ["--dtype must be bf16 or fp32, not fp16"]),
+    ("edit", "tiny-qwen-image-edit-2509", ["--device", "cuda:99"], ["--device cuda:99"]),
+    ("edit", "tiny-qwen-image-edit-2509", ["--device", "gpu"], ["--device gpu: not a device"]),
+    ("edit", "tiny-qwen-image-edit-2509", ["--lora", "style.safetensors:abc"],
+     ["--lora style.safetensors:abc: the scale 'abc' is not a number"]),
+    ("edit", "tiny-qwen-image-edit-2509", ["--steps", "1"], ["needs at least 2 steps"]),
+    ("edit", "tiny-qwen-image-edit", ["--image", "b.png"], ["qwen-image-edit takes one input image, got 2"]),
+    ("edit", "tiny-qwen-image-edit-2509", ["--image", "b.png", "--image", "b.png", "--image", "a.png"],
+     ["takes 1 to 3 input images, got 4"]),
+    ("edit", "tiny-qwen-image", [], ["qwen-image is text-to-image", "editforge edit"]),
+    ("t2i", "tiny-qwen-image-edit-2509", [], ["it is an edit model, use `editforge edit`"]),
+    ("t2i", "tiny-qwen-image", ["--max-pixels", "1000"], ["--max-pixels is an area in pixels"]),
+])
+def test_request_errors_come_before_the_model_loads(tmp_path, make_image, unloadable, command, model, args, needles):
+    make_image("a.png"), make_image("b.png", seed=1)
+    style = tmp_path / "style.safetensors"
+    from safetensors.torch import save_file
+    import torch
+
+    save_file({"transformer_blocks.0.attn.to_q.lora_A.weight": torch.zeros(2, 48)}, str(style))
+    inputs = ["--image", "a.png"] if command == "edit" else []
+    result = run_cli(command, *inputs, "--prompt", "x", "--out", "o.png", "--model", unloadable(model), *args,
+                     cwd=tmp_path)
+    _one_clean_error(result, *needles)
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_batch_names_the_line_of_a_missing_image(tmp_path, make_image):
+    make_image("a.png")
+    (tmp_path / "prompts.txt").write_text("one\ntwo\nthree\n")
+    (tmp_path / "images.txt").write_text("a.png\na.png\na.png gone.png\n")
+    result = run_cli("edit", "--prompts", "prompts.txt", "--images", "images.txt", "--out-dir", "out", *TINY,
+                     cwd=tmp_path)
+    _one_clean_error(result, "images.txt:3: image not found", "gone.png")
+
+
+def test_device_is_checked_against_the_machine(monkeypatch):
+    import torch
+
+    from editforge.errors import EditForgeError
+    from editforge.models.loading import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(EditForgeError, match="--device cuda: PyTorch sees no CUDA GPU here"):
+        resolve_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda:1") == "cuda:1" and resolve_device("cpu") == "cpu"
+    with pytest.raises(EditForgeError, match="this machine has 2 CUDA GPU"):
+        resolve_device("cuda:2")
+    with pytest.raises(EditForgeError, match="runs on cpu or cuda"):
+        resolve_device("meta")

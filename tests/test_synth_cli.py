@@ -57,6 +57,33 @@ def test_bad_workbooks_exit_2_with_one_line(tmp_path, monkeypatch, capsys, make,
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
+@pytest.mark.parametrize("model, args, message", [
+    ("tiny-qwen-image-edit-2509", ["--device", "cuda:99"], "--device cuda:99"),
+    ("tiny-qwen-image-edit-2509", ["--lightning", "off", "--steps", "1"], "needs at least 2 steps"),
+    ("tiny-qwen-image-edit-2509", ["--max-pixels", "1024"], "--max-pixels is an area in pixels"),
+    ("tiny-qwen-image-edit-2509", ["--dtype", "fp16"], "--dtype must be bf16 or fp32"),
+    ("tiny-qwen-image", [], "synth needs an edit model"),
+])
+def test_request_errors_stop_before_the_model_loads_and_the_workbook_is_touched(
+        tmp_path, monkeypatch, capsys, unloadable, model, args, message):
+    path, model = make_workbook(tmp_path), unloadable(model)
+    before = sorted(p for p in tmp_path.rglob("*") if "unloadable" not in str(p))
+    capsys.readouterr()  # the tiny model's one-time build line
+    code, _, err = cli(monkeypatch, capsys, path, "--model", model, *args)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert sorted(p for p in tmp_path.rglob("*") if "unloadable" not in str(p)) == before
+
+
+def test_rows_with_more_inputs_than_the_model_takes_fail_before_it_loads(tmp_path, monkeypatch, capsys, unloadable):
+    """Edit v1 takes one image: a refs-only row with two refs fails with its reason; no row is left to
+    generate, so the (unloadable) model is never loaded."""
+    path = make_workbook(tmp_path, rows=[[None, "img/r0.png", "img/r1.png", None, "join them", "t", True]])
+    model = unloadable("tiny-qwen-image-edit")
+    code, out, err = cli(monkeypatch, capsys, path, "--model", model, "--seed", "1")
+    assert code == 1 and out.strip() == "generated 0, skipped 0, failed 1", err
+    assert "row 2: 2 input images; the model takes at most 1" in err
+
+
 def test_workbook_open_in_excel_exits_2_and_writes_nothing(tmp_path, monkeypatch, capsys):
     path = make_workbook(tmp_path)
     (tmp_path / "~$data.xlsx").write_text("")

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from editforge.cli import app
 from editforge.cli.generate import _warnings_to_console
@@ -80,7 +81,7 @@ def synth(
     summary = run_synth(workbook, make_generator, options, team=team, console=console)
     if team.is_main:
         for row, reason in summary.failures[:20]:
-            console.print(f"[red]failed[/] row {row}: {reason}", highlight=False)
+            console.print(f"[red]failed[/] row {row}: {escape(reason)}", highlight=False, emoji=False)
         if len(summary.failures) > 20:
             console.print(f"... and {len(summary.failures) - 20} more failures (see gen_status)")
         typer.echo(summary.line())

@@ -127,6 +127,7 @@ def prepare_load(
     for lora in loras:
         lora_keys(lora.path)
     spec = resolve_model(model)
+    folder = Path(spec.source) if spec.is_local else pipeline_folder(spec.source, _pipeline_class(spec))
     if lightning and spec.fused_lightning and not force:
         raise EditForgeError(f"{model} already has Lightning {spec.fused_lightning}-step fused in; drop --lightning")
     if lightning_path and not lightning:
@@ -137,7 +138,6 @@ def prepare_load(
         lightning_file = lightning_lib.resolve_file(
             spec.family, lightning, path=lightning_path, local_dir=local, force=force
         )
-    folder = Path(spec.source) if spec.is_local else pipeline_folder(spec.source, _pipeline_class(spec))
     return LoadPlan(
         model=model, spec=spec, folder=folder, lightning=lightning, lightning_file=lightning_file, loras=loras,
         dtype=torch_dtype, device=device, quantize=quantize, offload=offload, vae_tiling=vae_tiling, fuse=fuse,

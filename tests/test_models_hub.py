@@ -1,0 +1,79 @@
+"""Models and Lightning files from the hub: found in the cache offline, and a fast one-line error when they are
+not there, before a workbook is touched."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from editforge.models.registry import FAMILIES
+from editforge.models.tiny import tiny_model_dir
+from tests.test_synth_run import make_workbook
+
+UNREACHABLE = "http://127.0.0.1:9"  # the discard port: nothing listens, a connection is refused at once
+
+
+def synth(workbook: Path, *args: str, offline: bool) -> tuple[subprocess.CompletedProcess, float]:
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    if offline:
+        env["HF_HUB_OFFLINE"] = "1"
+    else:
+        env["HF_ENDPOINT"] = UNREACHABLE
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "editforge", "synth", str(workbook), *args],
+                            env=env, capture_output=True, text=True, timeout=120)
+    return result, time.monotonic() - started
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("offline", [True, False], ids=["HF_HUB_OFFLINE", "hub-unreachable"])
+@pytest.mark.parametrize("model, extra, needles", [
+    ("someone/uncached-finetune", [], ["--model someone/uncached-finetune is not in the local Hugging Face cache",
+                                       "HF_HUB_OFFLINE=1", "--model FOLDER"]),
+    ("qwen-image-edit-2509", [], ["--model Qwen/Qwen-Image-Edit-2509 is not in the local Hugging Face cache",
+                                  "HF_HUB_OFFLINE=1", "--model FOLDER"]),
+    ("FOLDER", ["--lightning", "8"], ["Lightning LoRA lightx2v/Qwen-Image-Lightning/", "HF_HUB_OFFLINE=1",
+                                      "--lightning-path FILE"]),
+])
+def test_uncached_files_fail_fast_and_leave_the_workbook_alone(tmp_path, offline, model, extra, needles):
+    if model == "FOLDER":  # a local pipeline without the tiny Lightning files beside it: Lightning is a hub file
+        model = str(tmp_path / "pipeline")
+        shutil.copytree(tiny_model_dir("tiny-qwen-image-edit-2509"), model, ignore=shutil.ignore_patterns("lightning"))
+    book = make_workbook(tmp_path / "book")
+    before = snapshot(tmp_path / "book")
+    result, seconds = synth(book, "--model", model, "--seed", "1", *extra, offline=offline)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    for needle in needles:
+        assert needle in result.stderr, result.stderr
+    assert "Retrying" not in result.stderr
+    assert seconds < 20, seconds  # imports and a refused connection; huggingface_hub's retries alone take ~25 s
+    assert snapshot(tmp_path / "book") == before  # no new header, no .bak, no journal, no output folder
+
+
+def test_a_cached_hub_model_loads_offline(tmp_path, monkeypatch):
+    """The positive side: a hub id whose snapshot is in the Hugging Face cache loads with HF_HUB_OFFLINE=1."""
+    import editforge
+
+    repo = "someone/tiny-edit"
+    cache = tmp_path / "hf" / "hub" / f"models--{repo.replace('/', '--')}"
+    shutil.copytree(tiny_model_dir("tiny-qwen-image-edit-2509"), cache / "snapshots" / ("0" * 40),
+                    ignore=shutil.ignore_patterns("lightning", "editforge.json"))
+    (cache / "refs").mkdir()
+    (cache / "refs" / "main").write_text("0" * 40)
+    code = ("import editforge; p = editforge.load_pipeline('someone/tiny-edit', device='cpu'); "
+            "print(p.editforge_info['family'], p.editforge_info['model'])")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hf" / "hub")}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == [FAMILIES["qwen-image-edit-2509"].name, repo]
+    assert editforge  # imported here only to share the session's tiny-model build
