@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 
@@ -32,12 +31,11 @@ from editforge.cli import synth  # noqa: E402,F401
 
 
 def _quiet_third_party_logs() -> None:
-    """Import-time chatter from torch/torchao/diffusers buries the one line a user needs to read.
-    EditForge checks what those warnings are about (e.g. LoRA keys that match nothing) itself."""
+    """diffusers' and transformers' notices bury the one line a user needs to read; EditForge checks what
+    they are about (e.g. LoRA keys that match nothing) itself. Known harmless messages of other libraries
+    are filtered one by one for the Python API too (`editforge.quiet`)."""
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    for name in ("torch.utils._pytree", "torchao"):
-        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def main() -> None:
