@@ -52,7 +52,7 @@ def test_zero2_two_processes_on_cpu_checkpoint_and_resume(tmp_path):
     # gradient_accumulation 2 while the launch config says 1: the run's value must win (the env var that
     # `accelerate launch` sets would otherwise override it).
     raw = {"model": MODEL, "output_dir": str(out), "seed": 0,
-           "data": {"samples": samples, "batch_size": 1, "max_pixels": 32 * 32, "condition_pixels": 56 * 56,
+           "data": {"samples": samples, "batch_size": 1, "max_pixels": 64 * 64, "condition_pixels": 56 * 56,
                     "cache_dir": str(tmp_path / "cache")},
            "lora": {"rank": 4, "alpha": 4},
            "train": {"steps": 4, "learning_rate": 1e-2, "mixed_precision": "no", "gradient_accumulation": 2,

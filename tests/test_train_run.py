@@ -25,7 +25,7 @@ from editforge.train.logs import read_metrics
 from tests.conftest import noise_image
 
 MODEL = "tiny-qwen-image-edit-2509"
-AREAS = {"max_pixels": 32 * 32, "condition_pixels": 56 * 56}
+AREAS = {"max_pixels": 64 * 64, "condition_pixels": 56 * 56}
 ROOT = Path(__file__).resolve().parents[1]
 
 

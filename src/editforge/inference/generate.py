@@ -14,14 +14,11 @@ import torch
 from PIL import Image
 
 from editforge.errors import EditForgeError
-from editforge.inference.sizes import aspect_size, output_size, pipeline_areas
+from editforge.inference.sizes import MIN_CONDITION_PIXELS, MIN_PIXELS, aspect_size, output_size, pipeline_areas
 from editforge.models.registry import FAMILY_BY_PIPELINE, Family
 
 POSITIVE_MAGIC = {"en": ", Ultra HD, 4K, cinematic composition.", "zh": ", 超清，4K，电影级构图."}
 log = logging.getLogger("editforge")
-# Areas below these give sides of 32 px or less (or 0, for a wide image): nothing a model can draw into.
-MIN_PIXELS = 64 * 64
-MIN_CONDITION_PIXELS = 56 * 56  # Qwen2-VL's processor enlarges anything smaller to this
 
 
 class NegativePromptIgnored(UserWarning):

@@ -22,6 +22,10 @@ ASPECT_RATIOS = {
     "2:3": (1056, 1584),
 }
 DIFFUSERS_VAE_PIXELS = 1024 * 1024
+# The smallest areas EditForge accepts. Smaller output areas give sides of 32 px or less (0 for a wide
+# image), and a side length typed where an area is meant (`--max-pixels 1024`) lands below this.
+MIN_PIXELS = 64 * 64
+MIN_CONDITION_PIXELS = 56 * 56  # Qwen2-VL's processor enlarges anything smaller to this anyway
 _lock = threading.Lock()
 
 

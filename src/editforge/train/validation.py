@@ -13,7 +13,6 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from editforge.errors import EditForgeError
 from editforge.images import open_rgb
 from editforge.inference.sizes import aspect_size, output_size, pipeline_areas
 from editforge.models.registry import FAMILY_BY_PIPELINE
@@ -33,15 +32,8 @@ class Preview:
 
 @torch.no_grad()
 def prepare_previews(pipe, samples, *, cfg: float, max_pixels: int, condition_pixels: int | None) -> list[Preview]:
-    family = FAMILY_BY_PIPELINE[type(pipe).__name__]
     previews = []
-    for i, sample in enumerate(samples):
-        # checked here, before training: a bad preview would otherwise fail hours in, at the first validation
-        wanted = range(1, family.max_images + 1) if family.is_edit else range(0, 1)
-        if len(sample.controls) not in wanted:
-            need = f"1 to {family.max_images}" if family.max_images > 1 else ("1" if family.is_edit else "no")
-            raise EditForgeError(f"validation.samples[{i}]: {family.name} previews need {need} control image(s), "
-                                 f"this one has {len(sample.controls)}")
+    for sample in samples:  # their control counts were checked before the model loaded (Config.check_family)
         controls = [open_rgb(path) for path in sample.controls]
         prompt_images, _ = condition_inputs(pipe, controls, max_pixels, condition_pixels)
         negative = encode_prompt(pipe, NEGATIVE_PROMPT, prompt_images) if cfg > 1 else None
