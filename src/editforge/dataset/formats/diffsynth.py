@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from editforge.dataset.layout import ExportPlan
-from editforge.dataset.sample import Columns, Dataset, PathResolver, Sample, extra_names
+from editforge.dataset.sample import Columns, Dataset, PathResolver, Sample, check_columns, extra_names
 from editforge.errors import EditForgeError
 from editforge.files import read_text
 from editforge.models.registry import Family
@@ -40,9 +40,11 @@ def read(path: Path, *, columns: Columns, base_dir: Path | None = None) -> Datas
     resolver = PathResolver(base_dir or path.parent)
     dataset = Dataset(source=path, format="diffsynth", samples=[])
     used = {target, *controls, instruction}
+    present: dict[str, None] = {}
     for key, record in _records(path):
         if not isinstance(record, dict):
             raise EditForgeError(f"{path.name} {key}: expected an object with {', '.join(FIELDS)}")
+        present.update(dict.fromkeys(record))
         target_text = _text(record.get(target))
         if not target_text:
             dataset.skipped.append((key, f"no {target}"))
@@ -57,6 +59,8 @@ def read(path: Path, *, columns: Columns, base_dir: Path | None = None) -> Datas
             extra={k: _text(v) for k, v in record.items() if k not in used and _text(v)},
             problems=tuple(problems),
         ))
+    if present:  # controls are optional (a text-to-image set has none) unless named
+        check_columns(path, present, [target, instruction, *(columns.controls or ())])
     return dataset
 
 
