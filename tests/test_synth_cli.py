@@ -102,6 +102,49 @@ def test_dry_run_and_a_run_with_failures(tmp_path, monkeypatch, capsys):
     assert "row 6: raw_image: file not found" in err
 
 
+def crashing_generator():
+    """The fake generator, except that the prompt `crash` crashes the pipeline (a row's failure mid-run)."""
+    from editforge.sheet.fake import fake_generator
+
+    fake = fake_generator()
+
+    def generate(images, prompt, seed):
+        if prompt == "crash":
+            raise RuntimeError("the pipeline fell over")
+        return fake(images, prompt, seed)
+    return generate
+
+
+def test_failures_are_listed_in_row_order(tmp_path, monkeypatch, capsys):
+    """A row that fails while generating (row 2) and one that fails in planning (row 3, a missing input)."""
+    path = make_workbook(tmp_path, rows=[["img/r0.png", None, None, None, "crash", "t", True],
+                                         ["img/nope.png", None, None, None, "missing input", "t", True],
+                                         ["img/r1.png", None, None, None, "crash", "t", True]])
+    monkeypatch.setenv("EDITFORGE_SYNTH_GENERATOR", "tests.test_synth_cli:crashing_generator")
+    code, out, err = cli(monkeypatch, capsys, path, "--seed", "1")
+    assert code == 1 and out.strip() == "generated 0, skipped 0, failed 3"
+    failed = [line.split(":")[0] for line in err.splitlines() if line.startswith("failed")]
+    assert failed == ["failed row 2", "failed row 3", "failed row 4"], err
+
+
+def test_the_first_line_says_where_the_seed_came_from(tmp_path, monkeypatch, capsys):
+    path = make_workbook(tmp_path, rows=[["img/r0.png", None, None, None, "a reference", "t", True]] * 2)
+    monkeypatch.setenv("EDITFORGE_SYNTH_GENERATOR", FAKE["EDITFORGE_SYNTH_GENERATOR"])
+    code, _, err = cli(monkeypatch, capsys, path, "--seed", "1", "--max-rows", "1")
+    assert code == 0 and "seed 1\n" in err and "random" not in err
+    code, _, err = cli(monkeypatch, capsys, path)  # resumed without --seed: the remembered one, not a random one
+    assert code == 0 and "seed 1 (this workbook's seed, remembered in its journal)" in err, err
+    other = make_workbook(tmp_path / "other")
+    code, _, err = cli(monkeypatch, capsys, other)
+    assert code == 0 and "(random; --seed " in err and "reproduces it)" in err
+
+
+def test_a_misspelt_columns_header_is_named(tmp_path, monkeypatch, capsys):
+    code, _, err = cli(monkeypatch, capsys, make_workbook(tmp_path), "--columns", "gen_edit_prompt=Promt", "--dry-run")
+    assert code == 2 and "--columns gen_edit_prompt=Promt: no header 'Promt' in row 1 of data.xlsx" in err, err
+    assert "its headers: raw_image, ref_image_1" in err
+
+
 def test_kill_9_mid_run_then_resume(tmp_path):
     rows = 16
     path = make_workbook(tmp_path, rows=[ONE_OF_EACH[i % 3] for i in range(rows)])

@@ -136,7 +136,7 @@ def synth(workbook: str | Path, make_generator: Callable[[], Generator], options
             run_id, base_seed = team.share(shared)
             if team.is_main:
                 console.print(f"synth {path.name}: {len(todo)} rows to generate, seed {base_seed}{how}",
-                              highlight=False)
+                              highlight=False, soft_wrap=True)
             runner = _Runner(journal, book, resolver, out_dirs, options, team, run_id, base_seed, console)
             summary = runner.run(todo[team.index:: team.size], make_generator, plan, len(todo), show_progress)
             summary.recovered = recovered
