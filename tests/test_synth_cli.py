@@ -134,7 +134,7 @@ def test_the_first_line_says_where_the_seed_came_from(tmp_path, monkeypatch, cap
     assert code == 0 and "seed 1\n" in err and "random" not in err
     code, _, err = cli(monkeypatch, capsys, path)  # resumed without --seed: the remembered one, not a random one
     assert code == 0 and "seed 1 (this workbook's seed, remembered in its journal)" in err, err
-    other = make_workbook(tmp_path / "other")
+    other = make_workbook(tmp_path / "other", rows=[["img/r0.png", None, None, None, "a reference", "t", True]])
     code, _, err = cli(monkeypatch, capsys, other)
     assert code == 0 and "(random; --seed " in err and "reproduces it)" in err
 
