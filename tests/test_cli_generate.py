@@ -46,6 +46,19 @@ def test_t2i_with_aspect_and_magic(tmp_path):
     assert result.returncode == 0, result.stderr
     params = read_params(out)
     assert params["prompt"].startswith("a cat, Ultra HD") and params["width"] > params["height"]
+    # 16:9 at the tiny model's 64x64 area is 85.3x48: each side within rounding to 16 (it was 96x32, 3:1)
+    assert abs(params["width"] - (64 * 64 * 16 / 9) ** 0.5) <= 8 and abs(params["height"] - 48) <= 8
+
+
+@pytest.mark.parametrize("aspect", ["1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3"])
+@pytest.mark.parametrize("area", [64 * 64, 256 * 256, 1024 * 1024])
+def test_aspect_sizes_keep_their_ratio_at_any_area(aspect, area):
+    from editforge.inference.sizes import ASPECT_RATIOS, aspect_size
+
+    width, height = aspect_size(aspect, area)
+    ratio = ASPECT_RATIOS[aspect][0] / ASPECT_RATIOS[aspect][1]
+    assert width % 16 == 0 and height % 16 == 0
+    assert abs(width - (area * ratio) ** 0.5) <= 8 and abs(height - (area / ratio) ** 0.5) <= 8
 
 
 def test_doctor_lists_versions_and_models():
@@ -53,6 +66,23 @@ def test_doctor_lists_versions_and_models():
     assert result.returncode == 0, result.stderr
     for needle in ("diffusers", "transformers", "tiny-qwen-image-edit-2509", "Qwen/Qwen-Image-Edit-2509"):
         assert needle in result.stdout
+
+
+def test_doctor_lists_exactly_what_editforge_depends_on():
+    """Every dependency and extra in pyproject.toml (the review app's starlette and uvicorn among them), and no
+    package EditForge does not use (it once listed gradio)."""
+    import re
+    import tomllib
+    from pathlib import Path
+
+    from editforge.doctor import PACKAGES
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    wanted = [*project["dependencies"], *(r for reqs in project["optional-dependencies"].values() for r in reqs)]
+    names = {re.split(r"[<>=\[ ]", r)[0].lower() for r in wanted} - {"editforge", "pytest", "playwright", "datasets"}
+    assert names <= set(PACKAGES) and "gradio" not in PACKAGES
+    shown = run_cli("doctor").stdout
+    assert all(re.search(rf"\b{re.escape(name)}\b", shown) for name in ("starlette", "uvicorn", "tensorboard"))
 
 
 @pytest.mark.parametrize(

@@ -61,20 +61,31 @@ def render(pipe, preview: Preview, *, steps: int, cfg: float, seed: int, max_pix
         return pipe(**kwargs).images[0]
 
 
-def grid(images: list[Image.Image], height: int) -> Image.Image:
-    """Images side by side at one height: controls, the preview, the reference."""
+LABEL_HEIGHT = 14  # the strip under each picture that says what it is
+
+
+def grid(images: list[Image.Image], height: int, labels: list[str]) -> Image.Image:
+    """Images side by side at one height, each labelled underneath: controls, the preview, the reference."""
+    from PIL import ImageDraw, ImageFont
+
+    font = ImageFont.load_default()
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     scaled = [im.resize((max(1, round(im.width * height / im.height)), height)) for im in images]
-    sheet = Image.new("RGB", (sum(im.width for im in scaled) + 4 * (len(scaled) - 1), height), "white")
+    slots = [max(im.width, round(measure.textlength(label, font=font)) + 4) for im, label in zip(scaled, labels)]
+    sheet = Image.new("RGB", (sum(slots) + 4 * (len(slots) - 1), height + LABEL_HEIGHT), "white")
+    draw = ImageDraw.Draw(sheet)
     x = 0
-    for im in scaled:
+    for im, label, slot in zip(scaled, labels, slots):
         sheet.paste(im, (x, 0))
-        x += im.width + 4
+        draw.text((x + 2, height + 1), label, fill="black", font=font)
+        x += slot + 4
     return sheet
 
 
 def run_validation(pipe, previews: list[Preview], folder: Path, *, steps: int, cfg: float, seed: int,
                    max_pixels: int, condition_pixels: int | None) -> list[Image.Image]:
-    """Render every preview into `folder` as `N.png` (the image) and `N-grid.png` (beside inputs and reference)."""
+    """Render every preview into `folder` as `N.png` (the image) and `N-grid.png` (beside inputs and reference,
+    each labelled)."""
     folder.mkdir(parents=True, exist_ok=True)
     sheets = []
     for i, preview in enumerate(previews):
@@ -82,6 +93,8 @@ def run_validation(pipe, previews: list[Preview], folder: Path, *, steps: int, c
                        condition_pixels=condition_pixels)
         image.save(folder / f"{i}.png")
         row = [*preview.controls, image] + ([preview.reference] if preview.reference else [])
-        sheets.append(grid(row, image.height))
+        labels = [f"control {k}" for k in range(1, len(preview.controls) + 1)] + ["preview"] + \
+            (["reference"] if preview.reference else [])
+        sheets.append(grid(row, image.height, labels))
         sheets[-1].save(folder / f"{i}-grid.png")
     return sheets
