@@ -192,3 +192,12 @@ def test_device_is_checked_against_the_machine(monkeypatch):
         resolve_device("cuda:2")
     with pytest.raises(EditForgeError, match="runs on cpu or cuda"):
         resolve_device("meta")
+
+
+def test_demo_writes_a_workbook_and_says_what_the_tiny_model_draws(tmp_path):
+    result = run_cli("demo", tmp_path / "demo")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "demo" / "demo.xlsx").is_file()
+    assert "next: editforge synth" in result.stdout and "random weights" in result.stdout
+    quiet = run_cli("demo", tmp_path / "quiet", "--quiet")  # what scripts/demo.sh runs before its own next steps
+    assert quiet.returncode == 0 and quiet.stdout.strip() == str(tmp_path / "quiet" / "demo.xlsx")
