@@ -201,3 +201,10 @@ def test_demo_writes_a_workbook_and_says_what_the_tiny_model_draws(tmp_path):
     assert "next: editforge synth" in result.stdout and "random weights" in result.stdout
     quiet = run_cli("demo", tmp_path / "quiet", "--quiet")  # what scripts/demo.sh runs before its own next steps
     assert quiet.returncode == 0 and quiet.stdout.strip() == str(tmp_path / "quiet" / "demo.xlsx")
+
+
+def test_version():
+    from editforge import __version__
+
+    result = run_cli("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"editforge {__version__}"

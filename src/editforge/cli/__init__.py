@@ -20,6 +20,22 @@ app = typer.Typer(
 )
 err_console = Console(stderr=True)
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        from editforge import __version__
+
+        typer.echo(f"editforge {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="print the version and exit"),
+) -> None:
+    """Build image-editing datasets with Qwen-Image-Edit and fine-tune LoRAs on them."""
+
 # Each module registers its commands on `app` when imported.
 from editforge.cli import bench  # noqa: E402,F401
 from editforge.cli import demo  # noqa: E402,F401
