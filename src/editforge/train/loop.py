@@ -75,6 +75,7 @@ def train(config: Config, *, resume: str | None = None) -> TrainResult:
     if cpu and os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
         cpu = False
         handlers.append(InitProcessGroupKwargs(backend="gloo"))
+        _no_deepspeed_shm_op()
     accelerator = Accelerator(mixed_precision=config.train.mixed_precision, cpu=cpu,
                               gradient_accumulation_steps=config.train.gradient_accumulation,
                               kwargs_handlers=handlers)
@@ -188,6 +189,16 @@ def train(config: Config, *, resume: str | None = None) -> TrainResult:
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return result
+
+
+def _no_deepspeed_shm_op() -> None:
+    """DeepSpeed on a CPU first JIT-compiles a shared-memory all-reduce kernel (C++, about a minute and a half on
+    a fresh machine) for the all-reduces gloo does anyway; a CPU run of EditForge (tests, trying a config
+    out) is tiny, so it goes without. On a GPU DeepSpeed has no such op (NCCL does the all-reduce)."""
+    import importlib
+
+    # by module path: in the package `deepspeed.comm`, the attribute `torch` is PyTorch itself
+    importlib.import_module("deepspeed.comm.torch").build_shm_op = lambda: None
 
 
 def encode_data(pipe, config: Config, samples: list, unfit: list[str], areas: dict, accelerator):
