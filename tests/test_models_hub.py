@@ -77,3 +77,26 @@ def test_a_cached_hub_model_loads_offline(tmp_path, monkeypatch):
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == [FAMILIES["qwen-image-edit-2509"].name, repo]
     assert editforge  # imported here only to share the session's tiny-model build
+
+
+def test_the_hub_counts_as_reachable_when_it_answers_at_all(monkeypatch):
+    """Any HTTP answer (here 501 from a server that knows no HEAD) means the hub is there: ask it; a refused
+    connection means it is not: read the cache alone."""
+    import http.server
+    import threading
+
+    from huggingface_hub import constants
+
+    from editforge.models import hub
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    try:
+        for endpoint, reachable in ((f"http://127.0.0.1:{server.server_address[1]}", True), (UNREACHABLE, False)):
+            monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+            hub.offline_reason.cache_clear()
+            assert (hub.offline_reason() is None) is reachable
+    finally:
+        server.shutdown()
+        hub.offline_reason.cache_clear()

@@ -10,9 +10,9 @@ there.
 from __future__ import annotations
 
 import functools
-import socket
+import urllib.error
+import urllib.request
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from editforge.errors import EditForgeError
 
@@ -26,11 +26,12 @@ def offline_reason() -> str | None:
 
     if constants.HF_HUB_OFFLINE:
         return "HF_HUB_OFFLINE=1: the hub is not asked"
-    url = urlsplit(constants.ENDPOINT)
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        socket.create_connection((url.hostname, port), timeout=CONNECT_TIMEOUT).close()
-    except OSError:
+    try:  # through the proxies of the environment, as huggingface_hub goes
+        urllib.request.urlopen(urllib.request.Request(constants.ENDPOINT, method="HEAD"),
+                               timeout=CONNECT_TIMEOUT).close()
+    except urllib.error.HTTPError:
+        pass  # an answer, whatever it says: the hub is there
+    except (OSError, ValueError):
         return f"the hub ({constants.ENDPOINT}) cannot be reached; set HF_HUB_OFFLINE=1 to skip this check"
     return None
 
