@@ -98,8 +98,11 @@ def test_an_imported_hf_dataset_is_a_workbook_synth_accepts(source, tmp_path):
     assert content(load_samples(book).samples, extras=False) == content(source, extras=False)
     plan = dry_run(book, SynthOptions())
     assert "gen_extra_ref  3" in plan and "failed         0" in plan, plan
-    # importing again (--force) reuses the placed images: nothing is copied twice
-    before = tree(tmp_path / "work" / "imported-images")
+    # hard links to the unpacked images (the test folders share one filesystem): no second copy on disk
+    cached = {p.stat().st_ino for s in data.samples for p in s.images}
+    placed = {p.stat().st_ino for p in (tmp_path / "work" / "imported-images").rglob("*.png")}
+    assert placed == cached
+    before = tree(tmp_path / "work" / "imported-images")  # and importing again (--force) changes nothing
     import_to_workbook(load_samples(tmp_path / "hf").samples, book, force=True)
     assert tree(tmp_path / "work" / "imported-images") == before
 
