@@ -1,5 +1,7 @@
 """The edit / t2i / doctor commands as a user runs them, including every way a user can get it wrong."""
 
+from pathlib import Path
+
 import pytest
 from PIL import Image
 
@@ -7,6 +9,22 @@ from editforge.inference.metadata import read_params
 from tests.conftest import run_cli
 
 TINY = ("--model", "tiny-qwen-image-edit-2509", "--steps", "2")
+
+
+def in_process(monkeypatch, capsys, cwd, *args) -> tuple[int, str, str]:
+    """`editforge ARGS` through the same entry point, in this process: the checks these tests look at come
+    before any model loads, so a subprocess would spend its seconds importing torch and diffusers."""
+    import sys
+
+    from editforge.cli import main
+
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", ["editforge", *map(str, args)])
+    capsys.readouterr()  # e.g. a tiny model's one-time build line
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    out, err = capsys.readouterr()
+    return exit_info.value.code, out, err
 
 
 def _one_clean_error(result, *needles):
@@ -71,18 +89,22 @@ def test_doctor_lists_versions_and_models():
 def test_doctor_lists_exactly_what_editforge_depends_on():
     """Every dependency and extra in pyproject.toml (the review app's starlette and uvicorn among them), and no
     package EditForge does not use (it once listed gradio)."""
+    import io
     import re
     import tomllib
     from pathlib import Path
 
-    from editforge.doctor import PACKAGES
+    from rich.console import Console
+
+    from editforge.doctor import PACKAGES, report
 
     project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
     wanted = [*project["dependencies"], *(r for reqs in project["optional-dependencies"].values() for r in reqs)]
     names = {re.split(r"[<>=\[ ]", r)[0].lower() for r in wanted} - {"editforge", "pytest", "playwright", "datasets"}
     assert names <= set(PACKAGES) and "gradio" not in PACKAGES
-    shown = run_cli("doctor").stdout
-    assert all(re.search(rf"\b{re.escape(name)}\b", shown) for name in ("starlette", "uvicorn", "tensorboard"))
+    shown = io.StringIO()
+    report(Console(file=shown, width=200))
+    assert all(re.search(rf"\b{re.escape(name)}\b", shown.getvalue()) for name in ("starlette", "uvicorn", "deepspeed"))
 
 
 @pytest.mark.parametrize(
@@ -153,27 +175,29 @@ def test_malformed_batch_files(tmp_path, make_image, prompts, images, needle):
     ("t2i", "tiny-qwen-image-edit-2509", [], ["it is an edit model, use `editforge edit`"]),
     ("t2i", "tiny-qwen-image", ["--max-pixels", "1000"], ["--max-pixels is an area in pixels"]),
 ])
-def test_request_errors_come_before_the_model_loads(tmp_path, make_image, unloadable, command, model, args, needles):
-    make_image("a.png"), make_image("b.png", seed=1)
-    style = tmp_path / "style.safetensors"
-    from safetensors.torch import save_file
+def test_request_errors_come_before_the_model_loads(tmp_path, make_image, unloadable, monkeypatch, capsys, command,
+                                                    model, args, needles):
     import torch
+    from safetensors.torch import save_file
 
-    save_file({"transformer_blocks.0.attn.to_q.lora_A.weight": torch.zeros(2, 48)}, str(style))
+    make_image("a.png"), make_image("b.png", seed=1)
+    save_file({"transformer_blocks.0.attn.to_q.lora_A.weight": torch.zeros(2, 48)}, str(tmp_path / "style.safetensors"))
     inputs = ["--image", "a.png"] if command == "edit" else []
-    result = run_cli(command, *inputs, "--prompt", "x", "--out", "o.png", "--model", unloadable(model), *args,
-                     cwd=tmp_path)
-    _one_clean_error(result, *needles)
-    assert len(result.stderr.strip().splitlines()) == 1
+    code, _, err = in_process(monkeypatch, capsys, tmp_path, command, *inputs, "--prompt", "x", "--out", "o.png",
+                              "--model", unloadable(model), *args)
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    for needle in needles:
+        assert needle in err, err
+    assert not (tmp_path / "o.png").exists()
 
 
-def test_a_batch_names_the_line_of_a_missing_image(tmp_path, make_image):
+def test_a_batch_names_the_line_of_a_missing_image(tmp_path, make_image, monkeypatch, capsys):
     make_image("a.png")
     (tmp_path / "prompts.txt").write_text("one\ntwo\nthree\n")
     (tmp_path / "images.txt").write_text("a.png\na.png\na.png gone.png\n")
-    result = run_cli("edit", "--prompts", "prompts.txt", "--images", "images.txt", "--out-dir", "out", *TINY,
-                     cwd=tmp_path)
-    _one_clean_error(result, "images.txt:3: image not found", "gone.png")
+    code, _, err = in_process(monkeypatch, capsys, tmp_path, "edit", "--prompts", "prompts.txt", "--images",
+                              "images.txt", "--out-dir", "out", *TINY)
+    assert code == 2 and "images.txt:3: image not found" in err and "gone.png" in err, err
 
 
 def test_device_is_checked_against_the_machine(monkeypatch):
@@ -194,17 +218,17 @@ def test_device_is_checked_against_the_machine(monkeypatch):
         resolve_device("meta")
 
 
-def test_demo_writes_a_workbook_and_says_what_the_tiny_model_draws(tmp_path):
-    result = run_cli("demo", tmp_path / "demo")
-    assert result.returncode == 0, result.stderr
-    assert (tmp_path / "demo" / "demo.xlsx").is_file()
-    assert "next: editforge synth" in result.stdout and "random weights" in result.stdout
-    quiet = run_cli("demo", tmp_path / "quiet", "--quiet")  # what scripts/demo.sh runs before its own next steps
-    assert quiet.returncode == 0 and quiet.stdout.strip() == str(tmp_path / "quiet" / "demo.xlsx")
+def test_demo_writes_a_workbook_and_says_what_the_tiny_model_draws(tmp_path, monkeypatch, capsys):
+    code, out, _ = in_process(monkeypatch, capsys, tmp_path, "demo", "demo")
+    assert code == 0 and (tmp_path / "demo" / "demo.xlsx").is_file()
+    assert "next: editforge synth" in out and "random weights" in out
+    # what scripts/demo.sh runs before its own next steps
+    code, out, _ = in_process(monkeypatch, capsys, tmp_path, "demo", "quiet", "--quiet")
+    assert code == 0 and out.strip() == str(Path("quiet") / "demo.xlsx")
 
 
-def test_version():
+def test_version(tmp_path, monkeypatch, capsys):
     from editforge import __version__
 
-    result = run_cli("--version")
-    assert result.returncode == 0 and result.stdout.strip() == f"editforge {__version__}"
+    code, out, _ = in_process(monkeypatch, capsys, tmp_path, "--version")
+    assert code == 0 and out.strip() == f"editforge {__version__}"

@@ -35,29 +35,65 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+def uncached_folder(tmp_path: Path) -> str:
+    """A local pipeline without the tiny Lightning files beside it: its Lightning file is a hub file."""
+    folder = tmp_path / "pipeline"
+    shutil.copytree(tiny_model_dir("tiny-qwen-image-edit-2509"), folder, ignore=shutil.ignore_patterns("lightning"))
+    return str(folder)
+
+
+def assert_one_fast_line(stderr: str, seconds: float, needles: list[str]) -> None:
+    assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1, stderr
+    for needle in needles:
+        assert needle in stderr, stderr
+    assert "Retrying" not in stderr
+    assert seconds < 20, seconds  # imports and a refused connection; huggingface_hub's retries alone take ~25 s
+
+
+@pytest.mark.parametrize("offline", [True, False], ids=["HF_HUB_OFFLINE", "hub-unreachable"])
+def test_an_uncached_model_fails_fast_and_leaves_the_workbook_alone(tmp_path, offline):
+    """As a user meets it: a real process with the environment variables set, timed."""
+    book = make_workbook(tmp_path / "book")
+    before = snapshot(tmp_path / "book")
+    result, seconds = synth(book, "--model", "someone/uncached-finetune", "--seed", "1", offline=offline)
+    assert result.returncode == 2
+    assert_one_fast_line(result.stderr, seconds, [
+        "--model someone/uncached-finetune is not in the local Hugging Face cache", "HF_HUB_OFFLINE=1",
+        "--model FOLDER"])
+    assert snapshot(tmp_path / "book") == before  # no new header, no .bak, no journal, no output folder
+
+
 @pytest.mark.parametrize("offline", [True, False], ids=["HF_HUB_OFFLINE", "hub-unreachable"])
 @pytest.mark.parametrize("model, extra, needles", [
-    ("someone/uncached-finetune", [], ["--model someone/uncached-finetune is not in the local Hugging Face cache",
-                                       "HF_HUB_OFFLINE=1", "--model FOLDER"]),
     ("qwen-image-edit-2509", [], ["--model Qwen/Qwen-Image-Edit-2509 is not in the local Hugging Face cache",
                                   "HF_HUB_OFFLINE=1", "--model FOLDER"]),
     ("FOLDER", ["--lightning", "8"], ["Lightning LoRA lightx2v/Qwen-Image-Lightning/", "HF_HUB_OFFLINE=1",
                                       "--lightning-path FILE"]),
 ])
-def test_uncached_files_fail_fast_and_leave_the_workbook_alone(tmp_path, offline, model, extra, needles):
-    if model == "FOLDER":  # a local pipeline without the tiny Lightning files beside it: Lightning is a hub file
-        model = str(tmp_path / "pipeline")
-        shutil.copytree(tiny_model_dir("tiny-qwen-image-edit-2509"), model, ignore=shutil.ignore_patterns("lightning"))
+def test_uncached_families_and_lightning_files_too(tmp_path, monkeypatch, capsys, offline, model, extra, needles):
+    """The same in this process (huggingface_hub's settings patched as its environment variables set them)."""
+    from huggingface_hub import constants
+
+    from editforge.models import hub
+    from tests.test_synth_cli import cli
+
+    model = uncached_folder(tmp_path) if model == "FOLDER" else model
     book = make_workbook(tmp_path / "book")
     before = snapshot(tmp_path / "book")
-    result, seconds = synth(book, "--model", model, "--seed", "1", *extra, offline=offline)
-    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-    for needle in needles:
-        assert needle in result.stderr, result.stderr
-    assert "Retrying" not in result.stderr
-    assert seconds < 20, seconds  # imports and a refused connection; huggingface_hub's retries alone take ~25 s
-    assert snapshot(tmp_path / "book") == before  # no new header, no .bak, no journal, no output folder
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", offline)
+    if not offline:
+        monkeypatch.setattr(constants, "ENDPOINT", UNREACHABLE)
+    hub.offline_reason.cache_clear()
+    capsys.readouterr()  # the tiny model's one-time build line
+    try:
+        started = time.monotonic()
+        code, _, err = cli(monkeypatch, capsys, book, "--model", model, "--seed", "1", *extra)
+        seconds = time.monotonic() - started
+    finally:
+        hub.offline_reason.cache_clear()
+    assert code == 2
+    assert_one_fast_line(err, seconds, needles)
+    assert snapshot(tmp_path / "book") == before
 
 
 def test_a_cached_hub_model_loads_offline(tmp_path, monkeypatch):

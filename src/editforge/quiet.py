@@ -1,8 +1,8 @@
 """Third-party chatter a user should not have to read, silenced message by message.
 
 Each entry is one known, harmless message (a kernel torchao ships for other GPUs failing to load, a
-deprecation inside torch that torchao triggers, peft's caution on the second adapter, which is how
-EditForge stacks Lightning and user LoRAs); everything else those libraries say still gets through,
+deprecation inside torch that torchao triggers, DeepSpeed's note that a CPU machine has no GPU, peft's
+caution on the second adapter, which is how EditForge stacks Lightning and user LoRAs); everything else those libraries say still gets through,
 from the CLI and from the Python API alike.
 """
 
@@ -21,6 +21,9 @@ LOG_MESSAGES = {
     "torch.utils._pytree": re.compile(r".* is an Enum subclass and is now natively supported by torch\.compile"),
     # the consequence of the first: EditForge quantizes in memory, it never loads torchao checkpoints
     "diffusers.quantizers.torchao.torchao_quantizer": re.compile(r"Unable to import `torchao` Tensor objects"),
+    # printed to stdout whenever transformers imports an installed DeepSpeed on a machine without a GPU;
+    # EditForge says itself when a GPU it was asked for is missing (--device)
+    "DeepSpeed": re.compile(r"Setting accelerator to CPU\. If you have GPU or other accelerator, we were unable"),
 }
 PEFT_SECOND_ADAPTER = r"Already found a `peft_config` attribute in the model"
 
