@@ -50,3 +50,20 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subpro
         [sys.executable, "-m", "editforge", *map(str, args)],
         cwd=cwd, capture_output=True, text=True, timeout=timeout,
     )
+
+
+@pytest.fixture
+def unloadable(tmp_path):
+    """A copy of a tiny model whose transformer weights are garbage: it resolves, but loading it fails. An
+    error about the request (not about the weights) from it proves the request was checked before the load."""
+    import shutil
+
+    from editforge.models.tiny import tiny_model_dir
+
+    def make(name: str) -> str:
+        folder = tmp_path / f"unloadable-{name}"
+        shutil.copytree(tiny_model_dir(name), folder)
+        (folder / "transformer" / "diffusion_pytorch_model.safetensors").write_bytes(b"not safetensors" * 100)
+        return str(folder)
+
+    return make

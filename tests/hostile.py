@@ -146,7 +146,7 @@ def _train_config(folder: Path, **changes) -> Path:
     noise_image(32, 32, 2).save(folder / "c.png")
     config = {"model": "tiny-qwen-image-edit-2509", "output_dir": str(folder / "run"),
               "data": {"samples": [{"target": str(folder / "t.png"), "controls": [str(folder / "c.png")],
-                                    "instruction": "x"}], "max_pixels": 1024, "condition_pixels": 1024},
+                                    "instruction": "x"}], "max_pixels": 4096, "condition_pixels": 3136},
               "lora": {"rank": 4, "alpha": 4}, "train": {"steps": 1, "mixed_precision": "no",
                                                          "gradient_checkpointing": False},
               "checkpoint": {"every": 1}, "validation": {"every": 100}}
@@ -215,8 +215,8 @@ CASES = {
     "edit-5000-word-prompt": Case(long_prompt, "error", r"the prompt is \d+ tokens; qwen-image-edit-2509 reads at "
                                   r"most 1024 \(shorten it\)", after_load=True),
     "train-max-pixels-1": Case(train_tiny_area, "error", r"data\.max_pixels: Input should be greater than or equal "
-                               r"to 1024"),
-    "train-output-dir-is-a-file": Case(train_output_is_a_file, "error", r"output_dir .*a-file is a file; name a folder"),
+                               r"to 4096"),
+    "train-output-dir-is-a-file": Case(train_output_is_a_file, "error", r"output_dir: .*a-file is a file; give a folder"),
     "train-resume-other-rank": Case(train_resume_other_rank, "error", r"checkpoint does not match this LoRA: .* is "
                                     r"\(4, .*\) there, \(8, .*\) here; resume with the checkpoint's lora\.rank", after_load=True),
 }

@@ -61,6 +61,14 @@ def test_export_and_import_commands(tmp_path):
     (["check", "{book}", "--near-distance", "99"], "--near-distance"),
     (["import", "{book}", "--out", "{book}"], "exists; choose a new name"),
     (["check", "{tmp}/ds", "--only-accepted"], "apply to a workbook"),
+    # a wrong column reads nothing: it is named with the columns there are, not reported as `0 samples ... clean`
+    (["check", "{tmp}/ds/metadata.csv", "--target-column", "img"],
+     "metadata.csv has no column 'img'; its columns: image, edit_image, prompt"),
+    (["check", "{tmp}/ds", "--instruction-column", "caption"], "metadata.csv has no column 'caption'"),
+    (["check", "{tmp}/ds", "--control-columns", "edit_image,ref"], "metadata.csv has no column 'ref'"),
+    (["check", "{tmp}/ds/records.jsonl", "--instruction-column", "prompt"],
+     "records.jsonl has no column 'prompt'; its columns: image_path, control_path_0, caption"),
+    (["check", "{tmp}/empty/metadata.csv"], "has no samples to check"),
 ])
 def test_bad_arguments_give_one_line_and_exit_2(tmp_path, monkeypatch, capsys, args, message):
     # In-process through `main`, the same entry point `editforge` runs (the subprocess test below
@@ -68,6 +76,10 @@ def test_bad_arguments_give_one_line_and_exit_2(tmp_path, monkeypatch, capsys, a
     book = make_workbook(tmp_path, n=1)
     (tmp_path / "ds").mkdir()
     (tmp_path / "ds" / "metadata.csv").write_text("image,edit_image,prompt\nimgs/t0.png,imgs/r0_0.png,x\n")
+    (tmp_path / "ds" / "records.jsonl").write_text(
+        json.dumps({"image_path": "t0.png", "control_path_0": "r0.png", "caption": "x"}) + "\n")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "metadata.csv").write_text("image,edit_image,prompt\n")
     monkeypatch.setattr(sys, "argv", ["editforge", "dataset", *[a.format(tmp=tmp_path, book=book) for a in args]])
     with pytest.raises(SystemExit) as exit_info:
         main()
@@ -82,3 +94,17 @@ def test_as_a_process_errors_and_usage_errors_exit_2_without_traceback(tmp_path)
     assert proc.returncode == 2 and proc.stderr.startswith("error: dataset not found") and "Traceback" not in proc.stderr
     proc = run_cli("dataset", "export", tmp_path)
     assert proc.returncode == 2 and "--format" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_summaries_keep_long_paths_whole_on_a_narrow_terminal(tmp_path):
+    """rich wraps at the console width, breaking a path mid-word; the summary lines are soft-wrapped instead."""
+    import os
+    import subprocess
+
+    book = make_workbook(tmp_path / "src", n=2)
+    out = tmp_path / "a-rather-long-folder-name-for-the-exported-training-set" / "diffsynth-export"
+    result = subprocess.run([sys.executable, "-m", "editforge", "dataset", "export", str(book), "--format",
+                             "diffsynth", "--out", str(out)], env={**os.environ, "COLUMNS": "40"},
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert f"exported 2 samples to {out} (diffsynth, qwen-image-edit-2509)" in result.stdout

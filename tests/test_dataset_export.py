@@ -74,8 +74,37 @@ def test_import_writes_the_synth_layout_with_relative_paths(source, tmp_path):
     assert first["raw_image"] == "imgs/t0.png" and first["ref_image_3"] is None
     assert first["edit_prompt"] == first["gen_edit_prompt"] == "make it shade 0"
     assert first["need_gen"] == "False" and first["category"] == "cat0"
+    assert not (tmp_path / "src" / "imported-images").exists()  # images inside the workbook's folder stay put
     with pytest.raises(EditForgeError, match="exists"):
         import_to_workbook(source, book)
+
+
+def test_an_imported_hf_dataset_is_a_workbook_synth_accepts(source, tmp_path):
+    """An HF parquet's images are unpacked into the EditForge cache, outside the workbook's folder: the
+    import brings them next to the workbook, so synth (which refuses paths outside its base dir) takes the rows."""
+    from editforge.sheet.synth import SynthOptions, dry_run
+    from editforge.sheet.workbook import open_workbook
+
+    export_dataset(source, "hf", tmp_path / "hf")
+    data = load_samples(tmp_path / "hf")
+    assert all(tmp_path not in p.parents for s in data.samples for p in s.images)  # they live in the cache
+    book, _ = import_to_workbook(data.samples, tmp_path / "work" / "imported.xlsx")
+    wb = open_workbook(book)
+    for _, values in wb.rows():
+        for key in ("raw_image", "ref_image_1", "ref_image_2"):
+            assert values[key].startswith("imported-images/"), values[key]
+        wb.set(_, "need_gen", True)  # ask synth for a third reference of every row
+    wb.save()
+    assert content(load_samples(book).samples, extras=False) == content(source, extras=False)
+    plan = dry_run(book, SynthOptions())
+    assert "gen_extra_ref  3" in plan and "failed         0" in plan, plan
+    # hard links to the unpacked images (the test folders share one filesystem): no second copy on disk
+    cached = {p.stat().st_ino for s in data.samples for p in s.images}
+    placed = {p.stat().st_ino for p in (tmp_path / "work" / "imported-images").rglob("*.png")}
+    assert placed == cached
+    before = tree(tmp_path / "work" / "imported-images")  # and importing again (--force) changes nothing
+    import_to_workbook(load_samples(tmp_path / "hf").samples, book, force=True)
+    assert tree(tmp_path / "work" / "imported-images") == before
 
 
 # -- trainer schemas ------------------------------------------------------------------------------

@@ -162,7 +162,7 @@ def test_hf_parquet_with_ultraedit_columns_and_a_mapping(tmp_path):
     swapped = load_samples(tmp_path / "ultra.parquet",
                            columns=Columns(target="source_image", controls=("edited_image",), instruction="edit_prompt"))
     assert swapped.samples[0].target.read_bytes() == png(1)["bytes"]
-    with pytest.raises(EditForgeError, match="no column nope"):
+    with pytest.raises(EditForgeError, match="no column 'nope'"):
         load_samples(tmp_path / "ultra.parquet", columns=Columns(instruction="nope"))
 
 

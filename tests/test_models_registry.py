@@ -46,7 +46,7 @@ def test_tokenizer_knows_qwen_special_tokens(tiny_edit_plus):
     "model, message",
     [
         ("./no/such/folder", "no such folder"),
-        ("nobody/not-cached-model", "not cached"),
+        ("nobody/not-cached-model", "not in the local Hugging Face cache"),
         ("just-a-word", "not a family"),
     ],
 )
@@ -63,7 +63,7 @@ def test_folder_without_model_index(tmp_path):
 def test_uncached_family_offline_and_files_checked_before_the_load(tmp_path):
     import editforge
 
-    with pytest.raises(EditForgeError, match=r"Qwen/Qwen-Image-Edit-2509 is not \(fully\) cached.*hf download"):
+    with pytest.raises(EditForgeError, match=r"Qwen/Qwen-Image-Edit-2509 is not in the local .*hf download"):
         editforge.load_pipeline("qwen-image-edit-2509", device="cpu")
     # a bad LoRA is reported before any attempt to load the (here: unreachable) model
     with pytest.raises(EditForgeError, match="LoRA file not found"):

@@ -95,6 +95,7 @@ def test_accept_reject_regenerate_in_the_browser(page):
     wait_for_row(page, 3)
     assert page.inner_text("#m-status") == "rejected"
     page.select_option("#filter-mode", "")
+    page.wait_for_function("document.getElementById('m-model').textContent === 'fake'")
     page.screenshot(path=str(ARTIFACTS / "review-after.png"))
 
     deadline = time.monotonic() + 15                # the server's writer thread saves the workbook
@@ -106,6 +107,27 @@ def test_accept_reject_regenerate_in_the_browser(page):
     assert not (served.folder / book[4]["ref_image_2"]).exists()
     assert (served.folder / "rejected" / book[4]["ref_image_2"]).is_file()
     assert after[2]["ref_image_1"] == book[2]["ref_image_1"] and (served.folder / book[2]["ref_image_1"]).is_file()
+    assert page.errors == []
+
+
+def test_the_model_stays_on_screen_while_the_row_does(page, monkeypatch):
+    """A refresh or a filter change redraws the row; the model line must not fall back to `…` each time
+    (it did, and stayed so while the server was busy). Model lookups are slowed down here to make that visible."""
+    import editforge.review.server as server
+
+    wait_for_row(page, 2)
+    page.wait_for_function("document.getElementById('m-model').textContent === 'fake'")
+    slow = server.png_params
+    monkeypatch.setattr(server, "png_params", lambda path: (time.sleep(2), slow(path))[1])
+    page.select_option("#filter-status", "pending")   # the same row, redrawn
+    wait_for_row(page, 2)
+    page.select_option("#filter-status", "")
+    time.sleep(0.3)
+    assert page.inner_text("#m-model") == "fake"
+    page.keyboard.press("ArrowRight")                 # another row: its model is looked up (slowly)
+    wait_for_row(page, 3)
+    assert page.inner_text("#m-model") == "…"
+    page.wait_for_function("document.getElementById('m-model').textContent === 'fake'", timeout=10_000)
     assert page.errors == []
 
 

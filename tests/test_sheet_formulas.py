@@ -47,9 +47,9 @@ def test_formulas_are_read_as_computed_values_and_remembered_across_saves(tmp_pa
     assert made == ["make the car red"]  # not the formula's text; =1=2 computed FALSE: row 3 not wanted
     book = open_workbook(path)
     assert read_params(tmp_path / book.get(2, "ref_image_1"))["prompt"] == "make the car red"
-    assert summary.failures == ['row 4: gen_edit_prompt: the cell holds a formula without a computed value '
-                                '(=UPPER("no value cached")); open and save the workbook in Excel or LibreOffice, '
-                                'or type the value']
+    assert summary.failures == [(4, 'gen_edit_prompt: the cell holds a formula without a computed value '
+                                    '(=UPPER("no value cached")); open and save the workbook in Excel or LibreOffice, '
+                                    'or type the value')]
     # EditForge saved the file with openpyxl, which keeps the formulas but drops every cached value ...
     ws = openpyxl.load_workbook(path).active
     assert ws["E3"].value == '="paint it "&G3' and ws["F3"].value == "=1=2"
@@ -65,7 +65,7 @@ def test_formulas_are_read_as_computed_values_and_remembered_across_saves(tmp_pa
     wb.save(path)
     generate, made = recording()
     summary = run(path, generate, seed=1)
-    assert made == [] and 'without a computed value (="paint it "&G3&" now")' in summary.failures[0]
+    assert made == [] and 'without a computed value (="paint it "&G3&" now")' in summary.failures[0][1]
 
 
 def test_the_dataset_reader_gets_remembered_values_too(tmp_path):

@@ -58,6 +58,33 @@ def test_bad_workbooks_exit_2_with_one_line(tmp_path, monkeypatch, capsys, make,
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
+@pytest.mark.parametrize("model, args, message", [
+    ("tiny-qwen-image-edit-2509", ["--device", "cuda:99"], "--device cuda:99"),
+    ("tiny-qwen-image-edit-2509", ["--lightning", "off", "--steps", "1"], "needs at least 2 steps"),
+    ("tiny-qwen-image-edit-2509", ["--max-pixels", "1024"], "--max-pixels is an area in pixels"),
+    ("tiny-qwen-image-edit-2509", ["--dtype", "fp16"], "--dtype must be bf16 or fp32"),
+    ("tiny-qwen-image", [], "synth needs an edit model"),
+])
+def test_request_errors_stop_before_the_model_loads_and_the_workbook_is_touched(
+        tmp_path, monkeypatch, capsys, unloadable, model, args, message):
+    path, model = make_workbook(tmp_path), unloadable(model)
+    before = sorted(p for p in tmp_path.rglob("*") if "unloadable" not in str(p))
+    capsys.readouterr()  # the tiny model's one-time build line
+    code, _, err = cli(monkeypatch, capsys, path, "--model", model, *args)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert sorted(p for p in tmp_path.rglob("*") if "unloadable" not in str(p)) == before
+
+
+def test_rows_with_more_inputs_than_the_model_takes_fail_before_it_loads(tmp_path, monkeypatch, capsys, unloadable):
+    """Edit v1 takes one image: a refs-only row with two refs fails with its reason; no row is left to
+    generate, so the (unloadable) model is never loaded."""
+    path = make_workbook(tmp_path, rows=[[None, "img/r0.png", "img/r1.png", None, "join them", "t", True]])
+    model = unloadable("tiny-qwen-image-edit")
+    code, out, err = cli(monkeypatch, capsys, path, "--model", model, "--seed", "1")
+    assert code == 1 and out.strip() == "generated 0, skipped 0, failed 1", err
+    assert "row 2: 2 input images; the model takes at most 1" in err
+
+
 def test_workbook_open_in_excel_exits_2_and_writes_nothing(tmp_path, monkeypatch, capsys):
     path = make_workbook(tmp_path)
     (tmp_path / "~$data.xlsx").write_text("")
@@ -74,6 +101,49 @@ def test_dry_run_and_a_run_with_failures(tmp_path, monkeypatch, capsys):
     code, out, err = cli(monkeypatch, capsys, path, "--seed", "3")
     assert code == 1 and out.strip() == "generated 3, skipped 1, failed 1"
     assert "row 6: raw_image: file not found" in err
+
+
+def crashing_generator():
+    """The fake generator, except that the prompt `crash` crashes the pipeline (a row's failure mid-run)."""
+    from editforge.sheet.fake import fake_generator
+
+    fake = fake_generator()
+
+    def generate(images, prompt, seed):
+        if prompt == "crash":
+            raise RuntimeError("the pipeline fell over")
+        return fake(images, prompt, seed)
+    return generate
+
+
+def test_failures_are_listed_in_row_order(tmp_path, monkeypatch, capsys):
+    """A row that fails while generating (row 2) and one that fails in planning (row 3, a missing input)."""
+    path = make_workbook(tmp_path, rows=[["img/r0.png", None, None, None, "crash", "t", True],
+                                         ["img/nope.png", None, None, None, "missing input", "t", True],
+                                         ["img/r1.png", None, None, None, "crash", "t", True]])
+    monkeypatch.setenv("EDITFORGE_SYNTH_GENERATOR", "tests.test_synth_cli:crashing_generator")
+    code, out, err = cli(monkeypatch, capsys, path, "--seed", "1")
+    assert code == 1 and out.strip() == "generated 0, skipped 0, failed 3"
+    failed = [line.split(":")[0] for line in err.splitlines() if line.startswith("failed")]
+    assert failed == ["failed row 2", "failed row 3", "failed row 4"], err
+
+
+def test_the_first_line_says_where_the_seed_came_from(tmp_path, monkeypatch, capsys):
+    path = make_workbook(tmp_path, rows=[["img/r0.png", None, None, None, "a reference", "t", True]] * 2)
+    monkeypatch.setenv("EDITFORGE_SYNTH_GENERATOR", FAKE["EDITFORGE_SYNTH_GENERATOR"])
+    code, _, err = cli(monkeypatch, capsys, path, "--seed", "1", "--max-rows", "1")
+    assert code == 0 and "seed 1\n" in err and "random" not in err
+    code, _, err = cli(monkeypatch, capsys, path)  # resumed without --seed: the remembered one, not a random one
+    assert code == 0 and "seed 1 (this workbook's seed, remembered in its journal)" in err, err
+    other = make_workbook(tmp_path / "other", rows=[["img/r0.png", None, None, None, "a reference", "t", True]])
+    code, _, err = cli(monkeypatch, capsys, other)
+    assert code == 0 and "(random; --seed " in err and "reproduces it)" in err
+
+
+def test_a_misspelt_columns_header_is_named(tmp_path, monkeypatch, capsys):
+    code, _, err = cli(monkeypatch, capsys, make_workbook(tmp_path), "--columns", "gen_edit_prompt=Promt", "--dry-run")
+    assert code == 2 and "--columns gen_edit_prompt=Promt: no header 'Promt' in row 1 of data.xlsx" in err, err
+    assert "its headers: raw_image, ref_image_1" in err
 
 
 def test_kill_9_mid_run_then_resume(tmp_path):

@@ -120,3 +120,59 @@ def test_training_samples_come_from_any_dataset_source_plus_inline(tmp_path, mak
     assert [len(s.controls) for s in got] == [1] and len(unfit) == 3
     assert [u.split(": ", 1)[1] for u in unfit] == [
         f"{n} control images; qwen-image-edit trains on samples with one control image" for n in (0, 2, 3)]
+
+
+def test_mixed_precision_no_as_yaml_reads_it(tmp_path):
+    """YAML reads an unquoted `no` as false: `--set train.mixed_precision=no` and `mixed_precision: no` both mean no."""
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(minimal()) + "train:\n  mixed_precision: no\n")
+    assert load_config(path).train.mixed_precision == "no"
+    assert load_config(write(tmp_path, minimal()), ["train.mixed_precision=no"]).train.mixed_precision == "no"
+    with pytest.raises(EditForgeError, match=r"train\.mixed_precision"):
+        load_config(write(tmp_path, minimal()), ["train.mixed_precision=yes"])
+
+
+def _paths_config(tmp_path, make_image, model: str) -> dict:
+    target, control = make_image("t.png"), make_image("c.png", seed=1)
+    return {"model": model, "output_dir": str(tmp_path / "out"), "train": {"steps": 1, "mixed_precision": "no"},
+            "data": {"samples": [{"target": str(target), "controls": [str(control)], "instruction": "x"}],
+                     "max_pixels": 64 * 64}}
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda raw, d: raw["data"].update(source="data/metadata.csv"), "data.source: not found: {d}/data/metadata.csv"),
+    (lambda raw, d: raw["data"]["samples"][0].update(target="gone.png"), r"data.samples[0].target: not found: {d}/gone.png"),
+    (lambda raw, d: raw.update(validation={"samples": [{"target": "data/edited/0001.png", "instruction": "x",
+                                                        "controls": [str(d / "c.png")]}]}),
+     "validation.samples[0].target: not found: {d}/data/edited/0001.png"),
+    (lambda raw, d: raw["lora"].update(init_from=str(d / "old.safetensors")) if "lora" in raw
+     else raw.update(lora={"init_from": str(d / "old.safetensors")}), "lora.init_from: not found: {d}/old.safetensors"),
+    (lambda raw, d: (d / "file").write_text("x") and raw.update(output_dir=str(d / "file")),
+     "output_dir: {d}/file is a file"),
+    (lambda raw, d: raw.update(validation={"samples": [{"instruction": "x"}]}),
+     "validation.samples[0]: qwen-image-edit-2509 previews need 1 to 3 control images, this one has 0"),
+])
+def test_paths_and_previews_are_checked_before_the_model_loads(tmp_path, make_image, unloadable, monkeypatch,
+                                                                 change, message):
+    from editforge.train import train
+
+    monkeypatch.chdir(tmp_path)
+    raw = _paths_config(tmp_path, make_image, unloadable("tiny-qwen-image-edit-2509"))
+    change(raw, tmp_path)
+    with pytest.raises(EditForgeError) as error:
+        train(validate(raw))
+    assert message.format(d=tmp_path) in str(error.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_print_config_placeholders_stop_before_anything_loads(tmp_path, unloadable, monkeypatch, capsys):
+    """`--print-config > run.yaml` and a run without editing it: the placeholder dataset is named, with its path."""
+    from tests.test_cli_generate import in_process
+
+    code, printed, _ = in_process(monkeypatch, capsys, tmp_path, "train", "--print-config")
+    assert code == 0
+    (tmp_path / "run.yaml").write_text(printed)
+    code, _, err = in_process(monkeypatch, capsys, tmp_path, "train", "run.yaml", "--set",
+                              f"model={unloadable('tiny-qwen-image-edit-2509')}", "--set", "train.mixed_precision=no")
+    assert code == 2 and "Traceback" not in err, err
+    assert f"data.source: not found: {tmp_path}/data/metadata.csv" in err

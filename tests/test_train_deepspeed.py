@@ -1,8 +1,8 @@
 """A 2-process DeepSpeed ZeRO-2 run of `editforge train` on CPU (gloo), with the shipped launch config:
 sharded optimizer checkpoints, the LoRA file, and a resume that repeats the uninterrupted run exactly.
 
-The first DeepSpeed run on a machine JIT-compiles its small shared-memory comm op (C++, about a minute,
-cached under ~/.cache/torch_extensions); later runs take about 20 s per launch."""
+DeepSpeed would JIT-compile its shared-memory all-reduce for the CPU first (C++, 84 s here); EditForge's CPU
+path goes without it (gloo does the all-reduce), so a launch takes about 20 s on a fresh machine too."""
 
 import json
 import os
@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MODEL = "tiny-qwen-image-edit-2509"
 
 
-def launch(run_yaml: Path, *extra: str) -> subprocess.CompletedProcess:
+def launch(run_yaml: Path, *extra: str, extensions: Path) -> subprocess.CompletedProcess:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -34,8 +34,8 @@ def launch(run_yaml: Path, *extra: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "examples/accelerate-zero2.yaml",
            "--num_processes", "2", "--mixed_precision", "no", "--main_process_port", str(port),
            "-m", "editforge", "train", str(run_yaml), *extra]
-    proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
-                          text=True, timeout=400)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TORCH_EXTENSIONS_DIR": str(extensions)}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return proc
 
@@ -52,7 +52,7 @@ def test_zero2_two_processes_on_cpu_checkpoint_and_resume(tmp_path):
     # gradient_accumulation 2 while the launch config says 1: the run's value must win (the env var that
     # `accelerate launch` sets would otherwise override it).
     raw = {"model": MODEL, "output_dir": str(out), "seed": 0,
-           "data": {"samples": samples, "batch_size": 1, "max_pixels": 32 * 32, "condition_pixels": 56 * 56,
+           "data": {"samples": samples, "batch_size": 1, "max_pixels": 64 * 64, "condition_pixels": 56 * 56,
                     "cache_dir": str(tmp_path / "cache")},
            "lora": {"rank": 4, "alpha": 4},
            "train": {"steps": 4, "learning_rate": 1e-2, "mixed_precision": "no", "gradient_accumulation": 2,
@@ -61,7 +61,9 @@ def test_zero2_two_processes_on_cpu_checkpoint_and_resume(tmp_path):
     run_yaml = tmp_path / "run.yaml"
     run_yaml.write_text(yaml.safe_dump(raw))
 
-    launch(run_yaml)
+    extensions = tmp_path / "torch-extensions"
+    launch(run_yaml, extensions=extensions)
+    assert not extensions.exists()  # no C++ op was compiled (DeepSpeed's CPU shm all-reduce took 84 s)
     first = read_metrics(out / "metrics.jsonl")
     assert [r["step"] for r in first] == [1, 2, 3, 4]
     assert all(np.isfinite(r["loss"]) for r in first)
@@ -78,7 +80,7 @@ def test_zero2_two_processes_on_cpu_checkpoint_and_resume(tmp_path):
     assert json.loads((ckpt / "trainer_state.json").read_text())["step"] == 2
 
     # Resume from step 2: steps 3-4 are redone from the sharded optimizer state and must repeat exactly.
-    launch(run_yaml, "--resume", str(ckpt))
+    launch(run_yaml, "--resume", str(ckpt), extensions=extensions)
     again = read_metrics(out / "metrics.jsonl")
     assert [r["step"] for r in again] == [1, 2, 3, 4]
     np.testing.assert_allclose([r["loss"] for r in again], [r["loss"] for r in first], rtol=1e-5, atol=1e-7)

@@ -22,11 +22,12 @@ from editforge.errors import EditForgeError
 from editforge.train import TrainingDiverged, train
 from editforge.train.config import DEFAULT_TARGET_MODULES, validate
 from editforge.train.logs import read_metrics
+from editforge.train.validation import LABEL_HEIGHT
 from tests.conftest import noise_image
 from tests.standins import hopper_with_flash_attention  # noqa: F401  (a fixture)
 
 MODEL = "tiny-qwen-image-edit-2509"
-AREAS = {"max_pixels": 32 * 32, "condition_pixels": 56 * 56}
+AREAS = {"max_pixels": 64 * 64, "condition_pixels": 56 * 56}
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -119,7 +120,8 @@ def test_run_writes_checkpoints_logs_previews_and_skips_the_corrupt_sample(run):
 
     grid = Image.open(out / "validation" / "step-000006" / "0-grid.png")
     preview = Image.open(out / "validation" / "step-000006" / "0.png")
-    assert grid.height == preview.height and grid.width > 3 * preview.width  # 2 controls, preview, reference
+    # 2 controls, preview, reference, each labelled underneath
+    assert grid.height == preview.height + LABEL_HEIGHT and grid.width > 3 * preview.width
     assert Image.open(out / "loss.png").size == (640, 360)
 
 

@@ -10,8 +10,12 @@ from rich.table import Table
 
 from editforge.models.registry import FAMILIES, TINY_MODELS, tiny_folder
 
-PACKAGES = ("editforge", "torch", "diffusers", "transformers", "peft", "accelerate", "safetensors",
-            "optimum-quanto", "torchao", "openpyxl", "gradio")
+# What EditForge runs on (pyproject.toml's dependencies and extras; a test keeps them in step), then the
+# optional packages some settings need: bitsandbytes (train.optimizer adamw8bit), deepspeed (ZeRO-2).
+PACKAGES = ("editforge", "torch", "diffusers", "transformers", "tokenizers", "huggingface-hub", "peft", "accelerate",
+            "safetensors", "numpy", "pillow", "openpyxl", "typer", "rich", "pydantic", "pyyaml", "imagehash", "pyarrow",
+            "psutil", "filelock", "defusedxml", "optimum-quanto", "torchao", "starlette", "uvicorn", "tensorboard",
+            "bitsandbytes", "deepspeed")
 
 
 def _version(name: str) -> str:

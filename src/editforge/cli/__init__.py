@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from editforge.errors import EditForgeError
 
@@ -20,6 +20,22 @@ app = typer.Typer(
 )
 err_console = Console(stderr=True)
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        from editforge import __version__
+
+        typer.echo(f"editforge {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="print the version and exit"),
+) -> None:
+    """Build image-editing datasets with Qwen-Image-Edit and fine-tune LoRAs on them."""
+
 # Each module registers its commands on `app` when imported.
 from editforge.cli import bench  # noqa: E402,F401
 from editforge.cli import demo  # noqa: E402,F401
@@ -31,12 +47,11 @@ from editforge.cli import synth  # noqa: E402,F401
 
 
 def _quiet_third_party_logs() -> None:
-    """Import-time chatter from torch/torchao/diffusers buries the one line a user needs to read.
-    EditForge checks what those warnings are about (e.g. LoRA keys that match nothing) itself."""
+    """diffusers' and transformers' notices bury the one line a user needs to read; EditForge checks what
+    they are about (e.g. LoRA keys that match nothing) itself. Known harmless messages of other libraries
+    are filtered one by one for the Python API too (`editforge.quiet`)."""
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    for name in ("torch.utils._pytree", "torchao"):
-        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def main() -> None:
@@ -44,5 +59,6 @@ def main() -> None:
     try:
         app()
     except EditForgeError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        # the message is text, not markup: a path like `style.safetensors:abc:` must not become an emoji
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True, emoji=False)
         sys.exit(2)

@@ -19,7 +19,7 @@ dataset_app = typer.Typer(
 )
 app.add_typer(dataset_app, name="dataset")
 
-out_console = Console(highlight=False)
+out_console = Console(highlight=False, soft_wrap=True)  # a long path wraps where the terminal wraps, not mid-word
 err_console = Console(stderr=True, highlight=False)
 EXAMPLES = 3  # issues shown per kind in the human report
 
@@ -95,6 +95,9 @@ def check(
         raise EditForgeError(f"--model-family must be one of {', '.join(FAMILIES)}, not {model_family}")
     data = _load(src, source_format, target_column, control_columns, instruction_column, base_dir, sheet, only_accepted,
                  allow_outside)
+    if not data.samples:  # checking nothing would say "clean"
+        first = f" (left out: {len(data.skipped)}, first: {data.skipped[0][0]}: {data.skipped[0][1]})" if data.skipped else ""
+        raise EditForgeError(f"{data.source} ({data.format}) has no samples to check{first}")
     options = CheckOptions(min_side=min_side, max_side=max_side, aspect_tolerance=aspect_tolerance,
                            near_distance=near_distance, model_family=model_family)
     with progress_bar("img", console=err_console) as progress:

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from editforge.cli import app
 from editforge.cli.options import (
@@ -21,7 +22,7 @@ console = Console(stderr=True)
 
 def _warnings_to_console() -> None:
     def show(message, category, *args, **kwargs):
-        console.print(f"[yellow]warning:[/] {message}", highlight=False)
+        console.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False, emoji=False)
 
     warnings.showwarning = show
 

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from editforge.cli import app
 from editforge.cli.generate import _warnings_to_console
@@ -61,7 +62,7 @@ def synth(
     save_interval: Annotated[float, typer.Option("--save-interval", min=0, help="... or every T seconds")] = 60.0,
 ) -> None:
     """Generate the missing pictures of every need_gen row, crash-safe, on one GPU or many."""
-    from editforge.sheet.synth import SynthOptions, dry_run as plan_text, synth as run_synth
+    from editforge.sheet.synth import SynthOptions, check_workbook, dry_run as plan_text, synth as run_synth
 
     options = SynthOptions(
         sheet=sheet, base_dir=base_dir, columns=parse_columns(columns), out_raw=out_raw, out_ref=out_ref,
@@ -72,15 +73,17 @@ def synth(
         typer.echo(plan_text(workbook, options))
         return
     _warnings_to_console()
+    check_workbook(workbook, options)  # a bad workbook is found before a model is looked for
     team, process_device = accelerate_team()
     load = load_options(locals())
     load["device"] = device or process_device
     gen = dict(steps=steps, cfg=cfg, negative_prompt=negative_prompt, max_pixels=max_pixels,
                condition_pixels=condition_pixels)
-    summary = run_synth(workbook, lambda: model_generator(model, load, gen), options, team=team, console=console)
+    make_generator, options.max_inputs = model_generator(model, load, gen)
+    summary = run_synth(workbook, make_generator, options, team=team, console=console)
     if team.is_main:
-        for failure in summary.failures[:20]:
-            console.print(f"[red]failed[/] {failure}", highlight=False)
+        for row, reason in summary.failures[:20]:
+            console.print(f"[red]failed[/] row {row}: {escape(reason)}", highlight=False, emoji=False)
         if len(summary.failures) > 20:
             console.print(f"... and {len(summary.failures) - 20} more failures (see gen_status)")
         for note in summary.notes:
@@ -101,17 +104,27 @@ def parse_columns(text: str | None) -> dict[str, str]:
 
 
 def model_generator(model: str, load: dict, gen: dict):
-    """Load the pipeline once and return `(images, prompt, seed) -> (image, params)` with its `check`."""
+    """`(make_generator, max_inputs)`: every option checked and every file found now, before the workbook
+    is touched; `make_generator()` loads the pipeline (only if this process has rows to do) and returns
+    `(images, prompt, seed) -> (image, params)`. `max_inputs`: how many input images the model takes."""
     seam = os.environ.get(GENERATOR_ENV)
     if seam:
         module, _, name = seam.partition(":")
-        return getattr(importlib.import_module(module), name)()
-    import editforge
+        return getattr(importlib.import_module(module), name), None
+    from editforge.inference.generate import check_load_request
     from editforge.inference.generator import PipelineGenerator
+    from editforge.models.loading import build_pipeline, prepare_load
 
-    pipe = editforge.load_pipeline(model, **load)
-    pipe.set_progress_bar_config(disable=True)  # one progress bar: rows, not denoising steps
-    return PipelineGenerator(pipe, **gen)
+    plan = prepare_load(model, **load)
+    if not plan.family.is_edit:
+        raise EditForgeError(f"--model {model} is text-to-image ({plan.family.name}); synth needs an edit model "
+                             "such as qwen-image-edit-2509")
+    check_load_request(plan, images=[1], **gen)
+
+    def make_generator():
+        return PipelineGenerator(build_pipeline(plan), **gen)
+
+    return make_generator, plan.family.max_images
 
 
 def accelerate_team():

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
+
+from editforge.errors import EditForgeError
 
 
 @dataclass(frozen=True)
@@ -59,3 +62,14 @@ def extra_names(samples: list[Sample], reserved) -> list[str]:
 def one_line(text: str) -> str:
     """Instruction text for formats where a newline means something else (a second caption)."""
     return " ".join(text.split())
+
+
+def check_columns(source: Path, present: Iterable[str], wanted: Iterable[str]) -> None:
+    """A column the source does not have would read as empty in every record (no target, no instruction):
+    an error naming what is missing and what is there instead."""
+    have = list(dict.fromkeys(present))
+    missing = [name for name in dict.fromkeys(wanted) if name not in have]
+    if missing:
+        raise EditForgeError(f"{source.name} has no column {', '.join(map(repr, missing))}; its columns: "
+                             f"{', '.join(have) or 'none'} (map them with --target-column/--control-columns/"
+                             "--instruction-column)")

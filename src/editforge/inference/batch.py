@@ -17,6 +17,7 @@ class BatchJob:
     index: int
     prompt: str
     images: tuple[Path, ...]
+    line: str = ""  # where the images were given ("images.txt:3"), for messages about them
 
 
 def _read_lines(path: Path) -> list[str]:
@@ -51,7 +52,8 @@ def read_jobs(prompts_file: Path, images_file: Path | None = None) -> list[Batch
         if not paths:
             raise EditForgeError(f"{images_file}:{number}: no image paths on this line")
         base = images_file.parent
-        jobs.append(BatchJob(number - 1, prompt.strip(), tuple(_resolve(base, p) for p in paths)))
+        jobs.append(BatchJob(number - 1, prompt.strip(), tuple(_resolve(base, p) for p in paths),
+                             f"{images_file}:{number}"))
     return jobs
 
 

@@ -14,8 +14,8 @@ from PIL import Image
 
 from editforge.errors import EditForgeError
 from editforge.inference.call import call_arguments, negative_prompt_for, run_call
-from editforge.inference.sizes import aspect_size, default_size, size_problem
-from editforge.models.registry import count_text, family_of
+from editforge.inference.sizes import MIN_CONDITION_PIXELS, MIN_PIXELS, aspect_size, default_size, size_problem
+from editforge.models.registry import Family, count_text, family_of
 
 POSITIVE_MAGIC = {"en": ", Ultra HD, 4K, cinematic composition.", "zh": ", 超清，4K，电影级构图."}
 log = logging.getLogger("editforge")
@@ -38,6 +38,50 @@ def pipeline_info(pipe) -> dict[str, Any]:
     }
 
 
+def check_image_count(family: Family, count: int) -> None:
+    if count in family.image_counts:
+        return
+    if not family.is_edit:
+        raise EditForgeError(f"{family.name} is text-to-image; it takes no input images "
+                             "(to edit, use `editforge edit` with an edit model such as qwen-image-edit-2509)")
+    hint = (": it is an edit model, use `editforge edit` (text-to-image needs a Qwen-Image model, "
+            "e.g. --model qwen-image)") if count == 0 else ""
+    raise EditForgeError(f"{family.name} takes {count_text(family.image_counts, 'input image')}, got {count}{hint}")
+
+
+def check_steps(family: Family, steps: int, scheduler_config) -> None:
+    if steps < 1:
+        raise EditForgeError(f"--steps must be 1 or more, not {steps}")
+    if steps < 2 and scheduler_config.get("shift_terminal"):
+        # diffusers divides by (1 - last sigma) to stretch the schedule: with one step that is 0/0 -> NaN
+        raise EditForgeError(f"{family.name}'s own scheduler needs at least 2 steps (got {steps}); "
+                             "1-step generation needs a distilled (Lightning) scheduler")
+
+
+def check_areas(family: Family, max_pixels: int | None, condition_pixels: int | None) -> None:
+    """The areas a caller asked for (None: the model's default)."""
+    if max_pixels is not None and max_pixels < MIN_PIXELS:
+        raise EditForgeError(f"--max-pixels is an area in pixels (width x height, e.g. {1024 * 1024} for 1024x1024); "
+                             f"{max_pixels} is below the smallest EditForge draws, {MIN_PIXELS} (64x64)")
+    if condition_pixels is not None and not family.condition_pixels:
+        raise EditForgeError(
+            f"--condition-pixels applies to Edit-2509 only; {family.name} feeds one image size to both encoders"
+        )
+    if condition_pixels is not None and condition_pixels < MIN_CONDITION_PIXELS:
+        raise EditForgeError(f"--condition-pixels is an area in pixels (e.g. {384 * 384} for 384x384); "
+                             f"{condition_pixels} is below the vision encoder's minimum, {MIN_CONDITION_PIXELS} (56x56)")
+
+
+def check_load_request(plan, *, images: list[int], steps: int | None = None, max_pixels: int | None = None,
+                       condition_pixels: int | None = None, **_) -> None:
+    """What `generate` would refuse, checked against a `LoadPlan` before the model loads: `images` holds
+    each job's number of input images."""
+    for count in sorted(set(images)):
+        check_image_count(plan.family, count)
+    check_steps(plan.family, steps or plan.default_steps, plan.scheduler_config())
+    check_areas(plan.family, max_pixels, condition_pixels)
+
+
 def generate(
     pipe,
     images: Sequence[Image.Image],
@@ -56,19 +100,13 @@ def generate(
     info = pipeline_info(pipe)
     family = family_of(pipe)
     images = list(images)
+    check_areas(family, max_pixels, condition_pixels)
     check_request(pipe, [img.size for img in images], prompt, max_pixels=max_pixels,
                   condition_pixels=condition_pixels)
     steps = steps or info["default_steps"]
-    if steps < 2 and pipe.scheduler.config.get("shift_terminal"):
-        # diffusers divides by (1 - last sigma) to stretch the schedule: with one step that is 0/0 -> NaN
-        raise EditForgeError(f"{family.name}'s own scheduler needs at least 2 steps (got {steps}); "
-                             "1-step generation needs a distilled (Lightning) scheduler")
+    check_steps(family, steps, pipe.scheduler.config)
     cfg = info["default_cfg"] if cfg is None else cfg
     max_pixels = max_pixels or info["max_pixels"]
-    if condition_pixels and not family.condition_pixels:
-        raise EditForgeError(
-            f"--condition-pixels applies to Edit-2509 only; {family.name} feeds one image size to both encoders"
-        )
     condition_pixels = condition_pixels or info["condition_pixels"]
     if negative_prompt and cfg <= 1:
         warnings.warn(
@@ -113,8 +151,7 @@ def check_request(pipe, sizes: Sequence[tuple[int, int]], prompt: str, *, max_pi
     to nothing at the areas the pipeline resizes it to. Each is an `EditForgeError` saying the limit."""
     info = pipeline_info(pipe)
     family = family_of(pipe)
-    if len(sizes) not in family.image_counts:
-        raise EditForgeError(f"{family.name} takes {count_text(family.image_counts, 'input image')}, got {len(sizes)}")
+    check_image_count(family, len(sizes))
     if not prompt or not prompt.strip():
         raise EditForgeError("the prompt is empty")
     if not family.is_edit:
@@ -144,7 +181,9 @@ def text_to_image(
 ) -> tuple[Image.Image, dict[str, Any]]:
     """Qwen-Image text-to-image at one of its aspect ratios, optionally with the model card's positive magic."""
     info = pipeline_info(pipe)
-    width, height = aspect_size(aspect, options.pop("max_pixels", None) or info["max_pixels"])
+    max_pixels = options.pop("max_pixels", None)
+    check_areas(family_of(pipe), max_pixels, None)
+    width, height = aspect_size(aspect, max_pixels or info["max_pixels"])
     if magic:
         prompt = prompt + POSITIVE_MAGIC[magic]
-    return generate(pipe, [], prompt, seed=seed, width=width, height=height, **options)
+    return generate(pipe, [], prompt, seed=seed, width=width, height=height, max_pixels=max_pixels, **options)

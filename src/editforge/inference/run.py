@@ -8,7 +8,7 @@ from typing import Any
 from editforge.errors import EditForgeError
 from editforge.images import open_rgb
 from editforge.inference.batch import BatchJob
-from editforge.inference.generate import generate, text_to_image
+from editforge.inference.generate import check_load_request, generate, text_to_image
 from editforge.inference.metadata import save_png_atomic
 from editforge.progress import progress_bar
 
@@ -26,15 +26,17 @@ def run_jobs(
     magic: str | None = None,
 ) -> list[Path]:
     """Generate every job with the same `seed`; `out` names the single output, else `out_dir/NNNN.png`."""
-    from editforge.models.loading import load_pipeline
+    from editforge.models.loading import build_pipeline, prepare_load
 
     if out is not None and out.suffix.lower() != ".png":
         raise EditForgeError(f"--out {out}: EditForge writes PNG (it carries the generation parameters); use .png")
-    # Every input is checked before the model loads (a typo on line 900 should not cost a model load),
-    # then read again when its job comes: holding a thousand decoded photos would take tens of GB.
-    for path in {path for job in jobs for path in job.images}:
-        open_rgb(path)
-    pipe = load_pipeline(model, **load_options)
+    # Every input and option is checked before the model loads (a typo on line 900 should not cost a
+    # model load); images are read again when their job comes: holding a thousand decoded photos would
+    # take tens of GB.
+    _check_images(jobs)
+    plan = prepare_load(model, **load_options)
+    check_load_request(plan, images=[len(job.images) for job in jobs], **gen)
+    pipe = build_pipeline(plan)
     targets = [out] if out is not None else [out_dir / f"{job.index:04d}.png" for job in jobs]
     with progress_bar("img", per_minute=True) as bar:
         task = bar.add_task("generating", total=len(jobs))
@@ -48,3 +50,16 @@ def run_jobs(
             save_png_atomic(image, target, params)
             bar.advance(task)
     return targets
+
+
+def _check_images(jobs: list[BatchJob]) -> None:
+    seen: set[Path] = set()
+    for job in jobs:
+        for path in job.images:
+            if path in seen:
+                continue
+            seen.add(path)
+            try:
+                open_rgb(path)
+            except EditForgeError as exc:
+                raise EditForgeError(f"{job.line}: {exc}" if job.line else str(exc)) from None

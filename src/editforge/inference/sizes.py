@@ -22,6 +22,10 @@ ASPECT_RATIOS = {
     "2:3": (1056, 1584),
 }
 DIFFUSERS_VAE_PIXELS = 1024 * 1024
+# The smallest areas EditForge accepts. Smaller output areas give sides of 32 px or less (0 for a wide
+# image), and a side length typed where an area is meant (`--max-pixels 1024`) lands below this.
+MIN_PIXELS = 64 * 64
+MIN_CONDITION_PIXELS = 56 * 56  # Qwen2-VL's processor enlarges anything smaller to this anyway
 _lock = threading.Lock()
 
 
@@ -65,7 +69,10 @@ def aspect_size(aspect: str, area: int | None = None) -> tuple[int, int]:
     width, height = ASPECT_RATIOS[aspect]
     if area is None or area == ASPECT_RATIOS["1:1"][0] ** 2:
         return width, height
-    return output_size(area, (width, height))
+    # Multiples of 16, what the pipeline needs (8x VAE, 2x2 patches): rounding to 32 as the edit rule does
+    # bends 16:9 into 3:1 at a tiny model's 64x64 area.
+    exact_width = math.sqrt(area * width / height)
+    return round(exact_width / 16) * 16, round(exact_width * height / width / 16) * 16
 
 
 @contextlib.contextmanager

@@ -11,6 +11,7 @@ from pathlib import Path
 from editforge.errors import EditForgeError
 from editforge.models.loading import load_pipeline
 from editforge.models.registry import EDITFORGE_META
+from editforge.quiet import no_progress_bars
 
 
 def fuse_to_folder(model: str, out: str | Path, *, lightning=None, lightning_path=None, loras=(), dtype=None,
@@ -31,7 +32,8 @@ def fuse_to_folder(model: str, out: str | Path, *, lightning=None, lightning_pat
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
-        pipe.save_pretrained(staging)
+        with no_progress_bars():
+            pipe.save_pretrained(staging)
         fused = ([info["lightning_file"]] if info["lightning_file"] else []) + info["loras"]
         meta = {
             "family": info["family"],

@@ -79,12 +79,9 @@ def resolve_file(family: Family, steps: int, *, path: str | Path | None, local_d
     filename = family.lightning_files[steps]
     if local_dir is not None and (local_dir / filename).is_file():
         return local_dir / filename
-    from huggingface_hub import hf_hub_download
+    from editforge.models.hub import hub_file
 
-    try:
-        return Path(hf_hub_download(family.lightning_repo, filename))
-    except Exception as exc:
-        raise EditForgeError(
-            f"Lightning LoRA {family.lightning_repo}/{filename} is not cached and the hub could not be reached "
-            f"({exc.__class__.__name__}); download it where there is internet or pass --lightning-path FILE"
-        ) from exc
+    repo = family.lightning_repo
+    return hub_file(repo, filename, what=f"Lightning LoRA {repo}/{filename}",
+                    instead=f"download it where there is internet (`hf download {repo} {filename}`) "
+                            "or pass --lightning-path FILE")

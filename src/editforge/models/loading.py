@@ -1,13 +1,16 @@
 """`load_pipeline`: a model string and options in, a ready diffusers pipeline out.
 
-Order matters and is fixed here: load -> Lightning scheduler -> LoRAs (checked) -> fuse -> quantize ->
-device/offload. Fusing comes before quantizing because optimum-quanto's `fuse_lora` on a quantized
-model is a silent no-op.
+In two steps, so that a command can check everything before a model loads: `prepare_load` checks the
+options and finds every file (`LoadPlan`), `build_pipeline` loads them. Order matters and is fixed
+there: load -> Lightning scheduler -> LoRAs (checked) -> fuse -> quantize -> device/offload. Fusing comes
+before quantizing because optimum-quanto's `fuse_lora` on a quantized model is a silent no-op.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
@@ -15,14 +18,15 @@ import torch
 
 from editforge.errors import EditForgeError
 from editforge.models import lightning as lightning_lib
+from editforge.models.hub import pipeline_folder
 from editforge.models.lora import LoraSpec, activate_and_fuse, load_lora, lora_keys, parse_lora_arg
 from editforge.models.registry import ModelSpec, resolve_model
 from editforge.models.speed import apply_fast_path
 from editforge.models.text_encoder import allow_processor_without_video, fix_mrope_positions
 from editforge.models.tiny import TINY_LIGHTNING_DIR
+from editforge.quiet import no_progress_bars, quiet_adapter_loading
 
-DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32,
-          "float32": torch.float32}
+DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp32": torch.float32, "float32": torch.float32}
 QUANTIZE = (None, "int8", "fp8")
 OFFLOAD = (None, "model", "sequential")
 
@@ -31,7 +35,63 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_pipeline(
+@dataclass(frozen=True)
+class LoadPlan:
+    """What `load_pipeline` will load, every file found and every option checked: building it reads only
+    local files. `prepare_load` makes one, so a command can check its whole request before a model loads."""
+
+    model: str
+    spec: ModelSpec
+    folder: Path  # the pipeline folder on disk (for a hub model, its cached snapshot)
+    lightning: int | None
+    lightning_file: Path | None
+    loras: tuple[LoraSpec, ...]
+    dtype: torch.dtype
+    device: str
+    quantize: str | None
+    offload: str | None
+    vae_tiling: bool
+    fuse: bool
+    strict_lora: bool
+    attention: str | None
+    compile: bool
+    reuse_embeddings: bool
+
+    @property
+    def family(self):
+        return self.spec.family
+
+    @property
+    def default_steps(self) -> int:
+        return self.lightning or self.spec.fused_lightning or self.family.steps
+
+    @property
+    def default_cfg(self) -> float:
+        return lightning_lib.CFG if self.lightning or self.spec.fused_lightning else self.family.cfg
+
+    def scheduler_config(self) -> dict:
+        """The config of the scheduler the pipeline will run: Lightning's, else the folder's own."""
+        if self.lightning_file:
+            return dict(lightning_lib.SCHEDULER_CONFIG)
+        path = self.folder / "scheduler" / "scheduler_config.json"
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise EditForgeError(f"--model {self.model}: unreadable scheduler config {path} ({exc})") from exc
+
+
+def load_pipeline(model: str, **options):
+    """Load `model` (family, tiny name, hub id or folder) ready to generate; options as `prepare_load`.
+
+    A LoRA of which only some layers match the transformer loads with a `LoraPartlyMatched` warning saying how
+    many; `strict_lora` makes that an error.
+    The returned pipeline carries `pipe.editforge_info`: the model, family, LoRAs and size defaults that
+    `editforge.generate` uses and records in every PNG.
+    """
+    return build_pipeline(prepare_load(model, **options))
+
+
+def prepare_load(
     model: str,
     *,
     lightning: int | None = None,
@@ -48,21 +108,18 @@ def load_pipeline(
     attention: str | None = "auto",
     compile: bool | None = False,
     reuse_embeddings: bool = True,
-):
-    """Load `model` (family, tiny name, hub id or folder) ready to generate.
+) -> LoadPlan:
+    """Check every option and find every file (downloading what the hub has and the cache lacks), loading
+    no weights: a typo, a missing LoRA or an uncached model should not cost a 60 GB load, nor touch a
+    workbook.
 
     `attention`, `compile` and `reuse_embeddings` are the fast path (`editforge.models.speed`): exact,
     except that a compiled or other attention kernel may round differently in the last bits.
     `compile=None` compiles on CUDA only (worth it for long runs such as synth).
-    A LoRA of which only some layers match the transformer loads with a `LoraPartlyMatched` warning saying how
-    many; `strict_lora` makes that an error.
-    The returned pipeline carries `pipe.editforge_info`: the model, family, LoRAs and size defaults that
-    `editforge.generate` uses and records in every PNG.
     """
-    spec = resolve_model(model)
-    loras = [parse_lora_arg(x) if isinstance(x, str) else x for x in loras]
-    device = device or default_device()
+    device = resolve_device(device)
     torch_dtype = _resolve_dtype(dtype, device)
+    loras = tuple(parse_lora_arg(x) if isinstance(x, str) else x for x in loras)
     if quantize not in QUANTIZE:
         raise EditForgeError(f"--quantize must be none, int8 or fp8, not {quantize}")
     if offload not in OFFLOAD:
@@ -71,8 +128,10 @@ def load_pipeline(
         raise EditForgeError("--offload moves weights between CPU and GPU; it needs a CUDA device")
     if quantize and not fuse and (lightning or loras):
         raise EditForgeError("LoRAs must be fused before quantizing (quantized layers ignore fuse_lora)")
-
-    # Every file is checked before the model loads: a typo should not cost a 60 GB load.
+    for lora in loras:
+        lora_keys(lora.path)
+    spec = resolve_model(model)
+    folder = Path(spec.source) if spec.is_local else pipeline_folder(spec.source, _pipeline_class(spec))
     if lightning and spec.fused_lightning and not force:
         raise EditForgeError(f"{model} already has Lightning {spec.fused_lightning}-step fused in; drop --lightning")
     if lightning_path and not lightning:
@@ -83,54 +142,83 @@ def load_pipeline(
         lightning_file = lightning_lib.resolve_file(
             spec.family, lightning, path=lightning_path, local_dir=local, force=force
         )
-    for lora in loras:
-        lora_keys(lora.path)
+    return LoadPlan(
+        model=model, spec=spec, folder=folder, lightning=lightning, lightning_file=lightning_file, loras=loras,
+        dtype=torch_dtype, device=device, quantize=quantize, offload=offload, vae_tiling=vae_tiling, fuse=fuse,
+        strict_lora=strict_lora, attention=attention, compile=device.startswith("cuda") if compile is None else compile,
+        reuse_embeddings=reuse_embeddings,
+    )
 
-    pipe = _from_pretrained(spec, torch_dtype)
+
+def build_pipeline(plan: LoadPlan):
+    """Load what `plan` names: Lightning scheduler -> LoRAs (checked) -> fuse -> quantize -> device/offload."""
+    pipe = _from_pretrained(plan)
     fix_mrope_positions(pipe.text_encoder)
 
     adapters: dict[str, float] = {}
-    if lightning_file:
-        pipe.scheduler = lightning_lib.scheduler()
-        load_lora(pipe, LoraSpec(lightning_file), "lightning")
-        adapters["lightning"] = 1.0
-    for i, lora in enumerate(loras):
-        name = f"lora_{i}"
-        load_lora(pipe, lora, name, strict=strict_lora)
-        adapters[name] = lora.scale
-    activate_and_fuse(pipe, adapters, fuse=fuse)
+    with quiet_adapter_loading():
+        if plan.lightning_file:
+            pipe.scheduler = lightning_lib.scheduler()
+            load_lora(pipe, LoraSpec(plan.lightning_file), "lightning")
+            adapters["lightning"] = 1.0
+        for i, lora in enumerate(plan.loras):
+            name = f"lora_{i}"
+            load_lora(pipe, lora, name, strict=plan.strict_lora)
+            adapters[name] = lora.scale
+    activate_and_fuse(pipe, adapters, fuse=plan.fuse)
 
-    if quantize:
-        quantize_transformer(pipe.transformer, quantize)
-    if offload == "model":
+    device = plan.device
+    if plan.quantize:
+        quantize_transformer(pipe.transformer, plan.quantize)
+    if plan.offload == "model":
         pipe.enable_model_cpu_offload(device=device)
-    elif offload == "sequential":
+    elif plan.offload == "sequential":
         pipe.enable_sequential_cpu_offload(device=device)
     else:
         pipe.to(device)
-    if vae_tiling:
+    if plan.vae_tiling:
         pipe.vae.enable_tiling()
     pipe.set_progress_bar_config(disable=True)
-    if compile is None:
-        compile = device.startswith("cuda")
-    fast = apply_fast_path(pipe, device=device, attention=attention, compile=compile,
-                           reuse_embeddings=reuse_embeddings)
+    fast = apply_fast_path(pipe, device=device, attention=plan.attention, compile=plan.compile,
+                           reuse_embeddings=plan.reuse_embeddings)
 
+    spec = plan.spec
     pipe.editforge_info = {
-        "model": model,
+        "model": plan.model,
         "family": spec.family.name,
         "max_pixels": spec.max_pixels,
         "condition_pixels": spec.condition_pixels,
-        "lightning": lightning or spec.fused_lightning,
-        "lightning_file": lightning_file.name if lightning_file else None,
-        "loras": [lora.label for lora in loras] + list(spec.fused),
-        "dtype": str(torch_dtype).removeprefix("torch."),
-        "quantize": quantize,
+        "lightning": plan.lightning or spec.fused_lightning,
+        "lightning_file": plan.lightning_file.name if plan.lightning_file else None,
+        "loras": [lora.label for lora in plan.loras] + list(spec.fused),
+        "dtype": str(plan.dtype).removeprefix("torch."),
+        "quantize": plan.quantize,
         "fast_path": fast,
-        "default_steps": lightning or spec.fused_lightning or spec.family.steps,
-        "default_cfg": lightning_lib.CFG if lightning or spec.fused_lightning else spec.family.cfg,
+        "default_steps": plan.default_steps,
+        "default_cfg": plan.default_cfg,
     }
     return pipe
+
+
+def resolve_device(device: str | None) -> str:
+    """`device` checked against what this machine has (default: cuda if present)."""
+    if device is None:
+        return default_device()
+    try:
+        kind = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise EditForgeError(f"--device {device}: not a device; use cpu, cuda or cuda:N") from None
+    if kind.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
+            raise EditForgeError(f"--device {device}: PyTorch sees no CUDA GPU here (torch {torch.__version__}, "
+                                 f"{build}); use --device cpu, or install a CUDA build of torch")
+        if kind.index is not None and kind.index >= torch.cuda.device_count():
+            raise EditForgeError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+                                 f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    elif kind.type != "cpu":
+        raise EditForgeError(f"--device {device}: EditForge runs on cpu or cuda")
+    return device
 
 
 def _resolve_dtype(dtype, device: str) -> torch.dtype:
@@ -139,26 +227,27 @@ def _resolve_dtype(dtype, device: str) -> torch.dtype:
     if dtype is None:
         return torch.bfloat16 if device.startswith("cuda") else torch.float32
     if dtype not in DTYPES:
-        raise EditForgeError(f"--dtype must be bf16 or fp32, not {dtype}")
+        raise EditForgeError(f"--dtype must be bf16 or fp32, not {dtype}"
+                             + (" (Qwen-Image is made for bf16; float16's narrow range can overflow)"
+                                if dtype in ("fp16", "float16") else ""))
     return DTYPES[dtype]
 
 
-def _from_pretrained(spec: ModelSpec, torch_dtype: torch.dtype):
+def _pipeline_class(spec: ModelSpec):
     import diffusers
 
+    return getattr(diffusers, spec.family.pipeline_class)
+
+
+def _from_pretrained(plan: LoadPlan):
     allow_processor_without_video()
-    pipeline_class = getattr(diffusers, spec.family.pipeline_class)
     # Loading a 20B model prints a wall of progress bars and notices; keep the user's terminal readable.
     logging.getLogger("diffusers").setLevel(logging.ERROR)
     try:
-        return pipeline_class.from_pretrained(spec.source, dtype=torch_dtype)
+        with no_progress_bars():
+            return _pipeline_class(plan.spec).from_pretrained(plan.folder, dtype=plan.dtype)
     except OSError as exc:
-        if spec.is_local:
-            raise EditForgeError(f"could not load the pipeline folder {spec.source}: {str(exc).splitlines()[0]}") from exc
-        raise EditForgeError(
-            f"{spec.source} is not (fully) cached locally and could not be downloaded: download it where there "
-            f"is internet (`hf download {spec.source}`), or pass a local folder with --model"
-        ) from exc
+        raise EditForgeError(f"could not load the pipeline folder {plan.folder}: {str(exc).splitlines()[0]}") from exc
 
 
 def quantize_transformer(transformer: torch.nn.Module, kind: str) -> None:

@@ -32,7 +32,8 @@ class LoraSpec:
 
 
 def parse_lora_arg(text: str) -> LoraSpec:
-    """`PATH[:SCALE]`. The scale is split off only when it parses as a number, so `C:\\x.safetensors` works."""
+    """`PATH[:SCALE]`. The scale is split off only when it parses as a number, so `C:\\x.safetensors` works;
+    a tail that is no number after a LoRA file's name is a bad scale, not part of the name."""
     path, scale = text, 1.0
     head, sep, tail = text.rpartition(":")
     if sep and head:
@@ -40,7 +41,10 @@ def parse_lora_arg(text: str) -> LoraSpec:
             scale = float(tail)
             path = head
         except ValueError:
-            pass
+            if not Path(text).expanduser().exists() and (head.lower().endswith(".safetensors")
+                                                          or Path(head).expanduser().is_file()):
+                raise EditForgeError(f"--lora {text}: the scale {tail!r} is not a number "
+                                     f"(PATH:SCALE, e.g. {head}:0.8)") from None
     if not math.isfinite(scale):
         raise EditForgeError(f"--lora {text}: the scale must be a finite number")
     return LoraSpec(Path(path).expanduser(), scale)

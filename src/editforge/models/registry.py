@@ -267,14 +267,9 @@ def spec_for_hub_id(repo_id: str) -> ModelSpec:
         if family.hub_id.lower() == repo_id.lower():
             return ModelSpec(repo_id, family, family.max_pixels, family.condition_pixels, is_local=False)
     # An unknown repo (a fine-tune, a mirror): its model_index.json says which pipeline it is.
-    from huggingface_hub import hf_hub_download
+    from editforge.models.hub import hub_file
 
-    try:
-        index = hf_hub_download(repo_id, "model_index.json")
-    except Exception as exc:  # offline, not cached, private, typo: all need the same advice
-        raise EditForgeError(
-            f"--model {repo_id}: not cached locally and the hub could not be reached ({exc.__class__.__name__}); "
-            f"download it where there is internet (`hf download {repo_id}`) or pass a local folder"
-        ) from exc
-    spec = spec_for_folder(Path(index).parent)
+    index = hub_file(repo_id, "model_index.json", what=f"--model {repo_id}",
+                     instead=f"download it where there is internet (`hf download {repo_id}`) or pass --model FOLDER")
+    spec = spec_for_folder(index.parent)
     return ModelSpec(repo_id, spec.family, spec.max_pixels, spec.condition_pixels, is_local=False)

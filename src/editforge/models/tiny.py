@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from editforge.models.registry import (
     tiny_folder,
 )
 from editforge.models.text_encoder import allow_processor_without_video
+from editforge.quiet import no_progress_bars
 
 SEED = 0
 SPECIAL_TOKENS = [
@@ -58,9 +60,11 @@ def tiny_model_dir(name: str) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     with FileLock(str(root / f".{name}.lock")):
         if not (target / EDITFORGE_META).is_file():
+            print(f"building the offline tiny model {name} (once)", file=sys.stderr, flush=True)
             staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
             try:
-                build_tiny_pipeline(family).save_pretrained(staging)
+                with no_progress_bars():
+                    build_tiny_pipeline(family).save_pretrained(staging)
                 save_tiny_lightning(family, staging / TINY_LIGHTNING_DIR)
                 meta = {"family": family.name, "max_pixels": TINY_MAX_PIXELS, "tiny": True}
                 if family.condition_pixels:
@@ -134,7 +138,8 @@ def build_tokenizer():
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=512, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        vocab_size=512, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     corpus = [
         "Describe the key features of the input image (color, shape, size, texture, objects, background), "

@@ -68,7 +68,7 @@ def _identity(definition: list) -> str:
 
 
 def plan_workbook(book: Workbook, policy: PathPolicy, *, check_files: bool = True) -> Plan:
-    ref_keys = plan_columns(book)
+    ref_keys = check_columns(book)
     plan = Plan()
     records = list(book.records([RAW_IMAGE, *ref_keys, PROMPT, NEED_GEN]))  # the row ids are known after a pass
     for row, values in records:
@@ -81,8 +81,8 @@ def plan_workbook(book: Workbook, policy: PathPolicy, *, check_files: bool = Tru
     return plan
 
 
-def plan_columns(book: Workbook) -> list[str]:
-    """The ref columns the sheet has; refuses a header missing what planning needs."""
+def check_columns(book: Workbook) -> list[str]:
+    """The ref_image keys the sheet has; an error naming the columns synth needs and it lacks."""
     required = [k for k in (RAW_IMAGE, PROMPT, NEED_GEN) if k not in book.columns]
     ref_keys = [k for k in REF_KEYS if k in book.columns]
     if required or not ref_keys:

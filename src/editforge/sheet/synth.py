@@ -50,7 +50,7 @@ from editforge.inference.metadata import save_png_atomic
 from editforge.paths import BadPath, PathPolicy
 from editforge.progress import progress_bar
 from editforge.sheet.journal import Journal, RecalledFormulas, Result
-from editforge.sheet.plan import Job, Plan, plan_workbook
+from editforge.sheet.plan import Job, Plan, RowIssue, check_columns, plan_workbook
 from editforge.sheet.quality import check_quality
 from editforge.sheet.render import RenderLock, RenderStats, SheetWriter
 from editforge.sheet.schema import GEN_SEED, GEN_STATUS
@@ -75,6 +75,7 @@ class SynthOptions:
     retry_failed: bool = False            # try rows that failed in an earlier run although nothing changed
     save_every_rows: int = 100
     save_every_seconds: float = 60.0
+    max_inputs: int | None = None         # input images the model takes; rows with more fail before it loads
 
 
 @dataclass
@@ -100,7 +101,7 @@ class Summary:
     stale: int = 0                   # made, but the person changed the row meanwhile: not written
     base_seed: int | None = None
     interrupted: bool = False
-    failures: list[str] = field(default_factory=list)
+    failures: list[tuple[int, str]] = field(default_factory=list)  # (row, reason), in row order
     notes: list[str] = field(default_factory=list)  # one line each: held changes, a save that failed
 
     @property
@@ -158,30 +159,39 @@ def synth(workbook: str | Path, make_generator: Callable[[], Generator], options
                 book = open_workbook(path, sheet=options.sheet, columns=options.columns, read_only=True,
                                      memory=journal)
                 plan = plan_workbook(book, policy)
+            _refuse_too_many_inputs(plan, options.max_inputs)
             # Every process derives the same to-do list before anyone generates: reconcile (below)
             # changes nothing it depends on, and nobody journals a result until the barrier.
             todo, recovered, held_back = _todo(plan, journal.latest_by_identity(book.sheet), options.retry_failed)
             todo = todo[: options.max_rows] if options.max_rows is not None else todo
             shared = None
             if team.is_main:
-                shared = (uuid.uuid4().hex, _base_seed(journal, options.seed))
+                base_seed, how = _base_seed(journal, options.seed)
+                shared = (uuid.uuid4().hex, base_seed)
                 _reconcile(journal, book.sheet, plan, policy)
                 statuses.set(plan, held_back, len(todo))
             run_id, base_seed = team.share(shared)
             if team.is_main:
-                hint = "" if options.seed is not None else f" (random; --seed {base_seed} reproduces it)"
-                console.print(f"synth {path.name}: {len(todo)} rows to generate, seed {base_seed}{hint}",
-                              highlight=False)
+                console.print(f"synth {path.name}: {len(todo)} rows to generate, seed {base_seed}{how}",
+                              highlight=False, soft_wrap=True)
             runner = _Runner(journal, book, writer, policy, out_dirs, options, team, run_id, base_seed, console)
             summary = runner.run(todo[team.index:: team.size], make_generator, len(todo), show_progress)
             summary.recovered = recovered
             summary.skipped = len(plan.skipped)
             summary.failed += len(plan.failed)
             summary.failed_before = len(held_back)
-            summary.failures[:0] = [f"row {i.row}: {i.reason}" for i in plan.failed]
+            summary.failures = sorted(summary.failures + [(i.row, i.reason) for i in plan.failed])
             return summary
     finally:
         lock.release()
+
+
+def check_workbook(workbook: str | Path, options: SynthOptions) -> None:
+    """What stops a run before it starts, found without writing anything (and without reading every
+    row): a workbook that is open in Excel, unreadable or without the columns synth needs."""
+    path = Path(workbook)
+    ensure_not_locked(path)
+    check_columns(open_workbook(path, sheet=options.sheet, columns=options.columns, read_only=True))
 
 
 # A review app holds the lock for the moment it takes to save its queued verdicts; a run waits that out.
@@ -204,11 +214,25 @@ def _out_dir(policy: PathPolicy, folder: str) -> Path:
         raise EditForgeError(f"output folder {folder}: {exc}") from None
 
 
-def _base_seed(journal: Journal, seed: int | None) -> int:
-    """--seed if given (and remembered), else the seed this journal already uses, else a new one."""
+def _base_seed(journal: Journal, seed: int | None) -> tuple[int, str]:
+    """--seed if given (and remembered), else the seed this journal already uses, else a new one; with
+    how it was chosen, for the run's first line."""
     if seed is not None:
-        return int(journal.set_meta("base_seed", str(seed)))
-    return int(journal.set_meta("base_seed", str(random_base_seed()), only_if_absent=True))
+        return int(journal.set_meta("base_seed", str(seed))), ""
+    known = journal.meta("base_seed")
+    if known is not None:
+        return int(known), " (this workbook's seed, remembered in its journal)"
+    drawn = int(journal.set_meta("base_seed", str(random_base_seed()), only_if_absent=True))
+    return drawn, f" (random; --seed {drawn} reproduces it)"
+
+
+def _refuse_too_many_inputs(plan: Plan, max_inputs: int | None) -> None:
+    if max_inputs is None:
+        return
+    too_many = [job for job in plan.jobs if len(job.inputs) > max_inputs]
+    plan.failed += [RowIssue(job.row, job.row_id, f"{len(job.inputs)} input images; the model takes at most {max_inputs}")
+                    for job in too_many]
+    plan.jobs = [job for job in plan.jobs if len(job.inputs) <= max_inputs]
 
 
 def input_stamp(paths: Sequence[Path]) -> str:
@@ -347,8 +371,7 @@ class _Runner:
         counts = self.journal.counts(self.run_id) if self.team.is_main else Counter(self.local)
         summary.generated = counts.get("done", 0)
         summary.failed = counts.get("failed", 0)
-        summary.failures = [f"row {r.row}: {r.error}" for r in self.journal.results(run_id=self.run_id,
-                                                                                     status="failed")]
+        summary.failures = [(r.row, r.error) for r in self.journal.results(run_id=self.run_id, status="failed")]
         if self.last is not None:
             summary.stale = self.last.stale
             summary.notes += [line for line in (self.last.held_line(),) if line]

@@ -408,6 +408,11 @@ class Workbook:
             col = self._by_name.get(normalize_header((columns or {}).get(key, key)))
             if col is not None:
                 self.columns[key] = col
+        unmatched = {k: h for k, h in (columns or {}).items() if k not in self.columns}
+        if unmatched:  # a typo in --columns: say which header is not there, and which are
+            key, header = next(iter(unmatched.items()))
+            raise EditForgeError(f"--columns {key}={header}: no header {header!r} in row {self.header_row} of "
+                                 f"{path.name}; its headers: {', '.join(self.headers.values()) or 'none'}")
         self.positional = not self.columns
         if self.positional:
             self.columns = dict(POSITIONAL_COLUMNS)

@@ -7,6 +7,7 @@ is the most common way a training run fails. `default_config(family)` is what `-
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal, Optional, Union
 
@@ -14,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from editforge.errors import EditForgeError
+from editforge.inference.sizes import MIN_CONDITION_PIXELS, MIN_PIXELS
 from editforge.models.registry import FAMILIES
 
 # Attention (image + text stream) and MLP projections of every QwenImageTransformerBlock. The modulation
@@ -43,9 +45,8 @@ class DataConfig(Strict):
     only_accepted: bool = False  # workbook: only rows accepted in `editforge review`
     allow_outside: bool = False  # accept image paths leaving the source's folder (as `--allow-outside`)
     samples: list[SampleConfig] = Field(default_factory=list)  # inline samples, added to `source`
-    # areas below 32x32 round a side to nothing (sides are multiples of 32)
-    max_pixels: Optional[int] = Field(None, ge=32 * 32)  # target / VAE area; default: the model's inference area
-    condition_pixels: Optional[int] = Field(None, ge=32 * 32)  # Edit-2509 VL-encoder area; default: the model's
+    max_pixels: Optional[int] = Field(None, ge=MIN_PIXELS)  # target / VAE area; default: the model's inference area
+    condition_pixels: Optional[int] = Field(None, ge=MIN_CONDITION_PIXELS)  # Edit-2509 VL-encoder area; default: the model's
     batch_size: int = Field(1, ge=1)
     repeats: int = Field(1, ge=1)
     cache_dir: Optional[Path] = None  # default: <output_dir>/cache
@@ -76,6 +77,11 @@ class TrainConfig(Strict):
     shift: Union[float, Literal["auto"]] = "auto"  # "auto": the inference scheduler's shift for the image size
     logit_mean: float = 0.0
     logit_std: float = Field(1.0, gt=0)
+
+    @field_validator("mixed_precision", mode="before")
+    @classmethod
+    def _yaml_no(cls, value):
+        return "no" if value is False else value  # YAML reads an unquoted `no` (and `--set ...=no`) as false
 
     @field_validator("shift")
     @classmethod
@@ -119,6 +125,35 @@ class Config(Strict):
     @property
     def cache_dir(self) -> Path:
         return self.data.cache_dir or self.output_dir / "cache"
+
+    def check_paths(self) -> None:
+        """Every path in the config, checked before anything loads; the message names the key and the path."""
+        def where(path: Path) -> str:
+            return f"{os.path.abspath(path)}" + ("" if path.is_absolute() else " (relative paths start at "
+                                                  "the folder you run from)")
+
+        for key, path in (("output_dir", self.output_dir), ("data.cache_dir", self.data.cache_dir)):
+            if path is not None and path.exists() and not path.is_dir():
+                raise EditForgeError(f"{key}: {where(path)} is a file; give a folder")
+        wanted = [("data.source", self.data.source), ("lora.init_from", self.lora.init_from)]
+        for section, samples in (("data.samples", self.data.samples), ("validation.samples", self.validation.samples)):
+            for i, sample in enumerate(samples):
+                wanted.append((f"{section}[{i}].target", sample.target))
+                wanted += [(f"{section}[{i}].controls[{j}]", c) for j, c in enumerate(sample.controls)]
+        for key, path in wanted:
+            if path is not None and not path.exists():
+                raise EditForgeError(f"{key}: not found: {where(path)}")
+
+    def check_family(self, family) -> None:
+        """What the model family decides, checked before the model loads: previews need its control count
+        (a bad preview would otherwise fail hours in, at the first validation)."""
+        from editforge.models.registry import count_text
+
+        for i, sample in enumerate(self.validation.samples):
+            if len(sample.controls) not in family.image_counts:
+                raise EditForgeError(f"validation.samples[{i}]: {family.name} previews need "
+                                     f"{count_text(family.image_counts, 'control image')}, this one has "
+                                     f"{len(sample.controls)}")
 
 
 def default_config(family: str = "qwen-image-edit-2509") -> dict:

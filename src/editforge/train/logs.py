@@ -58,28 +58,52 @@ def read_metrics(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+LEFT, RIGHT, TOP, BOTTOM = 60, 16, 24, 36  # margins: room for the tick labels and the title
+TICK = 4
+
+
 def loss_curve(losses: list[float], path: Path, size: tuple[int, int] = (640, 360)) -> None:
-    """Loss per step and its running mean, drawn with PIL (no plotting library needed)."""
+    """Loss per step and its running mean on labelled axes, drawn with PIL (no plotting library needed)."""
     width, height = size
-    margin = 40
     image = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(image)
-    draw.rectangle([margin, margin // 2, width - margin // 2, height - margin], outline="black")
+    left, right, top, bottom = LEFT, width - RIGHT, TOP, height - BOTTOM
+    draw.rectangle([left, top, right, bottom], outline="black")
     if losses:
         low, high = min(losses), max(losses)
         span = (high - low) or 1.0
+        steps = len(losses)
 
-        def point(i, value):
-            x = margin + (width - 1.5 * margin) * i / max(1, len(losses) - 1)
-            y = height - margin - (height - 1.5 * margin) * (value - low) / span
-            return x, y
+        def x_of(step: float) -> float:  # step 1 at the left edge, the last step at the right
+            return left + (right - left) * (step - 1) / max(1, steps - 1)
 
-        window = max(1, len(losses) // 20)
+        def y_of(value: float) -> float:
+            return bottom - (bottom - top) * (value - low) / span
+
+        for value in (low + span * k / 4 for k in range(5)) if high > low else (low,):
+            y = y_of(value)
+            draw.line([(left - TICK, y), (left, y)], fill="black")
+            label = f"{value:.3g}"
+            draw.text((left - TICK - 2 - draw.textlength(label), y - 6), label, fill="black")
+        for step in _step_ticks(steps):
+            x = x_of(step)
+            draw.line([(x, bottom), (x, bottom + TICK)], fill="black")
+            label = str(step)
+            draw.text((x - draw.textlength(label) / 2, bottom + TICK + 2), label, fill="black")
+
+        window = max(1, steps // 20)
         running = [0.0, *itertools.accumulate(losses)]  # prefix sums: the running mean in one pass
         smooth = [(running[i + 1] - running[max(0, i - window + 1)]) / (i + 1 - max(0, i - window + 1))
-                  for i in range(len(losses))]
-        draw.line([point(i, v) for i, v in enumerate(losses)], fill=(160, 190, 230), width=1)
-        draw.line([point(i, v) for i, v in enumerate(smooth)], fill=(20, 60, 160), width=2)
-        draw.text((margin, 4), f"loss  max {high:.4g}  min {low:.4g}  last(mean) {smooth[-1]:.4g}", fill="black")
-        draw.text((margin, height - margin + 6), f"step 1 .. {len(losses)}", fill="black")
+                  for i in range(steps)]
+        draw.line([(x_of(i + 1), y_of(v)) for i, v in enumerate(losses)], fill=(160, 190, 230), width=1)
+        draw.line([(x_of(i + 1), y_of(v)) for i, v in enumerate(smooth)], fill=(20, 60, 160), width=2)
+        draw.text((left, 6), f"loss (light: per step, dark: mean of {window})   last mean {smooth[-1]:.4g}",
+                  fill="black")
+        draw.text(((left + right) / 2 - 12, height - 14), "step", fill="black")
     image.save(path)
+
+
+def _step_ticks(steps: int) -> list[int]:
+    """Step 1 and round step numbers (1, 2 or 5 x 10^k apart, at most 6 of them) for the x axis."""
+    spacing = next(m * 10**k for k in itertools.count() for m in (1, 2, 5) if steps // (m * 10**k) <= 6)
+    return sorted({1, *range(spacing, steps + 1, spacing)})

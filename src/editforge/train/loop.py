@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 
 from editforge.errors import EditForgeError
-from editforge.models.loading import load_pipeline
-from editforge.models.registry import count_text, family_of
+from editforge.models.loading import build_pipeline, prepare_load
+from editforge.models.registry import count_text
 from editforge.progress import progress_bar
 from editforge.train import checkpoint as ckpt
 from editforge.train.buckets import BatchStream
@@ -51,9 +51,8 @@ class TrainResult:
 def train(config: Config, *, resume: str | None = None) -> TrainResult:
     from accelerate.utils import set_seed
 
+    config.check_paths()
     existing = ckpt.checkpoints(config.output_dir / "checkpoints")
-    if config.output_dir.exists() and not config.output_dir.is_dir():
-        raise EditForgeError(f"output_dir {config.output_dir} is a file; name a folder")
     if existing and not resume:
         # Starting over here would mix two runs' checkpoints, and `--resume latest` could pick the old one.
         raise EditForgeError(f"{config.output_dir} already holds checkpoints (up to {existing[-1].name}); "
@@ -64,14 +63,19 @@ def train(config: Config, *, resume: str | None = None) -> TrainResult:
     main = accelerator.is_main_process
     out = config.output_dir
     # Every training sample's prompt and images are distinct: an embedding cache would only hold memory.
-    pipe = load_pipeline(config.model, dtype=WEIGHT_DTYPES[config.train.mixed_precision], reuse_embeddings=False,
-                         device=str(accelerator.device))
-    family = family_of(pipe)
+    plan = prepare_load(config.model, dtype=WEIGHT_DTYPES[config.train.mixed_precision], reuse_embeddings=False,
+                        device=str(accelerator.device))
+    family = plan.family
+    config.check_family(family)
+    samples, unfit = training_samples(config, family)  # the dataset is read before the model loads
+    if not samples:
+        raise EditForgeError(f"no usable training samples ({len(unfit)} set aside: {'; '.join(unfit[:3])})")
+    pipe = build_pipeline(plan)
     areas = dict(max_pixels=config.data.max_pixels or pipe.editforge_info["max_pixels"],
                  condition_pixels=config.data.condition_pixels or pipe.editforge_info["condition_pixels"])
 
     # 1. Encode the data once; then the text encoder goes away and the VAE off the GPU (back only to preview).
-    cache, previews = encode_data(pipe, config, family, areas, accelerator)
+    cache, previews = encode_data(pipe, config, samples, unfit, areas, accelerator)
     pipe.text_encoder = None
     pipe.vae.to("cpu")
     gc.collect()
@@ -155,10 +159,9 @@ def train(config: Config, *, resume: str | None = None) -> TrainResult:
     return result
 
 
-def encode_data(pipe, config: Config, family, areas: dict, accelerator):
+def encode_data(pipe, config: Config, samples: list, unfit: list[str], areas: dict, accelerator):
     """The cache (each process encodes its share) and the previews' prompt embeddings (main process)."""
     main, rank, world = accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
-    samples, unfit = training_samples(config, family)
     with progress_bar("sample") if main else contextlib.nullcontext() as bar:
         task = bar.add_task("caching", total=len(samples[rank::world])) if bar else None
         cache = build_cache(pipe, samples, config.cache_dir, vae_pixels=areas["max_pixels"],

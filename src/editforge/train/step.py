@@ -47,8 +47,19 @@ def make_accelerator(mixed_precision: str, gradient_accumulation: int = 1):
     if cpu and os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
         cpu = False
         handlers.append(InitProcessGroupKwargs(backend="gloo"))
+        _no_deepspeed_shm_op()
     return Accelerator(mixed_precision=mixed_precision, cpu=cpu, gradient_accumulation_steps=gradient_accumulation,
                        kwargs_handlers=handlers)
+
+
+def _no_deepspeed_shm_op() -> None:
+    """DeepSpeed on a CPU first JIT-compiles a shared-memory all-reduce kernel (C++, about a minute and a half on
+    a fresh machine) for the all-reduces gloo does anyway; a CPU run of EditForge (tests, trying a config
+    out) is tiny, so it goes without. On a GPU DeepSpeed has no such op (NCCL does the all-reduce)."""
+    import importlib
+
+    # by module path: in the package `deepspeed.comm`, the attribute `torch` is PyTorch itself
+    importlib.import_module("deepspeed.comm.torch").build_shm_op = lambda: None
 
 
 def prepare_model(pipe, lora, *, quantize: str | None, gradient_checkpointing: bool) -> list[torch.nn.Parameter]:

@@ -14,11 +14,10 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from editforge.errors import EditForgeError
 from editforge.images import open_rgb
 from editforge.inference.call import Prompt, call_arguments, negative_prompt_for, run_call
 from editforge.inference.sizes import default_size
-from editforge.models.registry import count_text, family_of
+from editforge.models.registry import family_of
 from editforge.train.cache import condition_inputs, encode_prompt
 
 
@@ -33,14 +32,8 @@ class Preview:
 
 @torch.no_grad()
 def prepare_previews(pipe, samples, *, cfg: float, max_pixels: int, condition_pixels: int | None) -> list[Preview]:
-    family = family_of(pipe)
     previews = []
-    for i, sample in enumerate(samples):
-        # checked here, before training: a bad preview would otherwise fail hours in, at the first validation
-        if len(sample.controls) not in family.image_counts:
-            need = count_text(family.image_counts, "control image")
-            raise EditForgeError(f"validation.samples[{i}]: {family.name} previews need {need}, "
-                                 f"this one has {len(sample.controls)}")
+    for sample in samples:  # their control counts were checked before the model loaded (Config.check_family)
         controls = [open_rgb(path) for path in sample.controls]
         prompt_images, _ = condition_inputs(pipe, controls, max_pixels, condition_pixels)
         negative = negative_prompt_for(cfg, None)
@@ -58,20 +51,31 @@ def render(pipe, preview: Preview, *, steps: int, cfg: float, seed: int, max_pix
     return run_call(pipe, kwargs, max_pixels=max_pixels, condition_pixels=condition_pixels)
 
 
-def grid(images: list[Image.Image], height: int) -> Image.Image:
-    """Images side by side at one height: controls, the preview, the reference."""
+LABEL_HEIGHT = 14  # the strip under each picture that says what it is
+
+
+def grid(images: list[Image.Image], height: int, labels: list[str]) -> Image.Image:
+    """Images side by side at one height, each labelled underneath: controls, the preview, the reference."""
+    from PIL import ImageDraw, ImageFont
+
+    font = ImageFont.load_default()
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     scaled = [im.resize((max(1, round(im.width * height / im.height)), height)) for im in images]
-    sheet = Image.new("RGB", (sum(im.width for im in scaled) + 4 * (len(scaled) - 1), height), "white")
+    slots = [max(im.width, round(measure.textlength(label, font=font)) + 4) for im, label in zip(scaled, labels)]
+    sheet = Image.new("RGB", (sum(slots) + 4 * (len(slots) - 1), height + LABEL_HEIGHT), "white")
+    draw = ImageDraw.Draw(sheet)
     x = 0
-    for im in scaled:
+    for im, label, slot in zip(scaled, labels, slots):
         sheet.paste(im, (x, 0))
-        x += im.width + 4
+        draw.text((x + 2, height + 1), label, fill="black", font=font)
+        x += slot + 4
     return sheet
 
 
 def run_validation(pipe, previews: list[Preview], folder: Path, *, steps: int, cfg: float, seed: int,
                    max_pixels: int, condition_pixels: int | None) -> list[Image.Image]:
-    """Render every preview into `folder` as `N.png` (the image) and `N-grid.png` (beside inputs and reference)."""
+    """Render every preview into `folder` as `N.png` (the image) and `N-grid.png` (beside inputs and reference,
+    each labelled)."""
     folder.mkdir(parents=True, exist_ok=True)
     sheets = []
     for i, preview in enumerate(previews):
@@ -79,6 +83,8 @@ def run_validation(pipe, previews: list[Preview], folder: Path, *, steps: int, c
                        condition_pixels=condition_pixels)
         image.save(folder / f"{i}.png")
         row = [*preview.controls, image] + ([preview.reference] if preview.reference else [])
-        sheets.append(grid(row, image.height))
+        labels = [f"control {k}" for k in range(1, len(preview.controls) + 1)] + ["preview"] + \
+            (["reference"] if preview.reference else [])
+        sheets.append(grid(row, image.height, labels))
         sheets[-1].save(folder / f"{i}-grid.png")
     return sheets

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from editforge.dataset.layout import ExportPlan
-from editforge.dataset.sample import Columns, Dataset, Sample, extra_names
+from editforge.dataset.sample import Columns, Dataset, Sample, check_columns, extra_names
 from editforge.errors import EditForgeError
 from editforge.files import read_text
 from editforge.paths import PathPolicy
@@ -41,9 +41,11 @@ def read(path: Path, *, columns: Columns, base_dir: Path | None = None, allow_ou
     policy = PathPolicy(base_dir or path.parent, allow_outside=allow_outside)
     dataset = Dataset(source=path, format="diffsynth", samples=[])
     used = {target, *controls, instruction}
+    present: dict[str, None] = {}
     for key, record in _records(path):
         if not isinstance(record, dict):
             raise EditForgeError(f"{path.name} {key}: expected an object with {', '.join(FIELDS)}")
+        present.update(dict.fromkeys(record))
         if not _text(record.get(target)):
             dataset.skipped.append((key, f"no {target}"))
             continue
@@ -58,6 +60,8 @@ def read(path: Path, *, columns: Columns, base_dir: Path | None = None, allow_ou
             extra={k: _text(v) for k, v in record.items() if k not in used and _text(v)},
             problems=tuple(problems),
         ))
+    if present:  # controls are optional (a text-to-image set has none) unless named
+        check_columns(path, present, [target, instruction, *(columns.controls or ())])
     return dataset
 
 

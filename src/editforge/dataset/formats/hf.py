@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from editforge.dataset.layout import ExportPlan
-from editforge.dataset.sample import Columns, Dataset, Sample, extra_names
+from editforge.dataset.sample import Columns, Dataset, Sample, check_columns, extra_names
 from editforge.errors import EditForgeError
 from editforge.models.registry import Family
 from editforge.files import atomic_write
@@ -59,10 +59,7 @@ def read(src: Path, *, columns: Columns, base_dir: Path | None = None, allow_out
         target = columns.target or TARGET
         controls = list(columns.controls or [control_column(k) for k in range(1, 10) if control_column(k) in names])
         instruction = columns.instruction or INSTRUCTION
-        missing = [c for c in (target, *controls, instruction) if c not in names]
-        if missing:
-            raise EditForgeError(f"{file.name} has no column {', '.join(missing)}; its columns: {', '.join(names)} "
-                                 "(map them with --target-column/--control-columns/--instruction-column)")
+        check_columns(file, names, [target, *controls, instruction])
         # Text-like columns travel as extra fields; other image or nested columns (masks) do not.
         extras = [f.name for f in schema if f.name not in (target, *controls, instruction)
                   and (pa.types.is_string(f.type) or pa.types.is_large_string(f.type)

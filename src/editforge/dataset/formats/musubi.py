@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 
 from editforge.dataset.layout import ExportPlan
-from editforge.dataset.sample import Columns, Dataset, Sample, extra_names
+from editforge.dataset.sample import Columns, Dataset, Sample, check_columns, extra_names
 from editforge.errors import EditForgeError
 from editforge.files import read_text
 from editforge.models.registry import Family
@@ -36,6 +36,7 @@ def read(path: Path, *, columns: Columns, base_dir: Path | None = None, allow_ou
     instruction = columns.instruction or "caption"
     policy = PathPolicy(base_dir or path.parent, allow_outside=allow_outside)
     dataset = Dataset(source=path, format="musubi", samples=[])
+    present: dict[str, None] = {}
     for number, line in enumerate(read_text(path).splitlines(), 1):
         if not line.strip():
             continue
@@ -46,6 +47,7 @@ def read(path: Path, *, columns: Columns, base_dir: Path | None = None, allow_ou
             raise EditForgeError(f"{path.name} {key} is not JSON: {exc}") from exc
         if not isinstance(record, dict):
             raise EditForgeError(f"{path.name} {key}: expected an object with image_path, control_path_0, caption")
+        present.update(dict.fromkeys(record))
         if not str(record.get(target) or "").strip():
             dataset.skipped.append((key, f"no {target}"))
             continue
@@ -60,6 +62,8 @@ def read(path: Path, *, columns: Columns, base_dir: Path | None = None, allow_ou
                    if k not in (target, instruction, *control_keys) and not _is_reserved(k) and v not in (None, "")},
             problems=tuple(problems),
         ))
+    if present:
+        check_columns(path, present, [target, instruction, *(columns.controls or ())])
     return dataset
 
 

@@ -10,6 +10,7 @@ let shown = [];       // rows passing the filters
 let current = null;   // the row number on screen (kept across refreshes and filter changes)
 let busy = false;
 let drawn = "";       // what is on screen, so a refresh that changed nothing does not reload images
+let modelOf = "";     // the picture whose model is shown: a refresh or filter change keeps it on screen
 
 const $ = (id) => document.getElementById(id);
 
@@ -91,11 +92,15 @@ function render() {
   $("m-instruction-line").hidden = !row.instruction || row.instruction === row.prompt;
   $("m-genstatus").textContent = row.gen_status;
   $("m-genstatus-line").hidden = !row.gen_status;
-  $("m-model").textContent = "…";
   showImages(row);
-  api(`/api/rows/${row.row}`).then((data) => {
-    if (current === row.row) $("m-model").textContent = data.params.model || "—";
-  }).catch(() => { $("m-model").textContent = "—"; });
+  const picture = `${row.row}:${row.images[row.generated] || ""}`;
+  if (picture !== modelOf) {  // another row or a new picture: its PNG says which model made it
+    modelOf = picture;
+    $("m-model").textContent = "…";
+    api(`/api/rows/${row.row}`).then((data) => {
+      if (modelOf === picture) $("m-model").textContent = data.params.model || "—";
+    }).catch(() => { if (modelOf === picture) $("m-model").textContent = "—"; });
+  }
   $("prev").disabled = index <= 0;
   $("next").disabled = index >= shown.length - 1;
   $("regenerate").disabled = !row.generated;
