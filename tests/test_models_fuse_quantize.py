@@ -7,8 +7,8 @@ import pytest
 import editforge
 from editforge.errors import EditForgeError
 from editforge.models.text_encoder import allow_processor_without_video, fix_mrope_positions
-from tests.conftest import noise_image, run_cli
-from tests.test_models_lora import write_lora
+from tests.helpers import noise_image, run_cli
+from tests.helpers import write_lora
 
 
 def _pixels(pipe, **kw):

@@ -16,47 +16,9 @@ from editforge.errors import EditForgeError
 from editforge.models import lightning
 from editforge.models.lora import LoraPartlyMatched, parse_lora_arg
 from editforge.models.registry import FAMILIES
-from tests.conftest import noise_image, run_cli
+from tests.helpers import ALPHA, LOADABLE, RANK, WIDTH, noise_image, run_cli, write_lora
 
 MODEL = "tiny-qwen-image-edit-2509"
-WIDTH, RANK, ALPHA = 48, 4, 8.0  # tiny transformer: 3 heads x 16; alpha != rank, as in the real Lightning files
-PROJECTIONS = ("to_q", "to_k", "to_v")
-# Per layout: the down (A), up (B) and alpha key of layer {d} (`transformer_blocks.0.attn.to_q`; {k}: kohya's
-# underscored name). diffusers' own files keep alpha in their metadata instead; bare A/B keys carry none.
-LAYOUTS = {
-    "lightning": ("{d}.lora_down.weight", "{d}.lora_up.weight", "{d}.alpha"),
-    "comfy-down-up": ("diffusion_model.{d}.lora_down.weight", "diffusion_model.{d}.lora_up.weight",
-                      "diffusion_model.{d}.alpha"),
-    "comfy-A-B": ("diffusion_model.{d}.lora_A.weight", "diffusion_model.{d}.lora_B.weight",
-                  "diffusion_model.{d}.alpha"),
-    "diffusers": ("transformer.{d}.lora_A.weight", "transformer.{d}.lora_B.weight", None),
-    "kohya": ("lora_unet_{k}.lora_down.weight", "lora_unet_{k}.lora_up.weight", "lora_unet_{k}.alpha"),
-    "diffsynth": ("{d}.lora_A.default.weight", "{d}.lora_B.default.weight", "{d}.alpha"),
-    "bare-A-B-no-alpha": ("{d}.lora_A.weight", "{d}.lora_B.weight", None),
-}
-LOADABLE = [name for name in LAYOUTS if name != "bare-A-B-no-alpha"]
-
-
-def write_lora(path, layout: str, blocks=(0, 1), layers=()) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """A LoRA on q/k/v of `blocks` (plus any dotted `layers`) in `layout`; returns {layer: (down, up)}."""
-    gen = torch.Generator().manual_seed(11)
-    down_key, up_key, alpha_key = LAYOUTS[layout]
-    pairs, tensors = {}, {}
-    for dotted in [f"transformer_blocks.{b}.attn.{p}" for b in blocks for p in PROJECTIONS] + list(layers):
-        names = {"d": dotted, "k": dotted.replace(".", "_")}
-        pairs[dotted] = torch.randn(RANK, WIDTH, generator=gen), torch.randn(WIDTH, RANK, generator=gen) * 0.5
-        tensors[down_key.format(**names)], tensors[up_key.format(**names)] = pairs[dotted]
-        if alpha_key:
-            tensors[alpha_key.format(**names)] = torch.tensor(ALPHA)
-    metadata = None
-    if layout == "diffusers":  # what diffusers' save_lora_weights writes with the adapter's config
-        config = {"r": RANK, "lora_alpha": ALPHA, "target_modules": sorted({d.rsplit(".", 1)[-1] for d in pairs})}
-        adapter = json.dumps({f"transformer.{k}": v for k, v in config.items()})
-        metadata = {"format": "pt", "lora_adapter_metadata": adapter}
-    save_file(tensors, str(path), metadata=metadata)
-    return pairs
-
-
 def _pixels(pipe):
     return np.asarray(editforge.edit(pipe, noise_image(), "make it red", seed=0, steps=2), dtype=np.int16)
 

@@ -7,7 +7,7 @@ import torch
 import editforge
 from editforge.models import speed
 from editforge.models.speed import best_attention_backend
-from tests.conftest import noise_image
+from tests.helpers import noise_image
 from tests.standins import hopper_with_flash_attention  # noqa: F401  (a fixture)
 
 

@@ -18,7 +18,7 @@ import yaml
 from safetensors.torch import load_file
 
 from editforge.train.logs import read_metrics
-from tests.test_train_run import write_samples
+from tests.helpers import write_samples
 
 pytest.importorskip("deepspeed", reason="DeepSpeed is not installed (pip install deepspeed)")
 
