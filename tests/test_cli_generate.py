@@ -145,8 +145,9 @@ def test_malformed_batch_files(tmp_path, make_image, prompts, images, needle):
     ("edit", "tiny-qwen-image-edit-2509", ["--max-pixels", "100"], ["--max-pixels is an area in pixels", "100"]),
     ("edit", "tiny-qwen-image-edit-2509", ["--max-pixels", "1024"], ["--max-pixels is an area in pixels"]),
     ("edit", "tiny-qwen-image-edit-2509", ["--condition-pixels", "400"], ["--condition-pixels is an area"]),
-    ("edit", "tiny-qwen-image-edit", ["--condition-pixels", "3136"], ["applies to Edit-2509 only"]),
-    ("edit", "tiny-qwen-image-edit-2509", ["--dtype", "fp16"], ["--dtype must be bf16 or fp32, not fp16"]),
+    ("edit", "tiny-qwen-image-edit", ["--condition-pixels", "3136"],
+     ["--condition-pixels applies only to qwen-image-edit-2509, qwen-image-edit-2511"]),
+    ("edit", "tiny-qwen-image-edit-2509", ["--dtype", "fp16"], ["'--dtype': 'fp16' is not one of 'bf16', 'fp32'"]),
     ("edit", "tiny-qwen-image-edit-2509", ["--device", "cuda:99"], ["--device cuda:99"]),
     ("edit", "tiny-qwen-image-edit-2509", ["--device", "gpu"], ["--device gpu: not a device"]),
     ("edit", "tiny-qwen-image-edit-2509", ["--lora", "style.safetensors:abc"],
@@ -190,7 +191,7 @@ def test_device_is_checked_against_the_machine(monkeypatch):
     from editforge.models.loading import resolve_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(EditForgeError, match="--device cuda: PyTorch sees no CUDA GPU here"):
+    with pytest.raises(EditForgeError, match="`device` cuda: PyTorch sees no CUDA GPU here"):
         resolve_device("cuda")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)

@@ -56,8 +56,9 @@ def test_export_and_import_commands(tmp_path):
 
 @pytest.mark.parametrize("args,message", [
     (["check", "{tmp}/nope.xlsx"], "dataset not found"),
-    (["export", "{book}", "--format", "kohya", "--out", "{tmp}/o"], "unknown export format 'kohya'"),
-    (["export", "{book}", "--format", "diffsynth", "--out", "{tmp}/o", "--model-family", "qwen-image"], "unknown model family"),
+    (["export", "{book}", "--format", "kohya", "--out", "{tmp}/o"], "Invalid value for '--format' / '-f': 'kohya' is not one of 'diffsynth', "),
+    (["export", "{book}", "--format", "diffsynth", "--out", "{tmp}/o", "--model-family", "qwen-image"],
+     "Invalid value for '--model-family': 'qwen-image' is not one of 'qwen-image-edit', "),
     (["check", "{book}", "--near-distance", "99"], "--near-distance"),
     (["import", "{book}", "--out", "{book}"], "exists; choose a new name"),
     (["check", "{tmp}/ds", "--only-accepted"], "apply to a workbook"),

@@ -282,7 +282,7 @@ def test_link_hard_links_and_names_are_collision_free(tmp_path):
     out_targets = sorted((tmp_path / "out" / "target").iterdir())
     assert [p.name for p in out_targets] == ["000001-same.png", "000002-same.png"]
     assert os.path.samefile(out_targets[0], a) and os.path.samefile(out_targets[1], b)
-    with pytest.raises(EditForgeError, match="--link does not apply"):
+    with pytest.raises(EditForgeError, match="`link` does not apply"):
         export_dataset(samples, "hf", tmp_path / "hf", link=True)
 
 

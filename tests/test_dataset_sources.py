@@ -66,7 +66,7 @@ def test_hostile_and_url_paths_are_flagged_not_followed(tmp_path):
     samples = load_samples(src).samples
     assert "leaves the base dir" in samples[0].problems[0] and "../../etc/passwd" in samples[0].problems[0]
     assert "URL" in samples[1].problems[0]
-    assert "leaves the base dir" in samples[2].problems[0] and "--allow-outside" in samples[2].problems[0]
+    assert "leaves the base dir" in samples[2].problems[0] and "`allow_outside=True`" in samples[2].problems[0]
     assert samples[3].problems == () and samples[3].target == src / "a.png"
     allowed = load_samples(src, allow_outside=True).samples
     assert allowed[2].problems == () and allowed[2].target == Path("/abs/elsewhere.png")

@@ -106,7 +106,7 @@ def test_a_cached_hub_model_loads_offline(tmp_path, monkeypatch):
     (cache / "refs").mkdir()
     (cache / "refs" / "main").write_text("0" * 40)
     code = ("import editforge; p = editforge.load_pipeline('someone/tiny-edit', device='cpu'); "
-            "print(p.editforge_info['family'], p.editforge_info['model'])")
+            "from editforge.models.info import model_info; i = model_info(p); print(i.family.name, i.model)")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hf" / "hub")}
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -17,7 +17,7 @@ from editforge.review.server import ReviewServer
 from editforge.review.session import ReviewSession
 from editforge.sheet.render import RenderLock
 from editforge.sheet.workbook import open_workbook
-from tests.helpers import REVIEW_ROWS, make_workbook, run_synth
+from tests.helpers import REVIEW_ROWS, Served, make_workbook, run_synth
 
 SECRET = b"the contents of a file outside the base dir"
 
@@ -35,7 +35,7 @@ def test_it_listens_on_localhost_only_by_default(served):
 
 
 def test_a_taken_port_is_a_one_line_error(served):
-    with pytest.raises(EditForgeError, match=f"cannot listen on 127.0.0.1:{served.port}.*choose another --port"):
+    with pytest.raises(EditForgeError, match=f"cannot listen on 127.0.0.1:{served.port}.*choose another `port`"):
         ReviewServer(served.session, port=served.port)
 
 

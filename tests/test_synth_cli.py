@@ -53,7 +53,7 @@ def test_bad_workbooks_exit_2_with_one_line(tmp_path, make, extra, message, cli)
     ("tiny-qwen-image-edit-2509", ["--device", "cuda:99"], "--device cuda:99"),
     ("tiny-qwen-image-edit-2509", ["--lightning", "off", "--steps", "1"], "needs at least 2 steps"),
     ("tiny-qwen-image-edit-2509", ["--max-pixels", "1024"], "--max-pixels is an area in pixels"),
-    ("tiny-qwen-image-edit-2509", ["--dtype", "fp16"], "--dtype must be bf16 or fp32"),
+    ("tiny-qwen-image-edit-2509", ["--dtype", "fp16"], "'--dtype': 'fp16' is not one of 'bf16', 'fp32'"),
     ("tiny-qwen-image", [], "synth needs an edit model"),
 ])
 def test_request_errors_stop_before_the_model_loads_and_the_workbook_is_touched(tmp_path, capsys, unloadable, model, args, message, cli):

@@ -384,7 +384,7 @@ def test_rows_failing_their_own_input_check_neither_stop_the_run_nor_come_back(t
     again = CheckedGenerator()
     summary = run_synth(path, again, seed=1)  # nothing changed: the failed rows are not tried again
     assert again.checked == [] and (summary.generated, summary.failed, summary.failed_before) == (0, 0, 12)
-    assert "+12 failed in an earlier run, not retried: --retry-failed" in summary.line() and summary.exit_code == 1
+    assert "+12 failed in an earlier run, not retried: `retry_failed=True`" in summary.line() and summary.exit_code == 1
     Image.new("RGB", (32, 32), (9, 9, 9)).save(tmp_path / "img" / "r0.png")  # new inputs for rows 2, 5, 8, 11
     summary = run_synth(path, again, seed=1)
     assert len(again.checked) == 4 and summary.failed_before == 8

@@ -249,7 +249,7 @@ def test_a_failing_save_leaves_the_previous_checkpoint_as_latest(data, tmp_path,
     assert [p.name for p in checkpoint.checkpoints(root)] == ["step-000002"]
     assert checkpoint.resolve_resume(root, "latest").name == "step-000002"
     monkeypatch.undo()
-    with pytest.raises(EditForgeError, match="already holds checkpoints.*--resume latest"):
+    with pytest.raises(EditForgeError, match="already holds checkpoints.*`resume=latest`"):
         train(validate(raw))  # a fresh start must not mix with the old run's checkpoints
     assert train(validate(raw), resume="latest").start_step == 2
 

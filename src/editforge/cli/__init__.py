@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import sys
 
-import click
 import typer
+from typer._click import exceptions as click_errors  # typer 0.29 carries its own click
 from rich.console import Console
 from rich.markup import escape
 
@@ -60,13 +60,13 @@ def main() -> None:
     _quiet_third_party_logs()
     try:
         code = app(standalone_mode=False)
-    except click.exceptions.NoArgsIsHelpError as exc:  # `editforge dataset`: typer has printed its help
+    except click_errors.NoArgsIsHelpError as exc:  # `editforge dataset`: typer has printed its help
         code = exc.exit_code
-    except click.UsageError as exc:  # a bad flag or value: one line too, naming the flag
-        _error(exc.format_message())
+    except click_errors.UsageError as exc:  # a bad flag or value: one line too, naming the flag
+        _error(" ".join(exc.format_message().replace("Value error, ", "").split()))
     except EditForgeError as exc:
         _error(for_cli(str(exc)))
-    except click.exceptions.Abort:
+    except typer.Abort:
         code = 1
     sys.exit(code if isinstance(code, int) else 0)
 

@@ -9,9 +9,11 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from editforge.cli import app
+from editforge.cli.flags import for_cli
 from editforge.cli.options import EditFamilyName, FamilyName, choices, value
 from editforge.dataset.formats import EXPORT_FORMATS, SOURCE_FORMATS
 from editforge.models.registry import EDIT_FAMILIES, FAMILIES, count_text
@@ -65,8 +67,9 @@ def _print_skipped(skipped: list[tuple[str, str]], what: str) -> None:
     if not skipped:
         return
     reasons = Counter(reason.split(":")[0] for _, reason in skipped)
-    err_console.print(f"[yellow]{what} {len(skipped)}:[/] " + "; ".join(f"{n}× {r}" for r, n in reasons.most_common(5))
-                      + f" (first: {skipped[0][0]}: {skipped[0][1]})", soft_wrap=True)
+    err_console.print(f"[yellow]{what} {len(skipped)}:[/] " + escape(for_cli(
+        "; ".join(f"{n}× {r}" for r, n in reasons.most_common(5)) + f" (first: {skipped[0][0]}: {skipped[0][1]})")),
+        soft_wrap=True)
 
 
 @dataset_app.command()
@@ -130,7 +133,7 @@ def _print_report(report, data) -> None:
             by_kind.setdefault(issue.kind, []).append(issue)
         for (severity, kind), count in report.counts().items():
             style = "red" if severity == "error" else "yellow"
-            examples = "\n".join(f"{i.sample}: {i.detail}" for i in by_kind[kind][:EXAMPLES])
+            examples = "\n".join(escape(for_cli(f"{i.sample}: {i.detail}")) for i in by_kind[kind][:EXAMPLES])
             table.add_row(f"[{style}]{severity}[/]", kind, str(count), examples)
         out_console.print(table)
     verdict = "[red]errors[/]" if report.errors else ("[yellow]warnings only[/]" if report.warnings else "[green]clean[/]")

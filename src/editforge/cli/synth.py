@@ -71,7 +71,7 @@ def synth(
                                    make_generator=make_generator, progress=progress)
     if summary.main:  # under accelerate launch: one report, from the main process
         for row, reason in summary.failures[:20]:
-            console.print(f"[red]failed[/] row {row}: {escape(reason)}", highlight=False, emoji=False)
+            console.print(f"[red]failed[/] row {row}: {escape(for_cli(reason))}", highlight=False, emoji=False)
         if len(summary.failures) > 20:
             console.print(f"... and {len(summary.failures) - 20} more failures (see gen_status)")
         for note in summary.notes:
