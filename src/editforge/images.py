@@ -6,6 +6,7 @@ the same way everywhere: an `EditForgeError` naming the file.
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from pathlib import Path
@@ -20,15 +21,16 @@ from editforge.errors import EditForgeError
 MAX_IMAGE_PIXELS = 64 * 1024 * 1024
 
 
-def open_rgb(path: str | os.PathLike, *, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
-    """Load `path` as an 8-bit RGB image with its EXIF orientation applied."""
+def open_rgb(path: str | os.PathLike, *, max_pixels: int = MAX_IMAGE_PIXELS, data: bytes | None = None) -> Image.Image:
+    """Load `path` as an 8-bit RGB image with its EXIF orientation applied. `data`: the file's bytes, read
+    elsewhere (a synth worker on another machine gets them from the driver); `path` then only names it."""
     path = Path(path)
-    if not path.is_file():
+    if data is None and not path.is_file():
         raise EditForgeError(f"image not found: {path}")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(path if data is None else io.BytesIO(data)) as img:
                 if img.width * img.height > max_pixels:
                     raise EditForgeError(
                         f"image too large: {path} is {img.width}x{img.height}, "

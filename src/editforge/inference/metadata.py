@@ -6,6 +6,7 @@ chunk), so any image can be traced back to the model, LoRAs, seed, steps and pro
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
@@ -37,6 +38,18 @@ def read_params(path: str | os.PathLike) -> dict[str, Any]:
     return json.loads(raw) if raw else {}
 
 
+def png_bytes(image: Image.Image, params: dict[str, Any]) -> bytes:
+    """`image` as a PNG file carrying `params`: the bytes `save_png_atomic` writes."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=png_info(params))
+    return buffer.getvalue()
+
+
 def save_png_atomic(image: Image.Image, path: str | os.PathLike, params: dict[str, Any]) -> Path:
     """Write `image` to `path` via a temporary name, fsync, then rename: never a half-written PNG."""
-    return atomic_write(path, lambda fh: image.save(fh, format="PNG", pnginfo=png_info(params)))
+    return write_png_atomic(png_bytes(image, params), path)
+
+
+def write_png_atomic(png: bytes, path: str | os.PathLike) -> Path:
+    """`png_bytes` made elsewhere (a synth worker) to `path`, as `save_png_atomic` writes them."""
+    return atomic_write(path, lambda fh: fh.write(png))
