@@ -49,6 +49,9 @@ def synth(
     out_ref: Annotated[str, typer.Option("--out-ref", help="folder for generated references, relative to the base dir")] = "generated/ref",
     save_every: Annotated[int, typer.Option("--save-every", min=1, help="write the workbook every N rows ...")] = 100,
     save_interval: Annotated[float, typer.Option("--save-interval", min=0, help="... or every T seconds")] = 60.0,
+    ray: Annotated[Optional[str], typer.Option("--ray", rich_help_panel="Ray cluster", help="make the pictures on a Ray cluster: local (start one here), auto (join the one `ray start` runs on this machine) or its ADDRESS (host:port)")] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", min=1, rich_help_panel="Ray cluster", help="Ray workers, each loading the model once (default: the cluster's GPUs / --gpus-per-worker; 1 without GPUs)")] = None,
+    gpus_per_worker: Annotated[float, typer.Option("--gpus-per-worker", min=0.01, rich_help_panel="Ray cluster", help="GPUs each Ray worker takes")] = 1.0,
 ) -> None:
     """Generate the missing pictures of every need_gen row, crash-safe, on one GPU or many."""
     from editforge.cli.progress import RichProgress
@@ -66,9 +69,16 @@ def synth(
     _warnings_to_console()
     seam = os.environ.get(GENERATOR_ENV)
     make_generator = _import(seam) if seam else None
+    engine = None
+    if ray is not None:
+        from editforge.sheet.ray_engine import RayEngine
+
+        engine = RayEngine(ray, workers=workers, gpus_per_worker=gpus_per_worker)
+    elif workers is not None:
+        raise EditForgeError("--workers is the number of Ray workers; add --ray local|auto|ADDRESS")
     with RichProgress(console) as progress:
         summary = synth_with_model(workbook, model, options, load=load, generation=generation,
-                                   make_generator=make_generator, progress=progress)
+                                   make_generator=make_generator, progress=progress, engine=engine)
     if summary.main:  # under accelerate launch: one report, from the main process
         for row, reason in summary.failures[:20]:
             console.print(f"[red]failed[/] row {row}: {escape(for_cli(reason))}", highlight=False, emoji=False)
@@ -76,6 +86,8 @@ def synth(
             console.print(f"... and {len(summary.failures) - 20} more failures (see gen_status)")
         for note in summary.notes:
             console.print(f"[yellow]note[/] {escape(for_cli(note))}", highlight=False)
+        if summary.workers_line():
+            console.print(escape(summary.workers_line()), highlight=False)
         typer.echo(for_cli(summary.line()))
     raise typer.Exit(summary.exit_code)
 

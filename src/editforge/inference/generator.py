@@ -43,3 +43,10 @@ def model_generator(model: str, load: LoadOptions | None = None, generation: Gen
                              "such as qwen-image-edit-2509")
     check_load_request(plan, images=[1], options=generation)
     return (lambda: PipelineGenerator(build_pipeline(plan), generation)), plan.family.max_images
+
+
+def load_generator(model: str, load: LoadOptions | None = None, generation: GenerationOptions | None = None
+                   ) -> PipelineGenerator:
+    """`model_generator`'s generator, loaded: what a Ray worker calls on its own machine, so the files and
+    the device are its own (`functools.partial(load_generator, model, load, generation)` pickles small)."""
+    return model_generator(model, load, generation)[0]()

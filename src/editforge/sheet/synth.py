@@ -115,7 +115,7 @@ class Summary:
         """Rows generated per worker, when more than one process made them (a Ray cluster)."""
         if len(self.workers) < 2:
             return None
-        return "per worker: " + ", ".join(f"{name} {count}" for name, count in sorted(self.workers.items()))
+        return "per worker: " + ", ".join(f"{name}: {count}" for name, count in sorted(self.workers.items()))
 
 
 @dataclass(frozen=True)

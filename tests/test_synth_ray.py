@@ -1,0 +1,191 @@
+"""synth on a real Ray cluster (local, 2 CPUs, started once for this module): the driver as the only writer,
+workers killed mid-row, a row that kills every worker, the driver killed with kill -9, a review verdict
+recorded during a run, and the same PNG bytes as a local run."""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from editforge.progress import Progress
+from editforge.sheet.fake import fake_generator
+from editforge.sheet.journal import Journal, journal_path
+from editforge.sheet.synth import SynthOptions, synth
+from editforge.sheet.workbook import open_workbook
+from tests.helpers import FAKE_GENERATOR, ONE_OF_EACH, cell_paths, make_workbook, outputs
+
+ray = pytest.importorskip("ray")
+from editforge.sheet.ray_engine import RayEngine  # noqa: E402
+
+DELAY = 0.25  # seconds a fake picture takes: long enough to kill a worker or the driver mid-run
+INPUTS = {"img/r0.png", "img/r1.png", "img\\r2.png"}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """One local Ray cluster for the module: its address (for `editforge synth --ray ADDRESS`)."""
+    previous = os.environ.get("EDITFORGE_FAKE_DELAY")
+    os.environ["EDITFORGE_FAKE_DELAY"] = str(DELAY)  # the workers of a CLI run read it (they inherit this env)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+    if previous is None:
+        del os.environ["EDITFORGE_FAKE_DELAY"]
+    else:
+        os.environ["EDITFORGE_FAKE_DELAY"] = previous
+
+
+def rows_of(n: int) -> list[list]:
+    return [ONE_OF_EACH[i % 3] for i in range(n)]
+
+
+def assert_every_row_once(folder: Path, path: Path, rows: int) -> None:
+    """Every row done once in the journal, one PNG per row on disk, each in the workbook, no orphan or temp."""
+    assert [v["gen_status"] for _, v in open_workbook(path).rows()] == ["done"] * rows
+    assert outputs(folder) == cell_paths(path) - INPUTS
+    assert len(outputs(folder)) == rows
+    with Journal.for_workbook(path) as journal:
+        done = journal.results(status="done")
+        assert len(done) == rows == len({r.identity for r in done}) == len({r.output for r in done})
+        assert not journal.results(status="running")
+
+
+def journaled_done(path: Path) -> int:
+    try:
+        return sqlite3.connect(journal_path(path)).execute(
+            "SELECT COUNT(*) FROM results WHERE status = 'done'").fetchone()[0]
+    except sqlite3.OperationalError:  # no journal or table yet
+        return 0
+
+
+class Reviewer(Progress):
+    """A review app's verdict, recorded through the journal (as the app does) while the run goes on."""
+
+    def __init__(self, path: Path, row: int):
+        self.path, self.row, self.recorded = path, row, False
+
+    def advance(self, n: int = 1, *, description: str | None = None) -> None:
+        if not self.recorded:
+            book = open_workbook(self.path, read_only=True)
+            with Journal.for_workbook(self.path) as journal:
+                journal.record_change(book.sheet, book.row_id(self.row), {"review": "bad"}, row=self.row)
+            self.recorded = True
+
+
+def test_a_run_on_two_workers_fills_every_row_and_keeps_a_verdict_recorded_meanwhile(tmp_path, cluster):
+    rows = 10
+    path = make_workbook(tmp_path, rows=rows_of(rows))
+    reviewer = Reviewer(path, row=2)
+    summary = synth(path, functools.partial(fake_generator, 0.05), SynthOptions(seed=3, save_every_rows=1),
+                    engine=RayEngine(workers=2), progress=reviewer)
+    assert summary.line() == f"generated {rows}, skipped 0, failed 0"
+    assert reviewer.recorded and summary.workers_line().startswith("per worker: ")
+    assert len(summary.workers) == 2 and sum(summary.workers.values()) == rows  # both workers made pictures
+    assert_every_row_once(tmp_path, path, rows)
+    assert open_workbook(path).get(2, "review") == "bad"
+
+
+def test_a_worker_killed_mid_row_has_its_rows_made_by_another(tmp_path, cluster):
+    rows = 12
+    path = make_workbook(tmp_path, rows=rows_of(rows))
+    engine = RayEngine(workers=2)
+    killed = []
+
+    def kill_a_worker():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (len(engine.worker_pids()) < 2 or journaled_done(path) < 2):
+            time.sleep(0.02)
+        killed.append(engine.worker_pids()[0])
+        os.kill(killed[0], signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_a_worker)
+    killer.start()
+    summary = synth(path, functools.partial(fake_generator, DELAY), SynthOptions(seed=3), engine=engine)
+    killer.join()
+    assert killed and summary.line() == f"generated {rows}, skipped 0, failed 0"
+    assert engine.replaced == 1 and sum(engine.deaths.values()) == 1  # it died making a row, which was redone
+    assert_every_row_once(tmp_path, path, rows)
+
+
+def test_a_row_that_kills_its_workers_fails_with_the_reason_instead_of_looping(tmp_path, cluster):
+    path = make_workbook(tmp_path, rows=[ONE_OF_EACH[0], [None, "img/r1.png", None, None, "poison", "t", True],
+                                         ONE_OF_EACH[2]])
+
+    def make_poisoned():  # pickled by value: the workers run it
+        good = fake_generator()
+
+        def generate(images, prompt, seed):
+            if prompt == "poison":
+                os.kill(os.getpid(), signal.SIGKILL)
+            return good(images, prompt, seed)
+        return generate
+
+    engine = RayEngine(workers=2, max_deaths=2)
+    summary = synth(path, make_poisoned, SynthOptions(seed=3), engine=engine)
+    assert (summary.generated, summary.failed) == (2, 1)
+    assert summary.failures[0][0] == 3 and summary.failures[0][1].startswith("a worker died 2 times making this row")
+    assert engine.replaced == 2 and open_workbook(path).get(3, "gen_status").startswith("failed: a worker died")
+
+
+def editforge(*args, env=None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "editforge", "synth", *map(str, args)],
+                            env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_the_driver_killed_with_kill_9_then_run_again_finishes_without_duplicates(tmp_path, cluster):
+    rows = 16
+    path = make_workbook(tmp_path, rows=rows_of(rows))
+    command = [path, "--seed", "9", "--save-every", "3", "--ray", cluster, "--workers", "2"]
+    first = editforge(*command, env=FAKE_GENERATOR)
+    deadline = time.monotonic() + 90
+    while (done := journaled_done(path)) < 3 and time.monotonic() < deadline and first.poll() is None:
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    _, err = first.communicate()
+    assert first.returncode == -signal.SIGKILL and 3 <= done < rows, err[-2000:]
+    second = editforge(*command, env=FAKE_GENERATOR)
+    out, err = second.communicate(timeout=120)
+    assert second.returncode == 0, err[-3000:]
+    assert done <= rows - int(out.split()[1].rstrip(","))  # what was journaled was not made again
+    assert "per worker: " in err
+    assert_every_row_once(tmp_path, path, rows)
+
+
+def test_the_same_seed_gives_the_same_png_bytes_locally_and_on_ray(tmp_path, cluster):
+    from editforge.inference.options import GenerationOptions
+    from editforge.models.options import LoadOptions
+    from editforge.sheet.launch import synth_with_model
+
+    runs = {}
+    for where, engine in (("local", None), ("ray", RayEngine(workers=1))):  # one model load per worker: seconds
+        path = make_workbook(tmp_path / where, rows=ONE_OF_EACH[:3])
+        summary = synth_with_model(path, "tiny-qwen-image-edit-2509", SynthOptions(seed=11), load=LoadOptions(),
+                                   generation=GenerationOptions(steps=2, max_pixels=4096, condition_pixels=3136),
+                                   engine=engine)
+        assert summary.line() == "generated 3, skipped 0, failed 0"
+        book = open_workbook(path)
+        runs[where] = [(path.parent / book.get(2, "ref_image_1")).read_bytes(),
+                       (path.parent / book.get(3, "raw_image")).read_bytes(),
+                       (path.parent / book.get(4, "ref_image_2")).read_bytes()]
+    assert runs["local"] == runs["ray"]
+    assert len(set(runs["local"])) == 3
+
+
+def test_ray_options_the_cluster_cannot_serve_are_one_line(tmp_path, cluster, cli, monkeypatch):
+    for name, value in FAKE_GENERATOR.items():
+        monkeypatch.setenv(name, value)
+    path = make_workbook(tmp_path)
+    code, _, err = cli("synth", path, "--ray", cluster, "--workers", "5")
+    assert code == 2 and err.strip() == "error: the Ray cluster has 2 CPUs and no GPU; --workers 5 needs 5 CPUs"
+    code, _, err = cli("synth", path, "--workers", "2")
+    assert code == 2 and err.strip() == "error: --workers is the number of Ray workers; add --ray local|auto|ADDRESS"
+    assert not journal_path(path).exists()
