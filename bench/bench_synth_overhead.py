@@ -6,7 +6,11 @@ sheet), then times:
   * a full run with a no-op-cost fake generator: everything except the model (journal, PNG write,
     quality gate, periodic renders of the 100k-row workbook, final save) per generated row.
 
-    python bench/bench_synth_overhead.py [--rows 100000] [--generate 2000] [--keep DIR]
+With --ray-workers N the pictures are made on a local Ray cluster of N one-CPU workers (`RayEngine`), and what
+is measured is the driver: its wall and CPU time per generated row (the fake's own time is then spent on the
+workers, in parallel; the wall time includes starting the workers, not the cluster).
+
+    python bench/bench_synth_overhead.py [--rows 100000] [--generate 2000] [--ray-workers N] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--generate", type=int, default=2_000)
+    parser.add_argument("--ray-workers", type=int, default=0, help="make the pictures on a local Ray cluster")
     parser.add_argument("--keep", type=Path, help="build here and keep the files")
     args = parser.parse_args()
     folder = args.keep or Path(tempfile.mkdtemp(prefix="bench-synth-"))
@@ -74,8 +79,17 @@ def main() -> None:
             model_seconds[0] += time.perf_counter() - t
             return result
 
+        engine, make_generator = None, lambda: timed
+        if args.ray_workers:
+            import ray
+
+            from editforge.sheet.ray_engine import RayEngine
+
+            ray.init(num_cpus=args.ray_workers, include_dashboard=False, log_to_driver=False)
+            engine, make_generator = RayEngine(workers=args.ray_workers), fake_generator
+            engine.connect()
         started, cpu = time.perf_counter(), time.process_time()
-        summary = synth(path, lambda: timed, SynthOptions(seed=0), show_progress=False)
+        summary = synth(path, make_generator, SynthOptions(seed=0), engine=engine)
         total, total_cpu = time.perf_counter() - started, time.process_time() - cpu
         n = summary.generated
         overhead = total - model_seconds[0]

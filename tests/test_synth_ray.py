@@ -10,6 +10,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import _thread
 import threading
 import time
 from pathlib import Path
@@ -130,8 +131,13 @@ def test_a_row_that_kills_its_workers_fails_with_the_reason_instead_of_looping(t
         return generate
 
     engine = RayEngine(workers=2, max_deaths=2)
-    summary = synth(path, make_poisoned, SynthOptions(seed=3), engine=engine)
-    assert (summary.generated, summary.failed) == (2, 1)
+    watchdog = threading.Timer(60, _thread.interrupt_main)  # a row killing workers forever: Ctrl-C, not a hang
+    watchdog.start()
+    try:
+        summary = synth(path, make_poisoned, SynthOptions(seed=3), engine=engine)
+    finally:
+        watchdog.cancel()
+    assert not summary.interrupted and (summary.generated, summary.failed) == (2, 1)
     assert summary.failures[0][0] == 3 and summary.failures[0][1].startswith("a worker died 2 times making this row")
     assert engine.replaced == 2 and open_workbook(path).get(3, "gen_status").startswith("failed: a worker died")
 
@@ -144,33 +150,39 @@ def editforge(*args, env=None) -> subprocess.Popen:
 def test_the_driver_killed_with_kill_9_then_run_again_finishes_without_duplicates(tmp_path, cluster):
     rows = 16
     path = make_workbook(tmp_path, rows=rows_of(rows))
-    command = [path, "--seed", "9", "--save-every", "3", "--ray", cluster, "--workers", "2"]
+    # no save before the kill: every row done by then is in the journal only, and must not be made again
+    command = [path, "--seed", "9", "--save-every", "1000", "--save-interval", "1000", "--ray", cluster, "--workers", "2"]
     first = editforge(*command, env=FAKE_GENERATOR)
     deadline = time.monotonic() + 90
-    while (done := journaled_done(path)) < 3 and time.monotonic() < deadline and first.poll() is None:
+    while journaled_done(path) < 3 and time.monotonic() < deadline and first.poll() is None:
         time.sleep(0.05)
     first.send_signal(signal.SIGKILL)
     _, err = first.communicate()
+    done = journaled_done(path)
     assert first.returncode == -signal.SIGKILL and 3 <= done < rows, err[-2000:]
     second = editforge(*command, env=FAKE_GENERATOR)
     out, err = second.communicate(timeout=120)
     assert second.returncode == 0, err[-3000:]
-    assert done <= rows - int(out.split()[1].rstrip(","))  # what was journaled was not made again
+    assert out.startswith(f"generated {rows - done}, skipped 0, failed 0 (+{done} recovered from an interrupted run)")
     assert "per worker: " in err
     assert_every_row_once(tmp_path, path, rows)
 
 
-def test_the_same_seed_gives_the_same_png_bytes_locally_and_on_ray(tmp_path, cluster):
+def test_the_same_seed_gives_the_same_png_bytes_locally_and_on_ray(tmp_path, cluster, tiny_edit_plus):
+    from editforge.inference.generator import PipelineGenerator
     from editforge.inference.options import GenerationOptions
     from editforge.models.options import LoadOptions
     from editforge.sheet.launch import synth_with_model
 
+    generation = GenerationOptions(steps=2, max_pixels=4096, condition_pixels=3136)
     runs = {}
-    for where, engine in (("local", None), ("ray", RayEngine(workers=1))):  # one model load per worker: seconds
-        path = make_workbook(tmp_path / where, rows=ONE_OF_EACH[:3])
-        summary = synth_with_model(path, "tiny-qwen-image-edit-2509", SynthOptions(seed=11), load=LoadOptions(),
-                                   generation=GenerationOptions(steps=2, max_pixels=4096, condition_pixels=3136),
-                                   engine=engine)
+    for where in ("local", "ray"):
+        path = make_workbook(tmp_path / where, rows=ONE_OF_EACH[:3])  # the same file name: the same PNG metadata
+        if where == "local":  # the session's tiny model, loaded in this process
+            summary = synth(path, lambda: PipelineGenerator(tiny_edit_plus, generation), SynthOptions(seed=11))
+        else:  # one worker loads it from the model's name, as on a cluster
+            summary = synth_with_model(path, "tiny-qwen-image-edit-2509", SynthOptions(seed=11), load=LoadOptions(),
+                                       generation=generation, engine=RayEngine(workers=1))
         assert summary.line() == "generated 3, skipped 0, failed 0"
         book = open_workbook(path)
         runs[where] = [(path.parent / book.get(2, "ref_image_1")).read_bytes(),

@@ -139,7 +139,11 @@ class RayEngine:
             if not sent and not again and not more:
                 return
             starting = {slot.ready: slot for slot in self._slots if slot.pid is None}  # the rest wait for these
-            ref = ray.wait([*sent, *starting], num_returns=1)[0][0]
+            # a bounded wait, so that Ctrl-C and SIGTERM (raised in Python, between waits) end the run at once
+            ready = ray.wait([*sent, *starting], num_returns=1, timeout=1.0)[0]
+            if not ready:
+                continue
+            ref = ready[0]
             if ref in starting:
                 self._up(starting[ref])
                 continue
