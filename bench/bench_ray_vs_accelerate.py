@@ -6,7 +6,9 @@ the same): by one process, by `accelerate launch --multi_gpu --num_processes N`,
 N workers. Each as a user runs it, a fresh process from the shell: the wall time includes Python, imports,
 the model load and (Ray) starting the cluster. Reported per path: the wall time, the generation rate from the
 journal (first to last finished row, so without the start-up) and whether every row's PNG is byte-identical to
-the single process's.
+the single process's. Every process computes with one CPU thread (accelerate's processes and Ray's one-CPU
+workers do by default; the single process is given OMP_NUM_THREADS=1): on CPU the number of threads changes
+how float sums are rounded, and so the last bits of some pixels.
 
     python bench/bench_ray_vs_accelerate.py [--rows 24] [--workers 2] [--steps 4] [--pixels 65536]
 """
@@ -44,11 +46,12 @@ def build(folder: Path, rows: int) -> Path:
 
 
 def run(launcher: list[str], path: Path, args, extra: list[str]) -> float:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [*launcher, "synth", str(path), *extra, "--model", "tiny-qwen-image-edit-2509", "--lightning", "off",
                "--steps", str(args.steps), "--max-pixels", str(args.pixels), "--condition-pixels", "3136",
                "--seed", "1"]
     started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True)
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - started
     if done.returncode != 0 or not done.stdout.startswith(f"generated {args.rows},"):
         sys.exit(f"{' '.join(command)} failed:\n{done.stdout}\n{done.stderr[-3000:]}")
@@ -85,7 +88,7 @@ def main() -> None:
     }
     root = Path(tempfile.mkdtemp(prefix="bench-ray-"))
     try:
-        results = {}
+        results, load = {}, os.getloadavg()
         for i, (name, launcher) in enumerate(paths.items()):
             path = build(root / str(i), args.rows)
             extra = ["--ray", "local", "--workers", str(args.workers)] if name.startswith("ray") else []
@@ -100,6 +103,7 @@ def main() -> None:
             print(f"| {name} | {seconds:.1f} s | {rate:.1f} img/min | {same}/{len(reference)} |")
         import ray
         import torch
+        print(f"load average before/after: {load[0]:.1f} / {os.getloadavg()[0]:.1f}")
         print(f"python {platform.python_version()}, torch {torch.__version__}, ray {ray.__version__}, "
               f"{os.cpu_count()} CPUs, {platform.machine()}, {platform.system()} {platform.release()}")
     finally:

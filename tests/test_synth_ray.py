@@ -142,6 +142,22 @@ def test_a_row_that_kills_its_workers_fails_with_the_reason_instead_of_looping(t
     assert engine.replaced == 2 and open_workbook(path).get(3, "gen_status").startswith("failed: a worker died")
 
 
+def test_a_worker_that_cannot_load_the_model_stops_the_run_with_its_error(tmp_path, cluster):
+    from editforge.errors import EditForgeError
+
+    path = make_workbook(tmp_path, rows=ONE_OF_EACH[:2])
+
+    def make_unloadable():
+        raise EditForgeError("model qwen-x is not in this machine's Hugging Face cache")
+
+    with pytest.raises(EditForgeError) as error:
+        synth(path, make_unloadable, SynthOptions(seed=3), engine=RayEngine(workers=2))
+    assert str(error.value) == "a Ray worker could not load the model: model qwen-x is not in this machine's " \
+                               "Hugging Face cache"
+    with Journal.for_workbook(path) as journal:  # no row went out: the next run makes them all
+        assert outputs(tmp_path) == set() and journal.results() == []
+
+
 def editforge(*args, env=None) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "editforge", "synth", *map(str, args)],
                             env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -22,7 +22,7 @@ import os
 import socket
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
 
 from PIL import Image
 
@@ -88,6 +88,18 @@ def make_picture(generate: Generator, request: Request) -> Outcome:
         else:
             error = describe(exc)
         return Outcome("failed", seed, error=error, failure="error", worker=worker_name())
+
+
+class Engine(Protocol):
+    def start(self, make_generator: Callable[[], Generator]) -> None:
+        """Load the model (wherever the pictures are made); called only when there are rows to do."""
+
+    def pictures(self, requests: Iterable[Request]) -> Iterator[tuple[Request, Outcome]]:
+        """Each request's outcome, in any order; a request is taken from `requests` only when it can be
+        worked on, so the driver journals a row as it goes out."""
+
+    def close(self) -> None:
+        """Let the model go (also after an interrupt)."""
 
 
 class LocalEngine:

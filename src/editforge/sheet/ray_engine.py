@@ -39,10 +39,17 @@ class _Worker:
     """A Ray actor: one loaded model, making one picture after another."""
 
     def __init__(self, make_generator: Callable[[], Generator]):
-        self.generate = make_generator()
+        self.generate, self.error = None, None
+        try:
+            self.generate = make_generator()
+        except EditForgeError as exc:  # the model's one line (not cached here, a bad LoRA), as on one machine
+            self.error = str(exc)
+        except Exception as exc:  # noqa: BLE001 - told to the driver, which stops the run with it
+            self.error = describe(exc)
 
-    def pid(self) -> int:
-        return os.getpid()
+    def ready(self) -> tuple[int, str | None]:
+        """This worker's process id, and why it has no model if it could not load one."""
+        return os.getpid(), self.error
 
     def picture(self, request: Request) -> Outcome:
         return make_picture(self.generate, request)
@@ -51,7 +58,7 @@ class _Worker:
 @dataclass
 class _Slot:
     actor: Any
-    ready: Any  # the ref of its first call, resolved once the model is loaded
+    ready: Any  # the ref of its first call, resolved once the model is loaded (or failed to)
     pid: int | None = None
     queue: deque = field(default_factory=deque)  # refs of its requests in the order sent
 
@@ -172,15 +179,18 @@ class RayEngine:
     # -- workers coming and going ------------------------------------------------------------------------------
     def _spawn(self) -> _Slot:
         actor = self._actor_class.remote(self._factory)
-        return _Slot(actor, actor.pid.remote())
+        return _Slot(actor, actor.ready.remote())
 
     def _up(self, slot: _Slot) -> None:
         import ray
 
         try:
-            slot.pid = ray.get(slot.ready)
-        except ray.exceptions.RayError as exc:
+            pid, error = ray.get(slot.ready)
+        except ray.exceptions.RayError as exc:  # its process died before it was up
             raise EditForgeError(f"a Ray worker could not start: {_reason(exc)}") from None
+        if error is not None:
+            raise EditForgeError(f"a Ray worker could not load the model: {error}")
+        slot.pid = pid
 
     def _lost(self, slot: _Slot, exc: Exception, sent: dict, again: deque) -> Iterator[tuple[Request, Outcome]]:
         """`slot`'s worker died: a new one takes its place, its requests go back in the queue; the one it was

@@ -5,9 +5,9 @@
 (`editforge.sheet.launch.synth_with_model` is synth as the command runs it: with a model, on one process,
 an `accelerate launch` team or a Ray cluster.)
 
-`make_generator()` is called once, only when this process has rows to do, and returns a callable
-`(images, prompt, seed) -> (image, params)`; the model lives behind it, so this module knows nothing
-of torch beyond recognising an out-of-memory error. A generator may also have `check(images, prompt)`,
+`make_generator()` is called once, only when this process has rows to do (on Ray: once in each worker),
+and returns a callable `(images, prompt, seed) -> (image, params)`; the model lives behind it, so synth
+knows nothing of torch beyond recognising an out-of-memory error. A generator may also have `check(images, prompt)`,
 raising `EditForgeError` for input the model cannot take (a prompt too long for its tokenizer, an
 aspect ratio it cannot encode): it runs before any model work, and fails only that row.
 
@@ -53,7 +53,7 @@ from editforge.files import remove_stale_temps
 from editforge.inference.metadata import write_png_atomic
 from editforge.paths import BadPath, PathPolicy
 from editforge.progress import Progress
-from editforge.sheet.engine import Generator, LocalEngine, Outcome, Request
+from editforge.sheet.engine import Engine, Generator, LocalEngine, Outcome, Request
 from editforge.sheet.journal import Journal, RecalledFormulas, Result
 from editforge.sheet.plan import Job, Plan, RowIssue, check_columns, plan_workbook
 from editforge.sheet.render import RenderLock, RenderStats, SheetWriter
@@ -125,7 +125,7 @@ class Todo:
 
 
 def synth(workbook: str | Path, make_generator: Callable[[], Generator], options: SynthOptions, *,
-          team: Team = Team(), progress: Progress | None = None, engine=None) -> Summary:
+          team: Team = Team(), progress: Progress | None = None, engine: Engine | None = None) -> Summary:
     """Generate the picture of every row that needs one; `progress` (the main process's) shows the run.
     `engine` calls `make_generator` and makes the pictures: `LocalEngine()` (default) in this process, or
     a `RayEngine` on its workers."""
@@ -344,7 +344,7 @@ class _Runner:
         self.pending: dict[int, Path] = {}  # result id -> output file, for the rows the engine is working on
         self.last: RenderStats | None = None
 
-    def run(self, mine: list[Todo], make_generator, engine, total: int) -> Summary:
+    def run(self, mine: list[Todo], make_generator, engine: Engine, total: int) -> Summary:
         summary = Summary(base_seed=self.base_seed)
         previous_sigterm = _sigterm_raises_interrupt()
         try:
