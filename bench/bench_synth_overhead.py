@@ -93,7 +93,8 @@ def main() -> None:
         total, total_cpu = time.perf_counter() - started, time.process_time() - cpu
         n = summary.generated
         overhead = total - model_seconds[0]
-        print(f"run: {summary.line()} in {total:.1f} s (fake model {model_seconds[0]:.1f} s)")
+        where = f"on {args.ray_workers} Ray workers" if args.ray_workers else f"{model_seconds[0]:.1f} s"
+        print(f"run: {summary.line()} in {total:.1f} s (fake model: {where})")
         print(f"overhead per generated row, everything included (load, plan, renders, final save): "
               f"{overhead / n * 1000:.1f} ms wall, {(total_cpu - model_seconds[0]) / n * 1000:.1f} ms CPU")
         print(f"python {platform.python_version()}, openpyxl {openpyxl.__version__}, {platform.machine()}, "
