@@ -69,12 +69,15 @@ def journaled_done(path: Path) -> int:
 
 
 class Reviewer(Progress):
-    """A review app's verdict, recorded through the journal (as the app does) while the run goes on."""
+    """A review app's verdict, recorded through the journal (as the app does) while the run goes on; and the
+    most rows out on workers at once, seen at each step of the progress bar."""
 
     def __init__(self, path: Path, row: int):
-        self.path, self.row, self.recorded = path, row, False
+        self.path, self.row, self.recorded, self.most_out = path, row, False, 0
 
     def advance(self, n: int = 1, *, description: str | None = None) -> None:
+        with Journal.for_workbook(self.path) as journal:
+            self.most_out = max(self.most_out, len(journal.results(status="running")))
         if not self.recorded:
             book = open_workbook(self.path, read_only=True)
             with Journal.for_workbook(self.path) as journal:
@@ -90,6 +93,7 @@ def test_a_run_on_two_workers_fills_every_row_and_keeps_a_verdict_recorded_meanw
                     engine=RayEngine(workers=2), progress=reviewer)
     assert summary.line() == f"generated {rows}, skipped 0, failed 0"
     assert reviewer.recorded and summary.workers_line().startswith("per worker: ")
+    assert 1 <= reviewer.most_out <= 2 * 2  # backpressure: at most two rows per worker are out
     assert len(summary.workers) == 2 and sum(summary.workers.values()) == rows  # both workers made pictures
     assert_every_row_once(tmp_path, path, rows)
     assert open_workbook(path).get(2, "review") == "bad"
