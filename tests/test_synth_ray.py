@@ -213,11 +213,26 @@ def test_the_same_seed_gives_the_same_png_bytes_locally_and_on_ray(tmp_path, clu
 
 
 def test_ray_options_the_cluster_cannot_serve_are_one_line(tmp_path, cluster, cli, monkeypatch):
+    path = make_workbook(tmp_path)
+    code, _, err = cli("synth", path, "--ray", cluster, "--device", "cpu")  # refused before any model is looked for
+    assert code == 2 and err.strip() == "error: with --ray each worker uses the GPU Ray gives it; drop --device"
     for name, value in FAKE_GENERATOR.items():
         monkeypatch.setenv(name, value)
-    path = make_workbook(tmp_path)
     code, _, err = cli("synth", path, "--ray", cluster, "--workers", "5")
     assert code == 2 and err.strip() == "error: the Ray cluster has 2 CPUs and no GPU; --workers 5 needs 5 CPUs"
     code, _, err = cli("synth", path, "--workers", "2")
     assert code == 2 and err.strip() == "error: --workers is the number of Ray workers; add --ray local|auto|ADDRESS"
     assert not journal_path(path).exists()
+
+
+def test_on_a_gpu_cluster_a_worker_takes_its_gpus(cluster, monkeypatch):
+    """No GPU here: the cluster's resources are forced to 8 GPUs to see what the workers would ask Ray for."""
+    from editforge.errors import EditForgeError
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 64.0, "GPU": 8.0})
+    engine = RayEngine("auto", gpus_per_worker=2)
+    engine.connect()
+    assert (engine.workers, engine.resources) == (4, {"num_gpus": 2, "num_cpus": 1})
+    assert engine.describe() == "4 Ray workers, 2 GPUs each"
+    with pytest.raises(EditForgeError, match=r"^the Ray cluster has 8 GPUs; `workers` 5 needs 5 x 2 GPUs$"):
+        RayEngine("auto", workers=5, gpus_per_worker=2).connect()

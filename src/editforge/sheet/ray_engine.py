@@ -107,7 +107,8 @@ class RayEngine:
             raise EditForgeError(f"the Ray cluster has {have}; `workers` {self.workers} needs {need}")
 
     def describe(self) -> str:
-        kind = f"{self.gpus_per_worker:g} GPU" if self.resources.get("num_gpus") else "1 CPU"
+        gpus = self.resources.get("num_gpus")
+        kind = f"{gpus:g} GPU{'' if gpus == 1 else 's'}" if gpus else "1 CPU"
         return f"{self.workers} Ray workers, {kind} each"
 
     def worker_pids(self) -> list[int]:
