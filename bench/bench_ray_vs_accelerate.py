@@ -1,7 +1,7 @@
 """One machine, N workers: `editforge synth --ray local` against `accelerate launch ... editforge synth`.
 
-The same workbook (--rows rows, each needing a reference made from its sample) is filled three times with the
-tiny Edit-2509 model on CPU, each copy in its own folder under the same file name (so every PNG's metadata is
+The same workbook (--rows rows, each needing a reference made from its sample) is filled three times with --model
+(default: the tiny Edit-2509 model, on CPU), each copy in its own folder under the same file name (so every PNG's metadata is
 the same): by one process, by `accelerate launch --multi_gpu --num_processes N`, and on a local Ray cluster with
 N workers. Each as a user runs it, a fresh process from the shell: the wall time includes Python, imports,
 the model load and (Ray) starting the cluster. Reported per path: the wall time, the generation rate from the
