@@ -220,6 +220,9 @@ def test_ray_options_the_cluster_cannot_serve_are_one_line(tmp_path, cluster, cl
         monkeypatch.setenv(name, value)
     code, _, err = cli("synth", path, "--ray", cluster, "--workers", "5")
     assert code == 2 and err.strip() == "error: the Ray cluster has 2 CPUs and no GPU; --workers 5 needs 5 CPUs"
+    code, _, err = cli("synth", path, "--ray", "127.0.0.1:1")  # nothing there: at once, not after minutes of retries
+    assert code == 2 and err.strip() == "error: no Ray cluster answers at 127.0.0.1:1; start one there with " \
+                                        "`ray start --head`, or use --ray local"
     code, _, err = cli("synth", path, "--workers", "2")
     assert code == 2 and err.strip() == "error: --workers is the number of Ray workers; add --ray local|auto|ADDRESS"
     assert not journal_path(path).exists()

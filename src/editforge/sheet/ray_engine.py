@@ -24,6 +24,7 @@ of killing more. A worker that cannot start (the model does not load) stops the 
 from __future__ import annotations
 
 import os
+import socket
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
@@ -81,6 +82,9 @@ class RayEngine:
             import ray
         except ImportError:
             raise EditForgeError('`ray` needs Ray: pip install "editforge[ray]"') from None
+        if not _answers(self.address):  # ray.init would retry a wrong address for minutes
+            raise EditForgeError(f"no Ray cluster answers at {self.address}; start one there with `ray start --head`, "
+                                 "or use `ray=local`")
         if not ray.is_initialized():
             try:
                 if self.address == "local":
@@ -89,7 +93,7 @@ class RayEngine:
                     ray.init(address=self.address, log_to_driver=False)
             except ConnectionError as exc:
                 raise EditForgeError(f"no Ray cluster at {self.address} ({describe(exc)}); start one with "
-                                     "`ray start --head`, or use `ray=\"local\"`") from None
+                                     "`ray start --head`, or use `ray=local`") from None
             self._started_ray = True
         total = ray.cluster_resources()
         gpus, cpus = int(total.get("GPU", 0)), int(total.get("CPU", 0))
@@ -162,8 +166,8 @@ class RayEngine:
                 sent[ref] = slot, request
                 yield from self._lost(slot, exc, sent, again)
                 continue
-            except ray.exceptions.RayTaskError as exc:  # make_picture lets nothing through; a result that
-                outcome = Outcome("failed", request.seed, error=describe(exc), failure="error")  # did not pickle
+            except ray.exceptions.RayTaskError as exc:  # make_picture catches all; e.g. a result that did not pickle
+                outcome = Outcome("failed", request.seed, error=describe(exc), failure="error")
             slot.queue.remove(ref)
             yield request, outcome
 
@@ -210,6 +214,18 @@ class RayEngine:
                     continue
             again.append(request)
         slot.queue.clear()
+
+
+def _answers(address: str, seconds: float = 5.0) -> bool:
+    """Whether something listens at a HOST:PORT address ("local", "auto" and the like: Ray judges those)."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return True
+    try:
+        socket.create_connection((host, int(port)), timeout=seconds).close()
+        return True
+    except OSError:
+        return False
 
 
 def _reason(exc: Exception) -> str:
