@@ -4,28 +4,27 @@ recorded during a run, and the same PNG bytes as a local run."""
 
 from __future__ import annotations
 
+import _thread
 import functools
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
-import _thread
 import threading
 import time
 from pathlib import Path
 
 import pytest
+import ray
 
 from editforge.progress import Progress
 from editforge.sheet.fake import fake_generator
 from editforge.sheet.journal import Journal, journal_path
+from editforge.sheet.ray_engine import RayEngine
 from editforge.sheet.synth import SynthOptions, synth
 from editforge.sheet.workbook import open_workbook
 from tests.helpers import FAKE_GENERATOR, ONE_OF_EACH, cell_paths, make_workbook, outputs
-
-ray = pytest.importorskip("ray")
-from editforge.sheet.ray_engine import RayEngine  # noqa: E402
 
 DELAY = 0.25  # seconds a fake picture takes: long enough to kill a worker or the driver mid-run
 INPUTS = {"img/r0.png", "img/r1.png", "img\\r2.png"}

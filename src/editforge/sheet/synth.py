@@ -40,7 +40,6 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
-import sys
 import time
 import uuid
 from collections import Counter
