@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 # Set before anything imports editforge, and inherited by every subprocess the tests start: one tiny-model
 # cache for the whole session, and the hub made unreachable so no test can silently download.
@@ -19,22 +15,26 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("HF_HOME", str(Path(os.environ["EDITFORGE_HOME"]) / "hf"))
 
 
-def noise_image(width: int = 64, height: int = 64, seed: int = 0, mode: str = "RGB") -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).convert(mode)
-
-
 @pytest.fixture
 def make_image(tmp_path):
     """Write a small noise PNG (or other format) under tmp_path and return its path."""
+    from tests.helpers import write_image
 
     def make(name: str = "in.png", width: int = 64, height: int = 64, seed: int = 0) -> Path:
-        path = tmp_path / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        noise_image(width, height, seed).save(path)
-        return path
+        return write_image(tmp_path / name, seed, (width, height))
 
     return make
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys, tmp_path):
+    """`editforge ARGS` in this process, from tmp_path unless `cwd` says otherwise: (exit code, stdout, stderr)."""
+    from tests.helpers import cli_in_process
+
+    def run(*args, cwd=None):
+        return cli_in_process(monkeypatch, capsys, cwd or tmp_path, *args)
+
+    return run
 
 
 @pytest.fixture(scope="session")
@@ -42,14 +42,6 @@ def tiny_edit_plus():
     import editforge
 
     return editforge.load_pipeline("tiny-qwen-image-edit-2509", device="cpu")
-
-
-def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    """`python -m editforge ARGS` in a real subprocess, as a user would run it."""
-    return subprocess.run(
-        [sys.executable, "-m", "editforge", *map(str, args)],
-        cwd=cwd, capture_output=True, text=True, timeout=timeout,
-    )
 
 
 @pytest.fixture

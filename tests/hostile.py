@@ -19,7 +19,7 @@ from typing import Callable
 
 import openpyxl
 
-from tests.conftest import noise_image
+from tests.helpers import noise_image
 from tests.xlsx import SHEET, rebuild
 
 TINY = ["--model", "tiny-qwen-image-edit-2509", "--steps", "2", "--max-pixels", "4096"]

@@ -10,7 +10,7 @@ from editforge.benchmark.architectures import full_text_encoder, full_transforme
 from editforge.benchmark.timing import transformer_flops
 from editforge.errors import EditForgeError
 from editforge.models.tiny import build_tokenizer
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 
 
 def test_full_size_architectures_have_the_published_sizes():

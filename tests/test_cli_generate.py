@@ -6,25 +6,9 @@ import pytest
 from PIL import Image
 
 from editforge.inference.metadata import read_params
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 
 TINY = ("--model", "tiny-qwen-image-edit-2509", "--steps", "2")
-
-
-def in_process(monkeypatch, capsys, cwd, *args) -> tuple[int, str, str]:
-    """`editforge ARGS` through the same entry point, in this process: the checks these tests look at come
-    before any model loads, so a subprocess would spend its seconds importing torch and diffusers."""
-    import sys
-
-    from editforge.cli import main
-
-    monkeypatch.chdir(cwd)
-    monkeypatch.setattr(sys, "argv", ["editforge", *map(str, args)])
-    capsys.readouterr()  # e.g. a tiny model's one-time build line
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
 
 
 def _one_clean_error(result, *needles):
@@ -161,8 +145,9 @@ def test_malformed_batch_files(tmp_path, make_image, prompts, images, needle):
     ("edit", "tiny-qwen-image-edit-2509", ["--max-pixels", "100"], ["--max-pixels is an area in pixels", "100"]),
     ("edit", "tiny-qwen-image-edit-2509", ["--max-pixels", "1024"], ["--max-pixels is an area in pixels"]),
     ("edit", "tiny-qwen-image-edit-2509", ["--condition-pixels", "400"], ["--condition-pixels is an area"]),
-    ("edit", "tiny-qwen-image-edit", ["--condition-pixels", "3136"], ["applies to Edit-2509 only"]),
-    ("edit", "tiny-qwen-image-edit-2509", ["--dtype", "fp16"], ["--dtype must be bf16 or fp32, not fp16"]),
+    ("edit", "tiny-qwen-image-edit", ["--condition-pixels", "3136"],
+     ["--condition-pixels applies only to qwen-image-edit-2509, qwen-image-edit-2511"]),
+    ("edit", "tiny-qwen-image-edit-2509", ["--dtype", "fp16"], ["'--dtype': 'fp16' is not one of 'bf16', 'fp32'"]),
     ("edit", "tiny-qwen-image-edit-2509", ["--device", "cuda:99"], ["--device cuda:99"]),
     ("edit", "tiny-qwen-image-edit-2509", ["--device", "gpu"], ["--device gpu: not a device"]),
     ("edit", "tiny-qwen-image-edit-2509", ["--lora", "style.safetensors:abc"],
@@ -175,15 +160,14 @@ def test_malformed_batch_files(tmp_path, make_image, prompts, images, needle):
     ("t2i", "tiny-qwen-image-edit-2509", [], ["it is an edit model, use `editforge edit`"]),
     ("t2i", "tiny-qwen-image", ["--max-pixels", "1000"], ["--max-pixels is an area in pixels"]),
 ])
-def test_request_errors_come_before_the_model_loads(tmp_path, make_image, unloadable, monkeypatch, capsys, command,
-                                                    model, args, needles):
+def test_request_errors_come_before_the_model_loads(tmp_path, make_image, unloadable, command, model, args, needles, cli):
     import torch
     from safetensors.torch import save_file
 
     make_image("a.png"), make_image("b.png", seed=1)
     save_file({"transformer_blocks.0.attn.to_q.lora_A.weight": torch.zeros(2, 48)}, str(tmp_path / "style.safetensors"))
     inputs = ["--image", "a.png"] if command == "edit" else []
-    code, _, err = in_process(monkeypatch, capsys, tmp_path, command, *inputs, "--prompt", "x", "--out", "o.png",
+    code, _, err = cli(command, *inputs, "--prompt", "x", "--out", "o.png",
                               "--model", unloadable(model), *args)
     assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     for needle in needles:
@@ -191,11 +175,11 @@ def test_request_errors_come_before_the_model_loads(tmp_path, make_image, unload
     assert not (tmp_path / "o.png").exists()
 
 
-def test_a_batch_names_the_line_of_a_missing_image(tmp_path, make_image, monkeypatch, capsys):
+def test_a_batch_names_the_line_of_a_missing_image(tmp_path, make_image, cli):
     make_image("a.png")
     (tmp_path / "prompts.txt").write_text("one\ntwo\nthree\n")
     (tmp_path / "images.txt").write_text("a.png\na.png\na.png gone.png\n")
-    code, _, err = in_process(monkeypatch, capsys, tmp_path, "edit", "--prompts", "prompts.txt", "--images",
+    code, _, err = cli("edit", "--prompts", "prompts.txt", "--images",
                               "images.txt", "--out-dir", "out", *TINY)
     assert code == 2 and "images.txt:3: image not found" in err and "gone.png" in err, err
 
@@ -207,7 +191,7 @@ def test_device_is_checked_against_the_machine(monkeypatch):
     from editforge.models.loading import resolve_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(EditForgeError, match="--device cuda: PyTorch sees no CUDA GPU here"):
+    with pytest.raises(EditForgeError, match="`device` cuda: PyTorch sees no CUDA GPU here"):
         resolve_device("cuda")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
@@ -218,17 +202,17 @@ def test_device_is_checked_against_the_machine(monkeypatch):
         resolve_device("meta")
 
 
-def test_demo_writes_a_workbook_and_says_what_the_tiny_model_draws(tmp_path, monkeypatch, capsys):
-    code, out, _ = in_process(monkeypatch, capsys, tmp_path, "demo", "demo")
+def test_demo_writes_a_workbook_and_says_what_the_tiny_model_draws(tmp_path, cli):
+    code, out, _ = cli("demo", "demo")
     assert code == 0 and (tmp_path / "demo" / "demo.xlsx").is_file()
     assert "next: editforge synth" in out and "random weights" in out
     # what scripts/demo.sh runs before its own next steps
-    code, out, _ = in_process(monkeypatch, capsys, tmp_path, "demo", "quiet", "--quiet")
+    code, out, _ = cli("demo", "quiet", "--quiet")
     assert code == 0 and out.strip() == str(Path("quiet") / "demo.xlsx")
 
 
-def test_version(tmp_path, monkeypatch, capsys):
+def test_version(tmp_path, cli):
     from editforge import __version__
 
-    code, out, _ = in_process(monkeypatch, capsys, tmp_path, "--version")
+    code, out, _ = cli("--version")
     assert code == 0 and out.strip() == f"editforge {__version__}"

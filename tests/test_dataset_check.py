@@ -8,7 +8,7 @@ from PIL import Image
 
 from editforge.dataset import CheckOptions, check_samples
 from editforge.dataset.sample import Sample
-from tests.test_dataset_sources import write_image
+from tests.helpers import write_image
 
 
 def kinds(report) -> dict[str, list[str]]:

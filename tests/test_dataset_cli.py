@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from editforge.cli import app, main
-from tests.conftest import run_cli
-from tests.test_dataset_sources import make_workbook
+from tests.helpers import run_cli
+from tests.helpers import make_dataset_workbook
 
 runner = CliRunner()
 
@@ -20,14 +20,14 @@ def invoke(*args):
 
 
 def test_check_clean_exits_0_and_reports_counts(tmp_path):
-    book = make_workbook(tmp_path, n=2, size=(300, 300))
+    book = make_dataset_workbook(tmp_path, n=2, size=(300, 300))
     result = invoke("check", book)
     assert result.exit_code == 0, result.output
     assert "2 samples, 6 images" in result.output and "0 errors, 0 warnings" in result.output
 
 
 def test_check_json_and_exit_1_on_errors(tmp_path):
-    book = make_workbook(tmp_path, n=3)  # 64 px images: tiny warnings
+    book = make_dataset_workbook(tmp_path, n=3)  # 64 px images: tiny warnings
     (tmp_path / "imgs" / "r1_0.png").write_bytes(b"broken")
     (tmp_path / "imgs" / "t2.png").unlink()
     result = invoke("check", book, "--json", "--workers", "1")
@@ -39,13 +39,13 @@ def test_check_json_and_exit_1_on_errors(tmp_path):
 
 
 def test_check_warnings_only_exit_0(tmp_path):
-    book = make_workbook(tmp_path, n=1)
+    book = make_dataset_workbook(tmp_path, n=1)
     result = invoke("check", book)
     assert result.exit_code == 0 and "tiny" in result.output and "warnings only" in result.output
 
 
 def test_export_and_import_commands(tmp_path):
-    book = make_workbook(tmp_path / "src", n=2)
+    book = make_dataset_workbook(tmp_path / "src", n=2)
     result = invoke("export", book, "--format", "musubi", "--out", tmp_path / "out", "--model-family", "qwen-image-edit-2509")
     assert result.exit_code == 0, result.output
     assert "exported 2 samples" in result.output and (tmp_path / "out" / "dataset.toml").is_file()
@@ -56,8 +56,9 @@ def test_export_and_import_commands(tmp_path):
 
 @pytest.mark.parametrize("args,message", [
     (["check", "{tmp}/nope.xlsx"], "dataset not found"),
-    (["export", "{book}", "--format", "kohya", "--out", "{tmp}/o"], "unknown export format 'kohya'"),
-    (["export", "{book}", "--format", "diffsynth", "--out", "{tmp}/o", "--model-family", "qwen-image"], "unknown model family"),
+    (["export", "{book}", "--format", "kohya", "--out", "{tmp}/o"], "Invalid value for '--format' / '-f': 'kohya' is not one of 'diffsynth', "),
+    (["export", "{book}", "--format", "diffsynth", "--out", "{tmp}/o", "--model-family", "qwen-image"],
+     "Invalid value for '--model-family': 'qwen-image' is not one of 'qwen-image-edit', "),
     (["check", "{book}", "--near-distance", "99"], "--near-distance"),
     (["import", "{book}", "--out", "{book}"], "exists; choose a new name"),
     (["check", "{tmp}/ds", "--only-accepted"], "apply to a workbook"),
@@ -73,7 +74,7 @@ def test_export_and_import_commands(tmp_path):
 def test_bad_arguments_give_one_line_and_exit_2(tmp_path, monkeypatch, capsys, args, message):
     # In-process through `main`, the same entry point `editforge` runs (the subprocess test below
     # covers the real process once; a process per case would cost seconds of imports each).
-    book = make_workbook(tmp_path, n=1)
+    book = make_dataset_workbook(tmp_path, n=1)
     (tmp_path / "ds").mkdir()
     (tmp_path / "ds" / "metadata.csv").write_text("image,edit_image,prompt\nimgs/t0.png,imgs/r0_0.png,x\n")
     (tmp_path / "ds" / "records.jsonl").write_text(
@@ -101,7 +102,7 @@ def test_summaries_keep_long_paths_whole_on_a_narrow_terminal(tmp_path):
     import os
     import subprocess
 
-    book = make_workbook(tmp_path / "src", n=2)
+    book = make_dataset_workbook(tmp_path / "src", n=2)
     out = tmp_path / "a-rather-long-folder-name-for-the-exported-training-set" / "diffsynth-export"
     result = subprocess.run([sys.executable, "-m", "editforge", "dataset", "export", str(book), "--format",
                              "diffsynth", "--out", str(out)], env={**os.environ, "COLUMNS": "40"},

@@ -16,7 +16,7 @@ from editforge.dataset import export_dataset, import_to_workbook, load_samples
 from editforge.dataset.layout import MANIFEST
 from editforge.dataset.sample import Sample
 from editforge.errors import EditForgeError
-from tests.test_dataset_sources import make_workbook, write_image
+from tests.helpers import make_dataset_workbook, write_image
 
 FORMATS = ("diffsynth", "simpletuner", "aitoolkit", "musubi", "hf")
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp")  # ai-toolkit toolkit/dataloader_mixins.py `img_ext_list`
@@ -34,7 +34,7 @@ def content(samples: list[Sample], extras: bool = True) -> list[tuple]:
 
 @pytest.fixture
 def source(tmp_path):
-    book = make_workbook(tmp_path / "src", n=3, controls=2)
+    book = make_dataset_workbook(tmp_path / "src", n=3, controls=2)
     return load_samples(book).samples
 
 
@@ -282,7 +282,7 @@ def test_link_hard_links_and_names_are_collision_free(tmp_path):
     out_targets = sorted((tmp_path / "out" / "target").iterdir())
     assert [p.name for p in out_targets] == ["000001-same.png", "000002-same.png"]
     assert os.path.samefile(out_targets[0], a) and os.path.samefile(out_targets[1], b)
-    with pytest.raises(EditForgeError, match="--link does not apply"):
+    with pytest.raises(EditForgeError, match="`link` does not apply"):
         export_dataset(samples, "hf", tmp_path / "hf", link=True)
 
 
@@ -310,7 +310,7 @@ def test_unusable_samples_are_left_out_with_reasons(source, tmp_path):
 
 
 def test_only_accepted_rows_export(tmp_path):
-    book = make_workbook(tmp_path / "src", n=3)
+    book = make_dataset_workbook(tmp_path / "src", n=3)
     from editforge.sheet.workbook import open_workbook
 
     wb = open_workbook(book)

@@ -10,32 +10,10 @@ import pytest
 from editforge.dataset import Columns, load_samples
 from editforge.errors import EditForgeError
 from editforge.sheet.workbook import create_workbook
-from tests.conftest import noise_image
-
-HEADERS = ["raw_image", "ref_image_1", "ref_image_2", "ref_image_3", "gen_edit_prompt", "need_gen", "edit_prompt",
-           "category", "gen_status", "review"]
-
-
-def write_image(path: Path, seed: int, size: tuple[int, int] = (64, 64), fmt: str | None = None) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    noise_image(*size, seed=seed).save(path, format=fmt)
-    return path
-
-
-def make_workbook(root: Path, n: int = 3, controls: int = 2, name: str = "book.xlsx", size=(64, 64)) -> Path:
-    """A synth workbook with `n` complete rows of noise images under root/imgs; returns its path."""
-    rows = []
-    for i in range(n):
-        target = write_image(root / "imgs" / f"t{i}.png", seed=100 + i, size=size)
-        refs = [write_image(root / "imgs" / f"r{i}_{k}.png", seed=200 + 10 * i + k, size=size) for k in range(controls)]
-        cells = [p.relative_to(root).as_posix() for p in refs] + [None] * (3 - controls)
-        rows.append([target.relative_to(root).as_posix(), *cells, f"gen {i}", False, f"make it shade {i}",
-                     f"cat{i}", "done", None])
-    return create_workbook(root / name, HEADERS, rows)
-
+from tests.helpers import DATASET_HEADERS as HEADERS, make_dataset_workbook, noise_image, write_image
 
 def test_workbook_source_reads_targets_controls_instruction_and_extras(tmp_path):
-    book = make_workbook(tmp_path, n=2, controls=2)
+    book = make_dataset_workbook(tmp_path, n=2, controls=2)
     data = load_samples(book)
     assert data.format == "workbook" and len(data.samples) == 2
     s = data.samples[0]
@@ -88,7 +66,7 @@ def test_hostile_and_url_paths_are_flagged_not_followed(tmp_path):
     samples = load_samples(src).samples
     assert "leaves the base dir" in samples[0].problems[0] and "../../etc/passwd" in samples[0].problems[0]
     assert "URL" in samples[1].problems[0]
-    assert "leaves the base dir" in samples[2].problems[0] and "--allow-outside" in samples[2].problems[0]
+    assert "leaves the base dir" in samples[2].problems[0] and "`allow_outside=True`" in samples[2].problems[0]
     assert samples[3].problems == () and samples[3].target == src / "a.png"
     allowed = load_samples(src, allow_outside=True).samples
     assert allowed[2].problems == () and allowed[2].target == Path("/abs/elsewhere.png")
@@ -189,7 +167,7 @@ def test_unknown_or_missing_sources_fail_with_one_clear_error(tmp_path):
         load_samples(tmp_path / "notes.md")
     with pytest.raises(EditForgeError, match="unknown source format"):
         load_samples(tmp_path, source_format="kohya")
-    book = make_workbook(tmp_path / "w", n=1)
+    book = make_dataset_workbook(tmp_path / "w", n=1)
     with pytest.raises(EditForgeError, match="no column 'prompt_x'"):
         load_samples(book, columns=Columns(instruction="prompt_x"))
     (tmp_path / "bad.json").write_text("{not json")

@@ -7,9 +7,10 @@ import pytest
 from editforge.errors import EditForgeError
 from editforge.inference.generate import check_request
 from editforge.inference.generator import PipelineGenerator
+from editforge.inference.options import GenerationOptions
 from editforge.sheet.workbook import open_workbook
-from tests.conftest import noise_image
-from tests.test_synth_run import make_workbook, run
+from tests.helpers import noise_image
+from tests.helpers import make_workbook, run_synth
 
 AREAS = {"max_pixels": 64 * 64, "condition_pixels": 56 * 56}
 
@@ -30,8 +31,8 @@ def test_a_prompt_longer_than_the_tokenizer_reads_is_refused(tiny_edit_plus):
 def test_an_aspect_ratio_the_resizing_would_squash_to_nothing_is_refused(tiny_edit_plus, size, area):
     with pytest.raises(EditForgeError, match=f"at the {area} area of .* pixels the model takes aspect ratios up to "
                                              r"about \d+:1 \(crop it\)"):
-        check_request(tiny_edit_plus, [size], "p", **AREAS)
-    check_request(tiny_edit_plus, [(128, 64)], "p", **AREAS)  # 2:1 is fine
+        check_request(tiny_edit_plus, [size], "p", GenerationOptions(**AREAS))
+    check_request(tiny_edit_plus, [(128, 64)], "p", GenerationOptions(**AREAS))  # 2:1 is fine
 
 
 def test_synth_with_the_tiny_model_fails_those_rows_alone_before_any_model_work(tiny_edit_plus, tmp_path):
@@ -50,8 +51,8 @@ def test_synth_with_the_tiny_model_fails_those_rows_alone_before_any_model_work(
             self.made.append(prompt)
             return super().__call__(images, prompt, seed)
 
-    generator = Counting(tiny_edit_plus, steps=2, **AREAS)
-    summary = run(path, generator, seed=1)
+    generator = Counting(tiny_edit_plus, GenerationOptions(steps=2, **AREAS))
+    summary = run_synth(path, generator, seed=1)
     assert (summary.generated, summary.failed) == (2, 4) and generator.made == ["make reference 0", "make reference 1"]
     statuses = [v["gen_status"] for _, v in open_workbook(path).rows()]
     assert all(s.startswith("failed: the prompt is ") and s.endswith("reads at most 1024 (shorten it)")

@@ -8,7 +8,7 @@ import pytest
 
 import editforge
 from editforge.inference.metadata import read_params, save_png_atomic
-from tests.conftest import noise_image
+from tests.helpers import noise_image
 
 
 def _bare(pipe, cls_name):
@@ -18,6 +18,7 @@ def _bare(pipe, cls_name):
     return getattr(diffusers, cls_name)(**components)
 
 
+@pytest.mark.slow
 def test_edit_plus_matches_diffusers_at_default_sizes():
     pipe = editforge.load_pipeline("tiny-qwen-image-edit-2509", device="cpu")
     images = [noise_image(96, 64, seed=1), noise_image(64, 80, seed=2)]
@@ -33,6 +34,7 @@ def test_edit_plus_matches_diffusers_at_default_sizes():
     assert np.array_equal(np.asarray(ours), np.asarray(theirs))
 
 
+@pytest.mark.slow
 def test_edit_v1_matches_diffusers_at_default_size():
     import torch
 
@@ -77,7 +79,7 @@ def test_wrong_number_of_images_is_a_clear_error(tiny_edit_plus):
 
     with pytest.raises(EditForgeError, match="1 to 3 input images"):
         editforge.edit(tiny_edit_plus, [noise_image()] * 4, "x", seed=0)
-    with pytest.raises(EditForgeError, match="Edit-2509 only"):
+    with pytest.raises(EditForgeError, match="`condition_pixels` applies only to qwen-image-edit-2509, qwen-image-edit-2511"):
         editforge.edit(editforge.load_pipeline("tiny-qwen-image-edit", device="cpu"), noise_image(), "x",
                        seed=0, condition_pixels=56 * 56)
 

@@ -6,9 +6,10 @@ import pytest
 
 import editforge
 from editforge.errors import EditForgeError
+from editforge.models.info import model_info
 from editforge.models.text_encoder import allow_processor_without_video, fix_mrope_positions
-from tests.conftest import noise_image, run_cli
-from tests.test_models_lora import write_lora
+from tests.helpers import noise_image, run_cli
+from tests.helpers import write_lora
 
 
 def _pixels(pipe, **kw):
@@ -36,8 +37,8 @@ def test_fuse_saves_a_plain_diffusers_pipeline_with_the_same_output(tmp_path):
 
     # Loaded back through EditForge, the folder keeps its Lightning defaults and records what was fused.
     again = editforge.load_pipeline(str(out), device="cpu")
-    assert again.editforge_info["default_steps"] == 8 and again.editforge_info["default_cfg"] == 1.0
-    assert "style.safetensors:0.7" in again.editforge_info["loras"]
+    assert model_info(again).default_steps == 8 and model_info(again).default_cfg == 1.0
+    assert "style.safetensors:0.7" in model_info(again).loras
     with pytest.raises(EditForgeError, match="already has Lightning"):
         editforge.load_pipeline(str(out), device="cpu", lightning=8)
 
@@ -69,7 +70,7 @@ def test_quantized_transformer_keeps_the_fused_lora(kind, style_lora, bf16_fused
     (what a fuse on an already quantized model gives: optimum-quanto's fuse_lora is a silent no-op there)."""
     quant_pipe = editforge.load_pipeline("tiny-qwen-image-edit-2509", device="cpu", dtype="bf16", quantize=kind,
                                          loras=[str(style_lora)])
-    assert quant_pipe.editforge_info["quantize"] == kind
+    assert model_info(quant_pipe).quantize == kind
     quantized = _pixels(quant_pipe, steps=2)
     lost = _pixels(editforge.load_pipeline("tiny-qwen-image-edit-2509", device="cpu", dtype="bf16", quantize=kind),
                    steps=2)

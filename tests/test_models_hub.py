@@ -14,7 +14,7 @@ import pytest
 
 from editforge.models.registry import FAMILIES
 from editforge.models.tiny import tiny_model_dir
-from tests.test_synth_run import make_workbook
+from tests.helpers import make_workbook
 
 UNREACHABLE = "http://127.0.0.1:9"  # the discard port: nothing listens, a connection is refused at once
 
@@ -70,12 +70,11 @@ def test_an_uncached_model_fails_fast_and_leaves_the_workbook_alone(tmp_path, of
     ("FOLDER", ["--lightning", "8"], ["Lightning LoRA lightx2v/Qwen-Image-Lightning/", "HF_HUB_OFFLINE=1",
                                       "--lightning-path FILE"]),
 ])
-def test_uncached_families_and_lightning_files_too(tmp_path, monkeypatch, capsys, offline, model, extra, needles):
+def test_uncached_families_and_lightning_files_too(tmp_path, monkeypatch, capsys, offline, model, extra, needles, cli):
     """The same in this process (huggingface_hub's settings patched as its environment variables set them)."""
     from huggingface_hub import constants
 
     from editforge.models import hub
-    from tests.test_synth_cli import cli
 
     model = uncached_folder(tmp_path) if model == "FOLDER" else model
     book = make_workbook(tmp_path / "book")
@@ -87,7 +86,7 @@ def test_uncached_families_and_lightning_files_too(tmp_path, monkeypatch, capsys
     capsys.readouterr()  # the tiny model's one-time build line
     try:
         started = time.monotonic()
-        code, _, err = cli(monkeypatch, capsys, book, "--model", model, "--seed", "1", *extra)
+        code, _, err = cli("synth", book, "--model", model, "--seed", "1", *extra)
         seconds = time.monotonic() - started
     finally:
         hub.offline_reason.cache_clear()
@@ -107,7 +106,7 @@ def test_a_cached_hub_model_loads_offline(tmp_path, monkeypatch):
     (cache / "refs").mkdir()
     (cache / "refs" / "main").write_text("0" * 40)
     code = ("import editforge; p = editforge.load_pipeline('someone/tiny-edit', device='cpu'); "
-            "print(p.editforge_info['family'], p.editforge_info['model'])")
+            "from editforge.models.info import model_info; i = model_info(p); print(i.family.name, i.model)")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hf" / "hub")}
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]

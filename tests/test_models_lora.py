@@ -13,50 +13,13 @@ from safetensors.torch import save_file
 
 import editforge
 from editforge.errors import EditForgeError
+from editforge.models.info import model_info
 from editforge.models import lightning
 from editforge.models.lora import LoraPartlyMatched, parse_lora_arg
 from editforge.models.registry import FAMILIES
-from tests.conftest import noise_image, run_cli
+from tests.helpers import ALPHA, LOADABLE, RANK, WIDTH, noise_image, run_cli, write_lora
 
 MODEL = "tiny-qwen-image-edit-2509"
-WIDTH, RANK, ALPHA = 48, 4, 8.0  # tiny transformer: 3 heads x 16; alpha != rank, as in the real Lightning files
-PROJECTIONS = ("to_q", "to_k", "to_v")
-# Per layout: the down (A), up (B) and alpha key of layer {d} (`transformer_blocks.0.attn.to_q`; {k}: kohya's
-# underscored name). diffusers' own files keep alpha in their metadata instead; bare A/B keys carry none.
-LAYOUTS = {
-    "lightning": ("{d}.lora_down.weight", "{d}.lora_up.weight", "{d}.alpha"),
-    "comfy-down-up": ("diffusion_model.{d}.lora_down.weight", "diffusion_model.{d}.lora_up.weight",
-                      "diffusion_model.{d}.alpha"),
-    "comfy-A-B": ("diffusion_model.{d}.lora_A.weight", "diffusion_model.{d}.lora_B.weight",
-                  "diffusion_model.{d}.alpha"),
-    "diffusers": ("transformer.{d}.lora_A.weight", "transformer.{d}.lora_B.weight", None),
-    "kohya": ("lora_unet_{k}.lora_down.weight", "lora_unet_{k}.lora_up.weight", "lora_unet_{k}.alpha"),
-    "diffsynth": ("{d}.lora_A.default.weight", "{d}.lora_B.default.weight", "{d}.alpha"),
-    "bare-A-B-no-alpha": ("{d}.lora_A.weight", "{d}.lora_B.weight", None),
-}
-LOADABLE = [name for name in LAYOUTS if name != "bare-A-B-no-alpha"]
-
-
-def write_lora(path, layout: str, blocks=(0, 1), layers=()) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """A LoRA on q/k/v of `blocks` (plus any dotted `layers`) in `layout`; returns {layer: (down, up)}."""
-    gen = torch.Generator().manual_seed(11)
-    down_key, up_key, alpha_key = LAYOUTS[layout]
-    pairs, tensors = {}, {}
-    for dotted in [f"transformer_blocks.{b}.attn.{p}" for b in blocks for p in PROJECTIONS] + list(layers):
-        names = {"d": dotted, "k": dotted.replace(".", "_")}
-        pairs[dotted] = torch.randn(RANK, WIDTH, generator=gen), torch.randn(WIDTH, RANK, generator=gen) * 0.5
-        tensors[down_key.format(**names)], tensors[up_key.format(**names)] = pairs[dotted]
-        if alpha_key:
-            tensors[alpha_key.format(**names)] = torch.tensor(ALPHA)
-    metadata = None
-    if layout == "diffusers":  # what diffusers' save_lora_weights writes with the adapter's config
-        config = {"r": RANK, "lora_alpha": ALPHA, "target_modules": sorted({d.rsplit(".", 1)[-1] for d in pairs})}
-        adapter = json.dumps({f"transformer.{k}": v for k, v in config.items()})
-        metadata = {"format": "pt", "lora_adapter_metadata": adapter}
-    save_file(tensors, str(path), metadata=metadata)
-    return pairs
-
-
 def _pixels(pipe):
     return np.asarray(editforge.edit(pipe, noise_image(), "make it red", seed=0, steps=2), dtype=np.int16)
 
@@ -77,7 +40,7 @@ def test_every_layout_adds_scale_times_alpha_over_rank_times_up_down(tmp_path, l
     path = tmp_path / f"{layout}.safetensors"
     pairs = write_lora(path, layout)
     pipe = editforge.load_pipeline(MODEL, device="cpu", loras=[f"{path}:{scale}"])
-    assert pipe.editforge_info["loras"] == [f"{layout}.safetensors:{scale:g}"]
+    assert model_info(pipe).loras == (f"{layout}.safetensors:{scale:g}",)
     weights = pipe.transformer.state_dict()
     assert weights.keys() == base_weights.keys()  # fused: no LoRA layers left behind
     for name, weight in weights.items():
@@ -121,7 +84,7 @@ def test_a_lora_that_matches_part_of_the_transformer_says_how_much(tmp_path, bas
     down, up = pairs["transformer_blocks.1.attn.to_v"]
     torch.testing.assert_close(pipe.transformer.transformer_blocks[1].attn.to_v.weight,
                                base_weights["transformer_blocks.1.attn.to_v.weight"] + (ALPHA / RANK) * up @ down)
-    with pytest.raises(EditForgeError, match=r"6/9 layers matched.*--strict-lora refuses"):
+    with pytest.raises(EditForgeError, match=r"6/9 layers matched.*`strict_lora` refuses"):
         editforge.load_pipeline(MODEL, device="cpu", loras=[str(path)], strict_lora=True)
 
 
@@ -169,9 +132,9 @@ def test_lightning_uses_the_distillation_scheduler_steps_and_cfg():
     assert math.isclose(cfg.base_shift, math.log(3)) and math.isclose(cfg.max_shift, math.log(3))
     assert cfg.shift_terminal is None and cfg.use_dynamic_shifting and cfg.time_shift_type == "exponential"
     assert (cfg.base_image_seq_len, cfg.max_image_seq_len, cfg.shift) == (256, 8192, 1.0)
-    info = pipe.editforge_info
-    assert (info["default_steps"], info["default_cfg"]) == (8, 1.0)
-    assert info["lightning_file"] == "Qwen-Image-Edit-2509-Lightning-8steps-V1.0-bf16.safetensors"
+    info = model_info(pipe)
+    assert (info.default_steps, info.default_cfg) == (8, 1.0)
+    assert info.lightning_file == "Qwen-Image-Edit-2509-Lightning-8steps-V1.0-bf16.safetensors"
     _, params = editforge.generate(pipe, [noise_image()], "x", seed=0)
     assert params["steps"] == 8 and params["cfg"] == 1.0
 
@@ -183,7 +146,7 @@ def test_lightning_file_for_another_family_is_refused(tmp_path):
         editforge.load_pipeline("tiny-qwen-image-edit-2509", device="cpu", lightning=8, lightning_path=wrong)
     pipe = editforge.load_pipeline("tiny-qwen-image-edit-2509", device="cpu", lightning=8, lightning_path=wrong,
                                    force=True)
-    assert pipe.editforge_info["lightning_file"] == wrong.name
+    assert model_info(pipe).lightning_file == wrong.name
 
 
 def test_lightning_files_are_named_per_family():
@@ -211,16 +174,23 @@ def test_lightning_files_are_named_per_family():
      "is the Lightning LoRA for qwen-image-edit, but the model is qwen-image-edit-2509"),
     ("Qwen-Image-Lightning-8steps-V1.0.safetensors", "qwen-image-edit", 8,
      "is the Lightning LoRA for qwen-image, but the model is qwen-image-edit"),
-    # models EditForge does not know (yet): not Edit v1 because the name says "Edit", nor Qwen-Image otherwise
-    ("Qwen-Image-Edit-2511-Lightning-8steps-V1.0-bf16.safetensors", "qwen-image-edit", 8,
-     "is the Lightning LoRA of Qwen-Image-Edit-2511, a model EditForge does not support"),
-    ("Qwen-Image-Edit-2511-Lightning-4steps-V1.0-fp32.safetensors", "qwen-image-edit-2509", 4,
-     "Lightning LoRA of Qwen-Image-Edit-2511"),
+    # 2511 and 2512 have their own (lightx2v/Qwen-Image-Edit-2511-Lightning, lightx2v/Qwen-Image-2512-Lightning)
+    ("Qwen-Image-Edit-2511-Lightning-4steps-V1.0-fp32.safetensors", "qwen-image-edit-2511", 4, None),
+    ("Qwen-Image-2512-Lightning-8steps-V1.0-bf16.safetensors", "qwen-image-2512", 8, None),
+    ("Qwen-Image-Edit-2511-Lightning-8steps-V1.0-bf16.safetensors", "qwen-image-edit-2509", 8,
+     "is the Lightning LoRA for qwen-image-edit-2511, but the model is qwen-image-edit-2509"),
+    ("Qwen-Image-Edit-2509-Lightning-8steps-V1.0-bf16.safetensors", "qwen-image-edit-2511", 8,
+     "is the Lightning LoRA for qwen-image-edit-2509, but the model is qwen-image-edit-2511"),
     ("Qwen-Image-2512-Lightning-8steps-V1.0-bf16.safetensors", "qwen-image", 8,
-     "is the Lightning LoRA of Qwen-Image-2512, a model EditForge does not support"),
+     "is the Lightning LoRA for qwen-image-2512, but the model is qwen-image"),
+    # models EditForge does not know (yet): not Edit v1 because the name says "Edit", nor Qwen-Image otherwise
+    ("Qwen-Image-Edit-2601-Lightning-8steps-V1.0-bf16.safetensors", "qwen-image-edit", 8,
+     "is the Lightning LoRA of Qwen-Image-Edit-2601, a model EditForge does not support"),
+    ("Qwen-Image-2605-Lightning-8steps-V1.0-bf16.safetensors", "qwen-image", 8,
+     "is the Lightning LoRA of Qwen-Image-2605, a model EditForge does not support"),
     # other steps than asked for, and lightning-looking names outside lightx2v's scheme
     ("Qwen-Image-Edit-2509-Lightning-4steps-V1.0-bf16.safetensors", "qwen-image-edit-2509", 8,
-     "is distilled for 4 steps, not --lightning 8"),
+     "is distilled for 4 steps, not `lightning=8`"),
     ("qwen_edit_lightning_8step.safetensors", "qwen-image-edit", 8, "is not a Lightning file name EditForge knows"),
 ])
 def test_lightning_file_names(tmp_path, name, family, steps, refusal):
@@ -231,13 +201,13 @@ def test_lightning_file_names(tmp_path, name, family, steps, refusal):
     if refusal is None:
         assert resolve(force=False) == path
     else:
-        with pytest.raises(EditForgeError, match=re.escape(refusal) + r".*\(or --force"):
+        with pytest.raises(EditForgeError, match=re.escape(refusal) + r".*\(or `force=True`"):
             resolve(force=False)
     assert resolve(force=True) == path
 
 
 def test_bad_lightning_values():
-    with pytest.raises(EditForgeError, match="one of 4, 8"):
+    with pytest.raises(EditForgeError, match="`lightning` must be 4 or 8 for qwen-image-edit-2509"):
         editforge.load_pipeline("tiny-qwen-image-edit-2509", device="cpu", lightning=6)
     with pytest.raises(EditForgeError, match="file not found"):
         editforge.load_pipeline("tiny-qwen-image-edit-2509", device="cpu", lightning=8, lightning_path="nope.st")

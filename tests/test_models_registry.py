@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from editforge.errors import EditForgeError
-from editforge.models.registry import FAMILIES, TINY_MODELS, family_of, resolve_model
+from editforge.models.info import family_of
+from editforge.models.registry import EDITFORGE_META, FAMILIES, TINY_MODELS, resolve_model
 from editforge.models.tiny import build_tiny_pipeline
 
 
@@ -86,9 +87,35 @@ def test_family_rules_are_the_diffusers_pipelines():
         assert family.prompt_max_tokens == (None if family.is_edit else limit), name
         pipe = build_tiny_pipeline(family)
         assert family.prompt_drop_tokens == pipe.prompt_template_encode_start_idx, name
-        assert family_of(pipe) is family
+        # built by hand (nothing attached), a pipeline is told by its class and transformer config: 2512 has
+        # Qwen-Image's (only EditForge's own folders and hub ids name it)
+        assert family_of(pipe) is family or (name, family_of(pipe).name) == ("qwen-image-2512", "qwen-image")
 
 
 def test_family_of_a_foreign_pipeline_is_an_error():
     with pytest.raises(EditForgeError, match="StableDiffusionPipeline is not a Qwen-Image pipeline"):
         family_of(type("StableDiffusionPipeline", (), {})())
+
+
+def test_2511_and_2512_are_families_of_their_own():
+    """Edit-2511 is the EditPlus pipeline with condition tokens at timestep 0; Qwen-Image-2512 is Qwen-Image's
+    pipeline with its own Lightning LoRAs. Each resolves from its name and hub id."""
+    edit_2511, edit_2509 = FAMILIES["qwen-image-edit-2511"], FAMILIES["qwen-image-edit-2509"]
+    assert edit_2511.pipeline_class == edit_2509.pipeline_class == "QwenImageEditPlusPipeline"
+    assert edit_2511.transformer_config == {"zero_cond_t": True} and edit_2511.max_images == 3
+    assert resolve_model("Qwen/Qwen-Image-Edit-2511").family is edit_2511
+    assert resolve_model("Qwen/Qwen-Image-2512").family is FAMILIES["qwen-image-2512"]
+    assert FAMILIES["qwen-image-2512"].lightning_repo == "lightx2v/Qwen-Image-2512-Lightning"
+
+
+def test_a_folder_without_editforge_meta_is_told_by_its_transformer_config(tmp_path):
+    """A plain diffusers folder (no editforge.json): 2509 and 2511 share a pipeline class, the transformer's
+    `zero_cond_t` tells them apart, for the folder and for the loaded pipeline alike."""
+    import shutil
+
+    for name in ("qwen-image-edit-2511", "qwen-image-edit-2509"):
+        folder = tmp_path / name
+        shutil.copytree(resolve_model(f"tiny-{name}").source, folder)
+        (folder / EDITFORGE_META).unlink()
+        assert resolve_model(str(folder)).family is FAMILIES[name]
+        assert family_of(build_tiny_pipeline(FAMILIES[name])) is FAMILIES[name]

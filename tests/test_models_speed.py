@@ -6,8 +6,9 @@ import torch
 
 import editforge
 from editforge.models import speed
+from editforge.models.info import model_info
 from editforge.models.speed import best_attention_backend
-from tests.conftest import noise_image
+from tests.helpers import noise_image
 from tests.standins import hopper_with_flash_attention  # noqa: F401  (a fixture)
 
 
@@ -56,7 +57,7 @@ def test_attention_backend_choice(monkeypatch, capability, installed, dtype, tra
 
 def test_attention_backend_record():
     pipe = editforge.load_pipeline("tiny-qwen-image-edit-2509", device="cpu")
-    assert pipe.editforge_info["fast_path"] == {"attention": "native", "embedding_cache": 32}
+    assert model_info(pipe).fast_path == {"attention": "native", "embedding_cache": 32}
 
 
 def test_generation_on_a_hopper_with_flash_attention(hopper_with_flash_attention):
@@ -64,13 +65,13 @@ def test_generation_on_a_hopper_with_flash_attention(hopper_with_flash_attention
     takes it, and gives nearly the same picture."""
     calls = hopper_with_flash_attention
     pipe = editforge.load_pipeline("tiny-qwen-image-edit-2509", device="cpu", dtype="bf16")
-    assert pipe.editforge_info["fast_path"]["attention"] == "_flash_3"
+    assert model_info(pipe).fast_path["attention"] == "_flash_3"
     images = [noise_image(seed=1), noise_image(seed=2)]
     fast = np.asarray(editforge.edit(pipe, images, "make it red", seed=0, steps=2, cfg=2.0), dtype=int)
     assert calls["_flash_3"] == 2 * 2 * 2 and calls["native"] == 0  # 2 steps x (prompt, negative) x 2 blocks
 
     exact = editforge.load_pipeline("tiny-qwen-image-edit-2509", device="cpu", dtype="fp32")
-    assert exact.editforge_info["fast_path"]["attention"] == "native"
+    assert model_info(exact).fast_path["attention"] == "native"
     reference = np.asarray(editforge.edit(exact, images, "make it red", seed=0, steps=2, cfg=2.0), dtype=int)
     assert calls["_flash_3"] == 8 and calls["native"] > 0
     assert np.abs(fast - reference).mean() < 2  # bf16 vs fp32 rounding (0.46 measured; another seed: 19)

@@ -64,7 +64,7 @@ def test_synth_and_the_dataset_tools_answer_every_cell_alike(base, allow_outside
                         for value, ok in values.items()]
     refused = dict(zip(values, synth))
     if not allow_outside:
-        assert "through a symlink" in refused["img/out.png"] and "--allow-outside" in refused["img/out.png"]
+        assert "through a symlink" in refused["img/out.png"] and "`allow_outside=True`" in refused["img/out.png"]
         assert "leaves the base dir" in refused["../secret.png"]
     assert refused[5] == "not a path: 5 (int, not text)" and "URL instead of a file" in refused["https://example.com/a.png"]
 

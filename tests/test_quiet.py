@@ -7,8 +7,8 @@ import os
 import subprocess
 import sys
 
-from tests.conftest import run_cli
-from tests.test_models_lora import write_lora
+from tests.helpers import run_cli
+from tests.helpers import write_lora
 
 API = """
 import editforge

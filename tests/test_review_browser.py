@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from editforge.sheet.workbook import open_workbook
-from tests.test_review_server import Served
+from tests.helpers import Served
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).with_name("artifacts")

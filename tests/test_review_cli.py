@@ -12,14 +12,13 @@ import urllib.request
 import pytest
 
 from editforge.sheet.workbook import open_workbook
-from tests.conftest import run_cli
-from tests.test_review_session import ROWS
-from tests.test_synth_run import make_workbook, run
+from tests.helpers import REVIEW_ROWS, run_cli
+from tests.helpers import make_workbook, run_synth
 
 
 def test_serves_until_ctrl_c_and_writes_queued_verdicts_on_the_way_out(tmp_path):
-    path = make_workbook(tmp_path, ROWS)
-    run(path, seed=7)
+    path = make_workbook(tmp_path, REVIEW_ROWS)
+    run_synth(path, seed=7)
     proc = subprocess.Popen([sys.executable, "-m", "editforge", "review", str(path), "--port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -52,7 +51,7 @@ def test_bad_arguments_are_one_line_errors(tmp_path):
     result = run_cli("review", tmp_path / "missing.xlsx")
     assert result.returncode == 2 and "workbook not found" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
-    path = make_workbook(tmp_path, ROWS[:1])
+    path = make_workbook(tmp_path, REVIEW_ROWS[:1])
     result = run_cli("review", path, "--base-dir", tmp_path / "nowhere")
     assert result.returncode == 2 and "base dir not found" in result.stderr
     result = run_cli("review", path, "--columns", "oops")

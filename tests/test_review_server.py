@@ -17,48 +17,9 @@ from editforge.review.server import ReviewServer
 from editforge.review.session import ReviewSession
 from editforge.sheet.render import RenderLock
 from editforge.sheet.workbook import open_workbook
-from tests.test_review_session import ROWS
-from tests.test_synth_run import make_workbook, run
+from tests.helpers import REVIEW_ROWS, Served, make_workbook, run_synth
 
 SECRET = b"the contents of a file outside the base dir"
-
-
-class Served:
-    """A review server on a free port, in a thread, on a synth-filled workbook in `folder/book`."""
-
-    def __init__(self, folder: Path, **session_options):
-        self.folder = folder / "book"
-        self.path = make_workbook(self.folder, ROWS)
-        run(self.path, seed=7)
-        self.session = ReviewSession(self.path, **session_options)
-        self.server = ReviewServer(self.session, port=0)
-        self.port = urlsplit(self.server.url).port
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.server.started and time.monotonic() < deadline:
-            time.sleep(0.01)
-
-    def request(self, method: str, path: str, body=None, headers=None, *, token: bool = True) -> tuple[int, bytes]:
-        """The path goes out byte for byte: no client-side `..` clean-up, unlike browsers and httpx.
-        `token`: send the cookie a browser got from the printed address."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        as_json = body is not None and not isinstance(body, bytes)
-        data = json.dumps(body).encode() if as_json else body
-        sent = {"Content-Type": "application/json"} if as_json else {}
-        if token:
-            sent["Cookie"] = f"editforge_review_{self.port}={self.server.token}"
-        conn.request(method, path, body=data, headers={**sent, **(headers or {})})
-        response = conn.getresponse()
-        return response.status, response.read()
-
-    def json(self, method: str, path: str, body=None) -> tuple[int, dict]:
-        status, data = self.request(method, path, body)
-        return status, json.loads(data)
-
-    def stop(self) -> None:
-        self.server.stop()
-        self.thread.join(10)
 
 
 @pytest.fixture
@@ -74,7 +35,7 @@ def test_it_listens_on_localhost_only_by_default(served):
 
 
 def test_a_taken_port_is_a_one_line_error(served):
-    with pytest.raises(EditForgeError, match=f"cannot listen on 127.0.0.1:{served.port}.*choose another --port"):
+    with pytest.raises(EditForgeError, match=f"cannot listen on 127.0.0.1:{served.port}.*choose another `port`"):
         ReviewServer(served.session, port=served.port)
 
 

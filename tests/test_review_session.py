@@ -17,23 +17,13 @@ from editforge.sheet.schema import parse_verdict
 from editforge.sheet.journal import Journal
 from editforge.sheet.render import RenderLock
 from editforge.sheet.workbook import open_workbook
-from tests.test_synth_run import make_workbook, run
-
-ROWS = [
-    ["img/r0.png", None, None, None, "make a reference", "t", True],             # 2 gen_ref
-    [None, "img/r1.png", "img/r2.png", None, "make the sample", "t", True],      # 3 gen_raw
-    ["img/r0.png", "img/r1.png", None, None, "one more ref", "t", True],         # 4 gen_extra_ref
-    ["img/r0.png", "img/r1.png", None, None, "a pair made by hand", "t", False],  # 5 nothing generated
-    ["img/nope.png", None, None, None, "missing input", "t", True],              # 6 fails: still to do
-    [None, None, None, None, None, None, None],                                  # 7 blank: not shown
-]
-
+from tests.helpers import REVIEW_ROWS, make_workbook, run_synth
 
 @pytest.fixture
 def generated(tmp_path) -> Path:
     """A workbook whose rows 2-4 synth has filled (fake generator), as a reviewer finds it."""
-    path = make_workbook(tmp_path, ROWS)
-    run(path, seed=7)
+    path = make_workbook(tmp_path, REVIEW_ROWS)
+    run_synth(path, seed=7)
     return path
 
 
@@ -119,7 +109,7 @@ def test_regenerate_moves_the_picture_clears_the_cell_and_synth_redoes_the_row(g
     after = cells(generated)[3]
     assert (after["raw_image"], after["need_gen"], after["review"]) == (None, True, None)
 
-    summary = run(generated)  # the next synth: same job, new generation, new seed
+    summary = run_synth(generated)  # the next synth: same job, new generation, new seed
     assert summary.generated == 1
     redone = cells(generated)[3]
     assert redone["raw_image"].startswith("generated/raw/") and redone["raw_image"] != before["raw_image"]
@@ -134,7 +124,7 @@ def test_regenerating_twice_keeps_both_old_pictures(generated, tmp_path):
     first = cells(generated)[2]["ref_image_1"]
     session.regenerate(2, seen=session.view().row(2).images)
     session.write()
-    run(generated)
+    run_synth(generated)
     # a picture of the same name already in rejected/ is not overwritten
     second = cells(generated)[2]["ref_image_1"]
     (tmp_path / "rejected" / second).parent.mkdir(parents=True, exist_ok=True)
@@ -154,8 +144,8 @@ def test_regenerate_refuses_rows_without_a_generated_picture(generated, tmp_path
 
 
 def test_pictures_outside_the_base_dir_are_neither_served_nor_moved(tmp_path):
-    path = make_workbook(tmp_path / "book", ROWS[:1])
-    run(path, seed=1, allow_outside=True, out_ref="../elsewhere")  # synth --allow-outside --out-ref ../elsewhere
+    path = make_workbook(tmp_path / "book", REVIEW_ROWS[:1])
+    run_synth(path, seed=1, allow_outside=True, out_ref="../elsewhere")  # synth --allow-outside --out-ref ../elsewhere
     session = session_for(path)
     row = session.view().row(2)
     assert row.generated == "ref_image_1" and session.relative(row.images["ref_image_1"]) is None
@@ -202,8 +192,8 @@ def test_a_workbook_open_in_excel_keeps_the_verdicts_queued(generated, tmp_path)
 
 
 def test_csv_workbooks_get_text_true(tmp_path):
-    path = make_workbook(tmp_path, ROWS[:1], name="data.csv")
-    run(path, seed=1)
+    path = make_workbook(tmp_path, REVIEW_ROWS[:1], name="data.csv")
+    run_synth(path, seed=1)
     session = session_for(path)
     session.regenerate(2, seen=session.view().row(2).images)
     session.close()
@@ -218,7 +208,7 @@ def test_verdicts_typed_by_hand_count():
 def test_bad_inputs_are_one_line_errors(tmp_path):
     with pytest.raises(EditForgeError, match="workbook not found"):
         ReviewSession(tmp_path / "nope.xlsx")
-    path = make_workbook(tmp_path, ROWS[:1])
+    path = make_workbook(tmp_path, REVIEW_ROWS[:1])
     with pytest.raises(EditForgeError, match="base dir not found"):
         ReviewSession(path, base_dir=tmp_path / "missing")
 

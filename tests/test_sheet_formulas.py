@@ -11,7 +11,7 @@ from editforge.inference.metadata import read_params
 from editforge.sheet.fake import fake_generator
 from editforge.sheet.synth import SynthOptions, dry_run
 from editforge.sheet.workbook import create_workbook, open_workbook
-from tests.test_synth_run import make_workbook, run
+from tests.helpers import make_workbook, run_synth
 from tests.xlsx import with_cached_values
 
 HEADERS = ["raw_image", "ref_image_1", "ref_image_2", "ref_image_3", "gen_edit_prompt", "need_gen", "colour"]
@@ -43,7 +43,7 @@ def test_formulas_are_read_as_computed_values_and_remembered_across_saves(tmp_pa
     path = formula_book(tmp_path)
     assert "gen_ref        1" in dry_run(path, SynthOptions())  # the dry run reads values too
     generate, made = recording()
-    summary = run(path, generate, seed=1)
+    summary = run_synth(path, generate, seed=1)
     assert made == ["make the car red"]  # not the formula's text; =1=2 computed FALSE: row 3 not wanted
     book = open_workbook(path)
     assert read_params(tmp_path / book.get(2, "ref_image_1"))["prompt"] == "make the car red"
@@ -58,19 +58,19 @@ def test_formulas_are_read_as_computed_values_and_remembered_across_saves(tmp_pa
     ws["F3"] = True
     openpyxl.Workbook.save(ws.parent, path)
     generate, made = recording()
-    assert run(path, generate, seed=1).generated == 1 and made == ["paint it blue"]
+    assert run_synth(path, generate, seed=1).generated == 1 and made == ["paint it blue"]
     # a changed formula is not the remembered one: without a value from Excel, the row fails in one line
     wb = openpyxl.load_workbook(path)
     wb.active["E3"], wb.active["F3"], wb.active["B3"] = '="paint it "&G3&" now"', True, None
     wb.save(path)
     generate, made = recording()
-    summary = run(path, generate, seed=1)
+    summary = run_synth(path, generate, seed=1)
     assert made == [] and 'without a computed value (="paint it "&G3&" now")' in summary.failures[0][1]
 
 
 def test_the_dataset_reader_gets_remembered_values_too(tmp_path):
     path = formula_book(tmp_path)
-    run(path, recording()[0], seed=1)  # saves the workbook: cached values gone, the journal has them
+    run_synth(path, recording()[0], seed=1)  # saves the workbook: cached values gone, the journal has them
     data = load_samples(path)
     by_key = {s.key: s for s in data.samples}
     assert by_key["row 2"].instruction == "make the car red" and by_key["row 2"].problems == ()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import hashlib
 import json
 import multiprocessing
@@ -16,7 +17,7 @@ from editforge.sheet.journal import Journal, journal_path
 from editforge.sheet.plan import job_for_row
 from editforge.sheet.render import RenderLock, SheetWriter, apply_updates
 from editforge.sheet.workbook import create_workbook, open_workbook
-from tests.test_synth_run import ONE_OF_EACH, make_workbook, outputs, run
+from tests.helpers import ONE_OF_EACH, make_workbook, outputs, run_synth
 
 
 def _hammer(path: str, worker: int, n: int) -> None:
@@ -29,6 +30,7 @@ def _hammer(path: str, worker: int, n: int) -> None:
             journal.finish(rid, status="done", quality={"std": 1.0})
 
 
+@pytest.mark.slow
 def test_two_processes_writing_at_once_lose_nothing(tmp_path):
     path = str(tmp_path / "j.sqlite")
     Journal(path).close()
@@ -122,7 +124,7 @@ def test_a_journal_from_before_row_ids_is_migrated_and_its_work_kept(tmp_path):
     db.commit()
     db.close()
     calls, good = [], fake_generator()
-    summary = run(path, lambda images, prompt, seed: calls.append(prompt) or good(images, prompt, seed))
+    summary = run_synth(path, lambda images, prompt, seed: calls.append(prompt) or good(images, prompt, seed))
     assert summary.recovered == 1 and calls == ["make the sample"]  # row 2 was not generated again
     rows = dict(open_workbook(path).rows())
     assert (rows[2]["ref_image_1"], rows[2]["gen_seed"]) == ("generated/ref/old.png", 77)

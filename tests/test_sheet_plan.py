@@ -115,7 +115,7 @@ def test_referenced_paths_are_normalized(base):
 
 def test_header_missing_a_needed_column_says_how_to_map_it(base):
     path = create_workbook(base / "b.xlsx", ["raw_image", "ref_image_1", "Prompt", "need_gen"], [])
-    with pytest.raises(EditForgeError, match="no gen_edit_prompt column.*--columns gen_edit_prompt="):
+    with pytest.raises(EditForgeError, match="no gen_edit_prompt column.*`columns` gen_edit_prompt="):
         plan_workbook(open_workbook(path), PathPolicy(base))
 
 

@@ -12,8 +12,7 @@ from editforge.sheet.fake import fake_generator
 from editforge.sheet.journal import Journal
 from editforge.sheet.render import RenderLock, SheetWriter, apply_updates
 from editforge.sheet.workbook import WorkbookChanged, open_workbook
-from tests.test_review_session import ROWS
-from tests.test_synth_run import ONE_OF_EACH, cell_paths, make_workbook, outputs, run
+from tests.helpers import REVIEW_ROWS, ONE_OF_EACH, cell_paths, make_workbook, outputs, run_synth
 
 
 def edit(path, change) -> None:
@@ -32,7 +31,7 @@ def test_ids_travel_with_rows_so_a_sort_keeps_results_of_a_killed_run(tmp_path):
     apply_updates(path)  # any EditForge write gives the rows their ids
     ids = {p: v["editforge_id"] for p, v in rows_by_prompt(path).items()}
     saved = path.read_bytes()
-    run(path, seed=5)  # generate and journal ...
+    run_synth(path, seed=5)  # generate and journal ...
     path.write_bytes(saved)  # ... then the kill comes before the workbook was written
     with Journal.for_workbook(path) as journal:
         journal.db.execute("UPDATE results SET rendered = 0")
@@ -44,7 +43,7 @@ def test_ids_travel_with_rows_so_a_sort_keeps_results_of_a_killed_run(tmp_path):
                 ws.cell(r, c).value = value
     edit(path, reverse)
     calls = []
-    summary = run(path, lambda *a: calls.append(a), seed=5)
+    summary = run_synth(path, lambda *a: calls.append(a), seed=5)
     assert calls == [] and summary.recovered == 3  # nothing made twice: the jobs hang on the ids
     after = rows_by_prompt(path)
     assert [after[p]["row"] for p in ("make a reference", "make the sample", "one more ref")] == [4, 3, 2]
@@ -77,8 +76,8 @@ def test_an_inserted_row_gets_a_new_id_and_a_pasted_copy_a_new_one_too(tmp_path)
 def test_queued_verdicts_and_regenerations_land_on_their_rows_after_an_insert(tmp_path):
     """The issue's case: Excel (here a synth run) holds the workbook while the reviewer works; the person
     inserts a row and saves; the queued changes then reach the rows they were made for, nothing else."""
-    path = make_workbook(tmp_path, ROWS)
-    run(path, seed=7)
+    path = make_workbook(tmp_path, REVIEW_ROWS)
+    run_synth(path, seed=7)
     session = ReviewSession(path)
     raw_of_3 = session.view().row(3).images["raw_image"]
     with RenderLock(path):  # a synth run holds the workbook: every change waits in the journal
@@ -99,8 +98,8 @@ def test_queued_verdicts_and_regenerations_land_on_their_rows_after_an_insert(tm
 
 
 def test_a_change_whose_row_is_gone_or_changed_stays_queued_and_says_why(tmp_path):
-    path = make_workbook(tmp_path, ROWS)
-    run(path, seed=7)
+    path = make_workbook(tmp_path, REVIEW_ROWS)
+    run_synth(path, seed=7)
     session = ReviewSession(path)
     with RenderLock(path):
         session.verdict(2, "accepted", seen=session.view().row(2).images)
@@ -124,8 +123,8 @@ def test_a_change_whose_row_is_gone_or_changed_stays_queued_and_says_why(tmp_pat
 
 
 def test_a_save_made_after_editforge_read_the_file_is_kept(tmp_path):
-    path = make_workbook(tmp_path, ROWS)
-    run(path, seed=7)
+    path = make_workbook(tmp_path, REVIEW_ROWS)
+    run_synth(path, seed=7)
     with Journal.for_workbook(path) as journal:
         writer = SheetWriter(path, journal, PathPolicy(tmp_path))
         target = writer.book.row_id(3)
@@ -152,11 +151,11 @@ def test_a_result_whose_row_the_person_changed_is_not_written_and_is_redone(tmp_
             edit(path, lambda ws: ws.cell(2, 5, "a better prompt"))
         return good(images, prompt, seed)
 
-    summary = run(path, person_edits_while_generating, seed=3, save_every_rows=1)
+    summary = run_synth(path, person_edits_while_generating, seed=3, save_every_rows=1)
     assert summary.stale == 1 and "not written: their rows changed" in summary.line()
     row = dict(open_workbook(path).rows())[2]
     assert (row["gen_edit_prompt"], row["ref_image_1"], row["need_gen"]) == ("a better prompt", None, True)
-    summary = run(path, person_edits_while_generating, seed=3)
+    summary = run_synth(path, person_edits_while_generating, seed=3)
     row = dict(open_workbook(path).rows())[2]
     assert summary.generated == 1 and calls[-1] == "a better prompt" and row["gen_status"] == "done"
     assert outputs(tmp_path) == cell_paths(path) - {"img/r0.png", "img/r1.png", "img\\r2.png"}  # stale one deleted
@@ -177,7 +176,7 @@ def test_a_save_from_an_older_copy_does_not_lose_results_and_keeps_the_persons_e
             held["wb"].save(path)
         return good(images, prompt, seed)
 
-    summary = run(path, older_copy, seed=2, save_every_rows=1)
+    summary = run_synth(path, older_copy, seed=2, save_every_rows=1)
     rows = dict(open_workbook(path).rows())
     assert summary.generated == 3 and [rows[r]["gen_status"] for r in (2, 3, 4)] == ["done"] * 3
     assert rows[3]["instruction"] == "the person's note"

@@ -13,21 +13,12 @@ from pathlib import Path
 import openpyxl
 import pytest
 
-from editforge.cli import main
 from editforge.sheet.journal import Journal, journal_path
 from editforge.sheet.workbook import create_workbook, open_workbook
-from tests.test_synth_run import ONE_OF_EACH, cell_paths, make_workbook, outputs
+from tests.helpers import FAKE_GENERATOR, ONE_OF_EACH, cell_paths, make_workbook, outputs
 
-FAKE = {"EDITFORGE_SYNTH_GENERATOR": "editforge.sheet.fake:make_generator"}
+FAKE = FAKE_GENERATOR
 INPUTS = {"img/r0.png", "img/r1.png", "img\\r2.png"}
-
-
-def cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["editforge", "synth", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
 
 
 def editforge(*args, env=None, **kwargs) -> subprocess.Popen:
@@ -53,8 +44,8 @@ def assert_complete(folder: Path, path: Path, rows: int) -> None:
     (lambda d: (d / "x.csv").write_text("\n\n") and d / "x.csv", [], "no header row"),
     (lambda d: make_workbook(d), ["--columns", "prompt"], "--columns wants key=Header"),
 ])
-def test_bad_workbooks_exit_2_with_one_line(tmp_path, monkeypatch, capsys, make, extra, message):
-    code, out, err = cli(monkeypatch, capsys, make(tmp_path), *extra)
+def test_bad_workbooks_exit_2_with_one_line(tmp_path, make, extra, message, cli):
+    code, out, err = cli("synth", make(tmp_path), *extra)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
@@ -62,43 +53,42 @@ def test_bad_workbooks_exit_2_with_one_line(tmp_path, monkeypatch, capsys, make,
     ("tiny-qwen-image-edit-2509", ["--device", "cuda:99"], "--device cuda:99"),
     ("tiny-qwen-image-edit-2509", ["--lightning", "off", "--steps", "1"], "needs at least 2 steps"),
     ("tiny-qwen-image-edit-2509", ["--max-pixels", "1024"], "--max-pixels is an area in pixels"),
-    ("tiny-qwen-image-edit-2509", ["--dtype", "fp16"], "--dtype must be bf16 or fp32"),
+    ("tiny-qwen-image-edit-2509", ["--dtype", "fp16"], "'--dtype': 'fp16' is not one of 'bf16', 'fp32'"),
     ("tiny-qwen-image", [], "synth needs an edit model"),
 ])
-def test_request_errors_stop_before_the_model_loads_and_the_workbook_is_touched(
-        tmp_path, monkeypatch, capsys, unloadable, model, args, message):
+def test_request_errors_stop_before_the_model_loads_and_the_workbook_is_touched(tmp_path, capsys, unloadable, model, args, message, cli):
     path, model = make_workbook(tmp_path), unloadable(model)
     before = sorted(p for p in tmp_path.rglob("*") if "unloadable" not in str(p))
     capsys.readouterr()  # the tiny model's one-time build line
-    code, _, err = cli(monkeypatch, capsys, path, "--model", model, *args)
+    code, _, err = cli("synth", path, "--model", model, *args)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert sorted(p for p in tmp_path.rglob("*") if "unloadable" not in str(p)) == before
 
 
-def test_rows_with_more_inputs_than_the_model_takes_fail_before_it_loads(tmp_path, monkeypatch, capsys, unloadable):
+def test_rows_with_more_inputs_than_the_model_takes_fail_before_it_loads(tmp_path, unloadable, cli):
     """Edit v1 takes one image: a refs-only row with two refs fails with its reason; no row is left to
     generate, so the (unloadable) model is never loaded."""
     path = make_workbook(tmp_path, rows=[[None, "img/r0.png", "img/r1.png", None, "join them", "t", True]])
     model = unloadable("tiny-qwen-image-edit")
-    code, out, err = cli(monkeypatch, capsys, path, "--model", model, "--seed", "1")
+    code, out, err = cli("synth", path, "--model", model, "--seed", "1")
     assert code == 1 and out.strip() == "generated 0, skipped 0, failed 1", err
     assert "row 2: 2 input images; the model takes at most 1" in err
 
 
-def test_workbook_open_in_excel_exits_2_and_writes_nothing(tmp_path, monkeypatch, capsys):
+def test_workbook_open_in_excel_exits_2_and_writes_nothing(tmp_path, cli):
     path = make_workbook(tmp_path)
     (tmp_path / "~$data.xlsx").write_text("")
     before = sorted(tmp_path.iterdir())
-    code, _, err = cli(monkeypatch, capsys, path)
+    code, _, err = cli("synth", path)
     assert code == 2 and "open in Excel" in err and sorted(tmp_path.iterdir()) == before
 
 
-def test_dry_run_and_a_run_with_failures(tmp_path, monkeypatch, capsys):
+def test_dry_run_and_a_run_with_failures(tmp_path, monkeypatch, cli):
     path = make_workbook(tmp_path)
     monkeypatch.setenv("EDITFORGE_SYNTH_GENERATOR", FAKE["EDITFORGE_SYNTH_GENERATOR"])
-    code, out, _ = cli(monkeypatch, capsys, path, "--dry-run")
+    code, out, _ = cli("synth", path, "--dry-run")
     assert code == 0 and "gen_extra_ref  1" in out and not journal_path(path).exists()
-    code, out, err = cli(monkeypatch, capsys, path, "--seed", "3")
+    code, out, err = cli("synth", path, "--seed", "3")
     assert code == 1 and out.strip() == "generated 3, skipped 1, failed 1"
     assert "row 6: raw_image: file not found" in err
 
@@ -116,32 +106,32 @@ def crashing_generator():
     return generate
 
 
-def test_failures_are_listed_in_row_order(tmp_path, monkeypatch, capsys):
+def test_failures_are_listed_in_row_order(tmp_path, monkeypatch, cli):
     """A row that fails while generating (row 2) and one that fails in planning (row 3, a missing input)."""
     path = make_workbook(tmp_path, rows=[["img/r0.png", None, None, None, "crash", "t", True],
                                          ["img/nope.png", None, None, None, "missing input", "t", True],
                                          ["img/r1.png", None, None, None, "crash", "t", True]])
     monkeypatch.setenv("EDITFORGE_SYNTH_GENERATOR", "tests.test_synth_cli:crashing_generator")
-    code, out, err = cli(monkeypatch, capsys, path, "--seed", "1")
+    code, out, err = cli("synth", path, "--seed", "1")
     assert code == 1 and out.strip() == "generated 0, skipped 0, failed 3"
     failed = [line.split(":")[0] for line in err.splitlines() if line.startswith("failed")]
     assert failed == ["failed row 2", "failed row 3", "failed row 4"], err
 
 
-def test_the_first_line_says_where_the_seed_came_from(tmp_path, monkeypatch, capsys):
+def test_the_first_line_says_where_the_seed_came_from(tmp_path, monkeypatch, cli):
     path = make_workbook(tmp_path, rows=[["img/r0.png", None, None, None, "a reference", "t", True]] * 2)
     monkeypatch.setenv("EDITFORGE_SYNTH_GENERATOR", FAKE["EDITFORGE_SYNTH_GENERATOR"])
-    code, _, err = cli(monkeypatch, capsys, path, "--seed", "1", "--max-rows", "1")
+    code, _, err = cli("synth", path, "--seed", "1", "--max-rows", "1")
     assert code == 0 and "seed 1\n" in err and "random" not in err
-    code, _, err = cli(monkeypatch, capsys, path)  # resumed without --seed: the remembered one, not a random one
+    code, _, err = cli("synth", path)  # resumed without --seed: the remembered one, not a random one
     assert code == 0 and "seed 1 (this workbook's seed, remembered in its journal)" in err, err
     other = make_workbook(tmp_path / "other", rows=[["img/r0.png", None, None, None, "a reference", "t", True]])
-    code, _, err = cli(monkeypatch, capsys, other)
+    code, _, err = cli("synth", other)
     assert code == 0 and "(random; --seed " in err and "reproduces it)" in err
 
 
-def test_a_misspelt_columns_header_is_named(tmp_path, monkeypatch, capsys):
-    code, _, err = cli(monkeypatch, capsys, make_workbook(tmp_path), "--columns", "gen_edit_prompt=Promt", "--dry-run")
+def test_a_misspelt_columns_header_is_named(tmp_path, cli):
+    code, _, err = cli("synth", make_workbook(tmp_path), "--columns", "gen_edit_prompt=Promt", "--dry-run")
     assert code == 2 and "--columns gen_edit_prompt=Promt: no header 'Promt' in row 1 of data.xlsx" in err, err
     assert "its headers: raw_image, ref_image_1" in err
 

@@ -19,45 +19,11 @@ from editforge.sheet.fake import fake_generator
 from editforge.sheet.journal import Journal
 from editforge.sheet.synth import SynthOptions, dry_run, synth
 from editforge.sheet.workbook import create_workbook, open_workbook
-
-HEADERS = ["raw_image", "ref_image_1", "ref_image_2", "ref_image_3", "gen_edit_prompt", "instruction", "need_gen"]
-ONE_OF_EACH = [
-    ["img/r0.png", None, None, None, "make a reference", "t", True],            # gen_ref
-    [None, "img/r1.png", "img\\r2.png", None, "make the sample", "t", "yes"],   # gen_raw
-    ["img/r0.png", "img/r1.png", None, None, "one more ref", "t", 1],          # gen_extra_ref
-    ["img/r0.png", None, None, None, "", "t", True],                           # skipped: empty prompt
-    ["img/nope.png", None, None, None, "missing input", "t", True],             # failed: missing file
-    ["img/r0.png", None, None, None, "not wanted", "t", False],                # untouched
-]
-
-
-def make_workbook(folder: Path, rows=ONE_OF_EACH, name: str = "data.xlsx", images: int = 3) -> Path:
-    """A workbook under `folder` with `images` small distinct input pictures in folder/img."""
-    (folder / "img").mkdir(parents=True, exist_ok=True)
-    for i in range(images):
-        rng = np.random.default_rng(100 + i)
-        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / "img" / f"r{i}.png")
-    return create_workbook(folder / name, HEADERS, rows)
-
-
-def run(path: Path, generator=None, **options):
-    return synth(path, lambda: generator or fake_generator(), SynthOptions(**options), show_progress=False)
-
-
-def outputs(folder: Path) -> set[str]:
-    """Every file under the output folders, as cell paths (temp files included: there must be none)."""
-    root = folder / "generated"
-    return {p.relative_to(folder).as_posix() for p in root.rglob("*") if p.is_file()} if root.exists() else set()
-
-
-def cell_paths(path: Path) -> set[str]:
-    book = open_workbook(path)
-    return {str(v) for _, row in book.rows() for k, v in row.items() if k.startswith(("raw", "ref")) and v}
-
+from tests.helpers import ONE_OF_EACH, SYNTH_HEADERS as HEADERS, cell_paths, make_workbook, outputs, run_synth
 
 def test_each_mode_fills_its_cell_and_reports(tmp_path):
     path = make_workbook(tmp_path)
-    summary = run(path, seed=7)
+    summary = run_synth(path, seed=7)
     assert (summary.generated, summary.skipped, summary.failed) == (3, 1, 1)
     assert summary.line() == "generated 3, skipped 1, failed 1" and summary.exit_code == 1
     rows = dict(open_workbook(path).rows())
@@ -80,19 +46,19 @@ def test_each_mode_fills_its_cell_and_reports(tmp_path):
 
 def test_a_second_run_has_nothing_to_do_and_leaves_the_file_alone(tmp_path):
     path = make_workbook(tmp_path)
-    run(path, seed=7)
+    run_synth(path, seed=7)
     before = path.read_bytes()
     calls = []
-    summary = run(path, lambda images, prompt, seed: calls.append(seed), seed=7)
+    summary = run_synth(path, lambda images, prompt, seed: calls.append(seed), seed=7)
     assert calls == [] and summary.generated == 0
     assert path.read_bytes() == before
 
 
 def test_same_seed_same_pictures(tmp_path):
     first = make_workbook(tmp_path / "a")
-    run(first, seed=123)
+    run_synth(first, seed=123)
     second = make_workbook(tmp_path / "b")  # a fresh copy with a fresh journal
-    run(second, seed=123)
+    run_synth(second, seed=123)
     a, b = dict(open_workbook(first).rows()), dict(open_workbook(second).rows())
     for row, column in ((2, "ref_image_1"), (3, "raw_image"), (4, "ref_image_2")):
         assert a[row]["gen_seed"] == b[row]["gen_seed"]
@@ -100,13 +66,13 @@ def test_same_seed_same_pictures(tmp_path):
                   for folder, rows in ((tmp_path / "a", a), (tmp_path / "b", b))]
         assert np.array_equal(*pixels)
     third = make_workbook(tmp_path / "c")
-    run(third, seed=124)
+    run_synth(third, seed=124)
     assert dict(open_workbook(third).rows())[2]["gen_seed"] != a[2]["gen_seed"]
 
 
 def test_without_seed_a_random_one_is_kept_in_the_journal(tmp_path):
     path = make_workbook(tmp_path)
-    summary = run(path)
+    summary = run_synth(path)
     with Journal.for_workbook(path) as journal:
         assert journal.meta("base_seed") == str(summary.base_seed)
 
@@ -123,7 +89,7 @@ def test_quality_gate_retries_with_the_next_seed_then_fails(tmp_path):
             return Image.new("RGB", (64, 64)), {}
         return good(images, prompt, seed)
 
-    summary = run(path, black_first, seed=1, retries=2)
+    summary = run_synth(path, black_first, seed=1, retries=2)
     rows = dict(open_workbook(path).rows())
     ref_seeds = [s for p, s in seeds if p == "make a reference"]
     assert len(ref_seeds) == 2 and ref_seeds[1] == ref_seeds[0] + 1 and rows[2]["gen_seed"] == ref_seeds[1]
@@ -139,7 +105,7 @@ def test_quality_gate_retries_with_the_next_seed_then_fails(tmp_path):
 
 def test_an_unedited_copy_of_the_input_is_caught(tmp_path):
     path = make_workbook(tmp_path, rows=[ONE_OF_EACH[0]])
-    summary = run(path, lambda images, prompt, seed: (images[0].copy(), {}), retries=0)
+    summary = run_synth(path, lambda images, prompt, seed: (images[0].copy(), {}), retries=0)
     assert summary.failed == 1
     assert "unchanged" in dict(open_workbook(path).rows())[2]["gen_status"]
 
@@ -155,7 +121,7 @@ def test_out_of_memory_and_crashes_fail_one_row_not_the_run(tmp_path):
             raise ValueError("shapes do not match\nlong traceback text")
         return good(images, prompt, seed)
 
-    summary = run(path, flaky)
+    summary = run_synth(path, flaky)
     rows = dict(open_workbook(path).rows())
     assert rows[2]["gen_status"].startswith("failed: out of memory")
     assert rows[3]["gen_status"] == "failed: ValueError: shapes do not match"
@@ -170,14 +136,14 @@ def test_a_generator_that_always_crashes_stops_the_run(tmp_path):
         raise RuntimeError("device-side assert triggered")
 
     with pytest.raises(EditForgeError, match="10 rows in a row failed"):
-        run(path, broken)
+        run_synth(path, broken)
     assert dict(open_workbook(path).rows())[2]["gen_status"].startswith("failed: RuntimeError")
 
 
 def test_unreadable_input_fails_its_row(tmp_path):
     path = make_workbook(tmp_path, rows=[ONE_OF_EACH[0], ["img/bad.png", None, None, None, "p", "t", True]])
     (tmp_path / "img" / "bad.png").write_bytes(b"not a png")
-    summary = run(path)
+    summary = run_synth(path)
     rows = dict(open_workbook(path).rows())
     assert rows[3]["gen_status"].startswith("failed: not a readable image")
     assert (summary.generated, summary.failed) == (1, 1)
@@ -188,7 +154,7 @@ def test_excel_lock_means_nothing_is_written(tmp_path):
     (tmp_path / "~$data.xlsx").write_bytes(b"")
     before = path.read_bytes()
     with pytest.raises(EditForgeError, match="open in Excel"):
-        run(path)
+        run_synth(path)
     assert path.read_bytes() == before and outputs(tmp_path) == set()
     assert not (tmp_path / "data.xlsx.journal.sqlite").exists()
 
@@ -196,7 +162,7 @@ def test_excel_lock_means_nothing_is_written(tmp_path):
 def _kill_before_render(path: Path, **options) -> None:
     """Generate and journal, then put back the workbook as it was: a kill just before the render."""
     saved = path.read_bytes()
-    run(path, **options)
+    run_synth(path, **options)
     path.write_bytes(saved)
     with Journal.for_workbook(path) as journal:
         journal.db.execute("UPDATE results SET rendered = 0")
@@ -207,7 +173,7 @@ def test_results_journaled_before_a_kill_are_rendered_not_regenerated(tmp_path):
     _kill_before_render(path, seed=5)
     made = outputs(tmp_path)
     calls = []
-    summary = run(path, lambda *a: calls.append(a), seed=5)
+    summary = run_synth(path, lambda *a: calls.append(a), seed=5)
     assert calls == [] and summary.recovered == 3
     assert outputs(tmp_path) == made == cell_paths(path) - {"img/r0.png", "img/r1.png", "img\\r2.png"}
 
@@ -219,7 +185,7 @@ def test_a_row_changed_since_journaling_is_planned_again(tmp_path):
     book = open_workbook(path)
     book.set(2, "gen_edit_prompt", "a different edit")
     book.save()
-    summary = run(path, seed=5)
+    summary = run_synth(path, seed=5)
     fresh = dict(open_workbook(path).rows())[2]["ref_image_1"]
     assert summary.generated == 1 and summary.recovered == 0
     assert fresh != stale and outputs(tmp_path) == {fresh}  # the stale picture is gone
@@ -237,7 +203,7 @@ def test_a_row_changed_and_changed_back_is_generated_afresh(tmp_path):
         book.save()
         if prompt == "a different edit":
             _kill_before_render(path, seed=5)  # superseded on the next run's reconcile
-    summary = run(path, seed=5)
+    summary = run_synth(path, seed=5)
     assert summary.generated == 1 and summary.exit_code == 0
     row = dict(open_workbook(path).rows())[2]
     assert row["gen_status"] == "done" and outputs(tmp_path) == {row["ref_image_1"]}
@@ -250,7 +216,7 @@ def test_an_image_renamed_but_not_journaled_is_cleaned_up(tmp_path):
         journal.db.execute("UPDATE results SET status = 'running'")
         orphan, = outputs(tmp_path)
     (tmp_path / Path(orphan).parent / f".{Path(orphan).name}.tmp-999").write_bytes(b"half")
-    summary = run(path, seed=5)
+    summary = run_synth(path, seed=5)
     rows = dict(open_workbook(path).rows())
     assert summary.generated == 1 and outputs(tmp_path) == {rows[2]["ref_image_1"]}
     with Journal.for_workbook(path) as journal:
@@ -259,13 +225,13 @@ def test_an_image_renamed_but_not_journaled_is_cleaned_up(tmp_path):
 
 def test_a_row_asked_for_again_gets_a_new_picture(tmp_path):
     path = make_workbook(tmp_path, rows=ONE_OF_EACH[:1])
-    run(path, seed=5)
+    run_synth(path, seed=5)
     first = dict(open_workbook(path).rows())[2]
     book = open_workbook(path)  # the reviewer throws the reference away
     book.set(2, "ref_image_1", None)
     book.set(2, "need_gen", True)
     book.save()
-    run(path, seed=5)
+    run_synth(path, seed=5)
     second = dict(open_workbook(path).rows())[2]
     assert second["gen_status"] == "done" and second["gen_seed"] != first["gen_seed"]
     assert second["ref_image_1"] != first["ref_image_1"]
@@ -273,7 +239,7 @@ def test_a_row_asked_for_again_gets_a_new_picture(tmp_path):
 
 def test_max_rows_and_ctrl_c(tmp_path):
     path = make_workbook(tmp_path, rows=[ONE_OF_EACH[0]] * 6)
-    assert run(path, max_rows=2).generated == 2
+    assert run_synth(path, max_rows=2).generated == 2
     good, calls = fake_generator(), []
 
     def interrupted_on_third(images, prompt, seed):
@@ -282,13 +248,13 @@ def test_max_rows_and_ctrl_c(tmp_path):
             raise KeyboardInterrupt
         return good(images, prompt, seed)
 
-    summary = run(path, interrupted_on_third, save_every_rows=1000, save_every_seconds=1000)
+    summary = run_synth(path, interrupted_on_third, save_every_rows=1000, save_every_seconds=1000)
     assert summary.interrupted and summary.exit_code == 130 and summary.generated == 2
     statuses = [v["gen_status"] for _, v in open_workbook(path).rows()]
     assert statuses.count("done") == 4  # saved at the interrupt
     with Journal.for_workbook(path) as journal:
         assert [r.status for r in journal.results()].count("running") == 1  # the interrupted row
-    assert run(path).generated == 2
+    assert run_synth(path).generated == 2
     assert len(outputs(tmp_path)) == 6 == len(cell_paths(path)) - 1
 
 
@@ -302,7 +268,7 @@ def test_review_updates_recorded_during_a_run_reach_the_workbook(tmp_path):
             journal.record_change("Sheet", row_id, {"review": f"seen {prompt}"}, row=4)
         return good(images, prompt, seed)
 
-    run(path, with_reviewer, save_every_rows=1)
+    run_synth(path, with_reviewer, save_every_rows=1)
     book = open_workbook(path)
     assert book.get(4, "review") == "seen one more ref" and book.row_id(4) == row_id
     assert [book.headers[c] for c in range(8, 12)] == ["editforge_id", "gen_seed", "gen_status", "review"]
@@ -321,7 +287,7 @@ def test_the_run_keeps_formulas_styles_widths_comments_and_other_sheets(tmp_path
     ws.column_dimensions["E"].width = 55
     wb.create_sheet("stats")["B2"] = "=COUNTA(data!A:A)"
     wb.save(path)
-    run(path)
+    run_synth(path)
     wb = openpyxl.load_workbook(path)
     ws = wb.active
     assert ws["H2"].value == "=LEN(E2)" and ws["E2"].font.italic and ws["E2"].comment.text == "careful"
@@ -332,7 +298,7 @@ def test_the_run_keeps_formulas_styles_widths_comments_and_other_sheets(tmp_path
 
 def test_csv_workbooks_work_the_same(tmp_path):
     path = make_workbook(tmp_path, name="data.csv")
-    summary = run(path)
+    summary = run_synth(path)
     assert (summary.generated, summary.skipped, summary.failed) == (3, 1, 1)
     assert "FALSE" in path.read_text() and "generated/ref/" in path.read_text()
 
@@ -348,11 +314,11 @@ def test_dry_run_reports_the_plan_and_writes_nothing(tmp_path):
 
 def test_outputs_go_where_asked_and_must_stay_inside_the_base(tmp_path):
     path = make_workbook(tmp_path, rows=ONE_OF_EACH[:2])
-    run(path, out_raw="made/samples", out_ref="made/refs")
+    run_synth(path, out_raw="made/samples", out_ref="made/refs")
     rows = dict(open_workbook(path).rows())
     assert rows[2]["ref_image_1"].startswith("made/refs/") and rows[3]["raw_image"].startswith("made/samples/")
     with pytest.raises(EditForgeError, match="output folder"):
-        run(make_workbook(tmp_path / "b"), out_raw="../elsewhere")
+        run_synth(make_workbook(tmp_path / "b"), out_raw="../elsewhere")
     shutil.rmtree(tmp_path / "made")
 
 
@@ -367,24 +333,24 @@ def test_a_briefly_held_lock_is_waited_out_a_held_one_refused(tmp_path, monkeypa
     lock = RenderLock(path)
     lock.acquire()
     threading.Timer(0.5, lock.release).start()
-    assert run(path, seed=1).generated == 3
+    assert run_synth(path, seed=1).generated == 3
 
     monkeypatch.setattr(synth_module, "LOCK_WAIT_SECONDS", 0.3)
     with RenderLock(path):
         with pytest.raises(EditForgeError, match="another `editforge synth` is running"):
-            run(path, seed=1)
+            run_synth(path, seed=1)
 
 
 def test_a_regeneration_queued_during_a_killed_run_is_made_by_the_next_run(tmp_path):
     """The review app queues its writes while synth holds the workbook; if that run dies before writing
     them, the next run writes them before it plans, so it redoes the row at once (not one run later)."""
     path = make_workbook(tmp_path, rows=ONE_OF_EACH[:1])
-    run(path, seed=5)
+    run_synth(path, seed=5)
     first = dict(open_workbook(path).rows())[2]["ref_image_1"]
     with Journal.for_workbook(path) as journal:  # what `review` records for "regenerate"
         book = open_workbook(path)
         journal.record_change(book.sheet, book.row_id(2), {"ref_image_1": None, "need_gen": True}, row=2)
-    summary = run(path, seed=5)
+    summary = run_synth(path, seed=5)
     row = dict(open_workbook(path).rows())[2]
     assert summary.generated == 1 and row["ref_image_1"] not in (None, first) and row["need_gen"] is False
 
@@ -411,18 +377,18 @@ def test_rows_failing_their_own_input_check_neither_stop_the_run_nor_come_back(t
             + [[f"img/r{i % 3}.png", None, None, None, f"good {i}", "t", True] for i in range(5)])
     path = make_workbook(tmp_path, rows=rows)
     generator = CheckedGenerator()
-    summary = run(path, generator, seed=1)
+    summary = run_synth(path, generator, seed=1)
     assert (summary.generated, summary.failed) == (5, 12)  # twelve failures in a row, and no stop
     assert generator.made == [f"good {i}" for i in range(5)]  # no model work for a prompt the check refused
     assert dict(open_workbook(path).rows())[2]["gen_status"] == "failed: the prompt is 5001 words; this model reads at most 50"
     again = CheckedGenerator()
-    summary = run(path, again, seed=1)  # nothing changed: the failed rows are not tried again
+    summary = run_synth(path, again, seed=1)  # nothing changed: the failed rows are not tried again
     assert again.checked == [] and (summary.generated, summary.failed, summary.failed_before) == (0, 0, 12)
-    assert "+12 failed in an earlier run, not retried: --retry-failed" in summary.line() and summary.exit_code == 1
+    assert "+12 failed in an earlier run, not retried: `retry_failed=True`" in summary.line() and summary.exit_code == 1
     Image.new("RGB", (32, 32), (9, 9, 9)).save(tmp_path / "img" / "r0.png")  # new inputs for rows 2, 5, 8, 11
-    summary = run(path, again, seed=1)
+    summary = run_synth(path, again, seed=1)
     assert len(again.checked) == 4 and summary.failed_before == 8
-    summary = run(path, again, seed=1, retry_failed=True)
+    summary = run_synth(path, again, seed=1, retry_failed=True)
     assert len(again.checked) == 4 + 12 and summary.failed == 12 and summary.failed_before == 0
 
 
@@ -433,5 +399,5 @@ def test_systemic_failures_stop_the_run_whatever_input_failures_come_between(tmp
     generator = CheckedGenerator()
     generator.good = lambda images, prompt, seed: (_ for _ in ()).throw(RuntimeError("CUDA error: device lost"))
     with pytest.raises(EditForgeError, match="10 rows in a row failed; last: RuntimeError: CUDA error"):
-        run(path, generator)
+        run_synth(path, generator)
     assert len(generator.made) == 10  # the input failures in between did not reset the count

@@ -5,7 +5,7 @@ import torch
 from editforge.models.text_encoder import fix_mrope_positions, mm_token_type_ids
 from editforge.models.tiny import build_tiny_pipeline
 from editforge.models.registry import FAMILIES
-from tests.conftest import noise_image
+from tests.helpers import noise_image
 
 
 def _inputs(pipe):

@@ -9,19 +9,20 @@ import torch
 
 import editforge
 from editforge.inference.call import call_arguments, run_call
+from editforge.inference.options import GenerationOptions
 from editforge.inference.sizes import default_size
-from editforge.models.registry import family_of
+from editforge.models.info import family_of, model_info
 from editforge.train.cache import build_cache, encode_sample
 from editforge.train.objective import collate, pack, transformer_inputs
-from tests.conftest import noise_image
+from tests.helpers import noise_image
 
-AREAS = {"tiny-qwen-image-edit-2509": (64 * 64, 56 * 56), "tiny-qwen-image-edit": (64 * 64, None),
-         "tiny-qwen-image": (64 * 64, None)}
+AREAS = {"tiny-qwen-image-edit-2509": (64 * 64, 56 * 56), "tiny-qwen-image-edit-2511": (64 * 64, 56 * 56),
+         "tiny-qwen-image-edit": (64 * 64, None), "tiny-qwen-image": (64 * 64, None)}
 
 
 # Shapes that stay non-square at 64x64 pixels (sides are multiples of 32), so a swapped height/width shows.
-CONTROL_SIZES = {"tiny-qwen-image-edit-2509": [(128, 64), (48, 96)], "tiny-qwen-image-edit": [(128, 64)],
-                 "tiny-qwen-image": []}
+CONTROL_SIZES = {"tiny-qwen-image-edit-2509": [(128, 64), (48, 96)], "tiny-qwen-image-edit-2511": [(128, 64), (48, 96)],
+                 "tiny-qwen-image-edit": [(128, 64)], "tiny-qwen-image": []}
 # Over 512 tokens: Qwen-Image's pipeline call keeps 512 of them (its max_sequence_length); the Edit pipelines all.
 LONG_PROMPT = "make the sky red and the grass blue, " * 100
 
@@ -61,9 +62,10 @@ def test_training_feeds_the_transformer_what_the_pipeline_feeds_it(model):
     hook = pipe.transformer.register_forward_hook(oracle, with_kwargs=True)
     latents = []
     try:
-        arguments = call_arguments(family, controls, LONG_PROMPT, negative=None, cfg=1.0, steps=3, size=size, seed=0)
-        image = run_call(pipe, {**arguments, "callback_on_step_end": last_latents}, max_pixels=max_pixels,
-                         condition_pixels=condition_pixels)
+        options = GenerationOptions(steps=3, cfg=1.0, max_pixels=max_pixels,
+                                    condition_pixels=condition_pixels).resolved(model_info(pipe))
+        arguments = call_arguments(family, controls, LONG_PROMPT, options, size=size, seed=0)
+        image = run_call(pipe, {**arguments, "callback_on_step_end": last_latents}, options)
     finally:
         hook.remove()
 
@@ -141,12 +143,60 @@ def test_the_prompt_token_limit_is_part_of_the_cache_key(monkeypatch):
     """A cache written under another token limit (e.g. the 1024 tokens of older EditForge) is never reused."""
     import dataclasses
 
-    from editforge.models import registry
+    from editforge.models.info import ATTRIBUTE
     from editforge.train.cache import settings_fingerprint
 
     pipe = editforge.load_pipeline("tiny-qwen-image", device="cpu")
     before = settings_fingerprint(pipe, 64 * 64, None)
-    family = registry.FAMILY_BY_PIPELINE["QwenImagePipeline"]
-    monkeypatch.setitem(registry.FAMILY_BY_PIPELINE, "QwenImagePipeline",
-                        dataclasses.replace(family, prompt_max_tokens=1024))
+    info = model_info(pipe)
+    monkeypatch.setattr(pipe, ATTRIBUTE, dataclasses.replace(
+        info, family=dataclasses.replace(info.family, prompt_max_tokens=1024)))
     assert settings_fingerprint(pipe, 64 * 64, None) != before
+
+
+@pytest.mark.parametrize("model", ["tiny-qwen-image-edit-2511", "tiny-qwen-image-edit-2509"])
+def test_2511_condition_tokens_get_timestep_0_in_training_as_in_generation(model):
+    """Edit-2511's transformer (`zero_cond_t`) modulates the control tokens with timestep 0 and the target tokens
+    with the step's: what the blocks get (the timesteps embedded, which tokens count as conditions) is the same
+    when training builds the input as when the pipeline generates. Edit-2509 has no such split."""
+    from editforge.train.objective import flow_matching_loss
+
+    pipe = editforge.load_pipeline(model, device="cpu")
+    transformer = pipe.transformer
+    # 16 tokens, then 12: the token counts tell the target (12, the last control's ratio) from the controls
+    controls = [noise_image(64, 64, seed=1), noise_image(48, 96, seed=2)]
+    batch = collate([encode_sample(pipe, noise_image(48, 96, seed=3), controls, "join them", 64 * 64, 56 * 56)],
+                    "cpu", torch.float32)
+    n_target = batch["target"].shape[2] * batch["target"].shape[3] // 4
+    seen = []  # (timesteps embedded, modulate_index) per transformer call
+
+    def embedded(module, args):
+        seen.append([args[0].clone()])
+
+    def block(module, args, kwargs):
+        index = kwargs["modulate_index"]
+        seen[-1].append(None if index is None else index.clone())
+
+    hooks = [transformer.time_text_embed.register_forward_pre_hook(embedded),
+             transformer.transformer_blocks[0].register_forward_pre_hook(block, with_kwargs=True)]
+    try:
+        options = GenerationOptions(steps=2, cfg=1.0).resolved(model_info(pipe))
+        size = default_size(options.max_pixels, [c.size for c in controls])
+        run_call(pipe, call_arguments(family_of(pipe), controls, "join them", options, size=size, seed=0), options)
+        generation = seen[0]  # the first step, at sigma 1
+        seen.clear()
+        with torch.no_grad():
+            flow_matching_loss(transformer, batch, torch.tensor([1.0]), torch.randn_like(batch["target"]))
+        training = seen[0]
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+    assert torch.equal(training[0], generation[0])
+    if family_of(pipe).transformer_config.get("zero_cond_t"):
+        assert training[0].tolist() == [1.0, 0.0]  # the step's timestep for the target, 0 for the conditions
+        index = training[1][0].tolist()
+        assert index == [0] * n_target + [1] * (len(index) - n_target) and len(index) > n_target
+        assert torch.equal(training[1], generation[1])
+    else:
+        assert training[0].tolist() == [1.0] and training[1] is None and generation[1] is None

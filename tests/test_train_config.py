@@ -165,14 +165,12 @@ def test_paths_and_previews_are_checked_before_the_model_loads(tmp_path, make_im
     assert not (tmp_path / "out").exists()
 
 
-def test_the_print_config_placeholders_stop_before_anything_loads(tmp_path, unloadable, monkeypatch, capsys):
+def test_the_print_config_placeholders_stop_before_anything_loads(tmp_path, unloadable, cli):
     """`--print-config > run.yaml` and a run without editing it: the placeholder dataset is named, with its path."""
-    from tests.test_cli_generate import in_process
-
-    code, printed, _ = in_process(monkeypatch, capsys, tmp_path, "train", "--print-config")
+    code, printed, _ = cli("train", "--print-config")
     assert code == 0
     (tmp_path / "run.yaml").write_text(printed)
-    code, _, err = in_process(monkeypatch, capsys, tmp_path, "train", "run.yaml", "--set",
+    code, _, err = cli("train", "run.yaml", "--set",
                               f"model={unloadable('tiny-qwen-image-edit-2509')}", "--set", "train.mixed_precision=no")
     assert code == 2 and "Traceback" not in err, err
     assert f"data.source: not found: {tmp_path}/data/metadata.csv" in err

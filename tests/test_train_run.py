@@ -23,7 +23,7 @@ from editforge.train import TrainingDiverged, train
 from editforge.train.config import DEFAULT_TARGET_MODULES, validate
 from editforge.train.logs import read_metrics
 from editforge.train.validation import LABEL_HEIGHT
-from tests.conftest import noise_image
+from tests.helpers import noise_image, write_image, write_samples
 from tests.standins import hopper_with_flash_attention  # noqa: F401  (a fixture)
 
 MODEL = "tiny-qwen-image-edit-2509"
@@ -40,25 +40,6 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def write_image(root: Path, name: str, w: int, h: int, seed: int) -> str:
-    noise_image(w, h, seed).save(root / name)
-    return str(root / name)
-
-
-def write_samples(root: Path) -> list[dict]:
-    """Three config samples (1 control, 2 controls, none) with their noise images written under `root`."""
-
-    def img(name, w, h, seed):
-        return write_image(root, name, w, h, seed)
-
-    return [
-        {"target": img("t0.png", 64, 32, 0), "controls": [img("c0.png", 64, 32, 1)], "instruction": "make the sky red"},
-        {"target": img("t1.png", 64, 32, 2), "controls": [img("c1.png", 64, 32, 3), img("r1.png", 32, 32, 4)],
-         "instruction": "put picture 2 in picture 1"},
-        {"target": img("t2.png", 32, 32, 5), "instruction": "a cat"},
-    ]
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """Three samples (1 control, 2 controls, none), a corrupt one, and their files."""
@@ -67,8 +48,8 @@ def data(tmp_path_factory):
     (root / "bad.png").write_bytes(b"\x89PNG\r\n not really")
     corrupt = {"target": str(root / "bad.png"), "controls": [samples[0]["controls"][0]], "instruction": "broken"}
     # Same shapes as sample 0, another prompt length: shares its bucket, so batches mix the two (text padded).
-    same_bucket = {"target": write_image(root, "t3.png", 64, 32, 6),
-                   "controls": [write_image(root, "c3.png", 64, 32, 7)],
+    same_bucket = {"target": str(write_image(root / "t3.png", 6, (64, 32))),
+                   "controls": [str(write_image(root / "c3.png", 7, (64, 32)))],
                    "instruction": "make the sky red and the grass a deep shade of blue"}
     return {"root": root, "samples": samples, "corrupt": corrupt, "same_bucket": same_bucket}
 
@@ -268,7 +249,7 @@ def test_a_failing_save_leaves_the_previous_checkpoint_as_latest(data, tmp_path,
     assert [p.name for p in checkpoint.checkpoints(root)] == ["step-000002"]
     assert checkpoint.resolve_resume(root, "latest").name == "step-000002"
     monkeypatch.undo()
-    with pytest.raises(EditForgeError, match="already holds checkpoints.*--resume latest"):
+    with pytest.raises(EditForgeError, match="already holds checkpoints.*`resume=latest`"):
         train(validate(raw))  # a fresh start must not mix with the old run's checkpoints
     assert train(validate(raw), resume="latest").start_step == 2
 
@@ -284,6 +265,7 @@ def cli(*args, env_extra=None, **kwargs):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume_latest_matches_an_uninterrupted_run(data, tmp_path):
     steps = 30  # with accumulation and a warmup + cosine schedule, whose positions must survive the kill too
     sections = dict(train={"steps": steps, "gradient_accumulation": 2, "lr_scheduler": "cosine", "warmup_steps": 5},
@@ -311,6 +293,7 @@ def test_kill_9_then_resume_latest_matches_an_uninterrupted_run(data, tmp_path):
     np.testing.assert_allclose([r["lr"] for r in metrics][:5], [2e-4, 4e-4, 6e-4, 8e-4, 1e-3], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_two_process_accelerate_launch_on_cpu(data, tmp_path):
     out = tmp_path / "ddp"
     path = write_config(tmp_path / "ddp.yaml", config(out, data, data={"cache_dir": str(tmp_path / "cache")},

@@ -7,9 +7,10 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from editforge.errors import EditForgeError
+from editforge.sheet.schema import INSTRUCTION_COLUMNS, NEED_GEN, PROMPT, RAW_IMAGE, REF_KEYS
 from editforge.sheet.workbook import create_workbook
 
-HEADERS = ["raw_image", "ref_image_1", "ref_image_2", "ref_image_3", "gen_edit_prompt", "edit_prompt", "need_gen"]
+HEADERS = [RAW_IMAGE, *REF_KEYS, PROMPT, INSTRUCTION_COLUMNS[0], NEED_GEN]
 
 
 def _picture(path: Path, color: tuple[int, int, int], shape: str) -> str:

@@ -60,7 +60,7 @@ class PathPolicy:
             if full.startswith(prefix + "/"):
                 return full[len(prefix) + 1:]
         if not self.allow_outside:
-            raise BadPath(f"path leaves the base dir {self.base} (use --allow-outside): {text}")
+            raise BadPath(f"path leaves the base dir {self.base} (use `allow_outside=True`): {text}")
         return full
 
     def resolve(self, value: Any) -> tuple[Path, str]:
@@ -68,7 +68,7 @@ class PathPolicy:
         key = self.key(value)
         path = self.base / key  # an absolute key replaces the base
         if not self.allow_outside and not self.inside(path):
-            raise BadPath(f"path leaves the base dir {self.base} through a symlink (use --allow-outside): "
+            raise BadPath(f"path leaves the base dir {self.base} through a symlink (use `allow_outside=True`): "
                           f"{_text(value)}")
         return path, key
 

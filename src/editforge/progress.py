@@ -1,34 +1,31 @@
-"""One look for every long-running loop: a rich progress bar with count, rate and ETA."""
+"""How long work reports itself: one small interface that the library calls and the CLI renders.
+
+Synth, `dataset check`, training (caching, then steps) and batch generation take a `Progress` and call
+
+    progress.start("synth", total=120, unit="img")   # a phase: a bar of its own
+    progress.advance()                               # one more done (n=..., description=... to relabel)
+    progress.note("workbook not saved: ...")          # one line for the person watching
+
+`Progress()` itself shows nothing and sends notes to the `editforge` logger: what a library caller gets
+unless it passes its own. The command line renders it with rich (`editforge.cli.progress.RichProgress`).
+"""
 
 from __future__ import annotations
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
-from rich.text import Text
+import logging
+
+log = logging.getLogger("editforge")
 
 
-class RateColumn(ProgressColumn):
-    """Items per second (or per minute, for slow items like generated images)."""
+class Progress:
+    def start(self, description: str, total: int, *, unit: str = "it", per_minute: bool = False,
+              completed: int = 0) -> None:
+        """A new phase of `total` items (`completed` of them done already, e.g. when resuming);
+        `per_minute` for slow items such as generated images."""
 
-    def __init__(self, unit: str, per_minute: bool = False):
-        super().__init__()
-        self.unit = unit + ("/min" if per_minute else "/s")
-        self.factor = 60.0 if per_minute else 1.0
+    def advance(self, n: int = 1, *, description: str | None = None) -> None:
+        """`n` more items of the current phase are done; `description` relabels it (e.g. with the loss)."""
 
-    def render(self, task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text("–" if speed is None else f"{speed * self.factor:.1f} {self.unit}", style="cyan")
-
-
-def progress_bar(unit: str = "it", *, per_minute: bool = False, console: Console | None = None,
-                 enabled: bool = True) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        RateColumn(unit, per_minute),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=console or Console(stderr=True),
-        disable=not enabled,
-    )
+    def note(self, text: str) -> None:
+        """A line of news: where a run's seed came from, a save that has to wait."""
+        log.info("%s", text)

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import torch
 
+from editforge.models.registry import FAMILIES, TINY_PREFIX, Family
+
+DEFAULT_FAMILY = "qwen-image-edit-2509"
 FULL_TRANSFORMER = dict(
     patch_size=2, in_channels=64, out_channels=16, num_layers=60, attention_head_dim=128,
     num_attention_heads=24, joint_attention_dim=3584, guidance_embeds=False, axes_dims_rope=(16, 56, 56),
@@ -52,10 +55,11 @@ def _empty(build):
         return build()
 
 
-def full_transformer(device: str | None = None, dtype=torch.bfloat16):
+def full_transformer(device: str | None = None, dtype=torch.bfloat16, family: Family = FAMILIES[DEFAULT_FAMILY]):
+    """The family's transformer at full size (with its distinguishing config, e.g. Edit-2511's `zero_cond_t`)."""
     from diffusers import QwenImageTransformer2DModel
 
-    model = _empty(lambda: QwenImageTransformer2DModel(**FULL_TRANSFORMER))
+    model = _empty(lambda: QwenImageTransformer2DModel(**FULL_TRANSFORMER, **family.transformer_config))
     return model if device is None else _materialise(model, device, dtype, seed=0)
 
 
@@ -84,23 +88,23 @@ def full_text_encoder(tokenizer, device: str | None = None, dtype=torch.bfloat16
     return model if device is None else _materialise(model, device, dtype, seed=2)
 
 
-def build_pipeline(size: str, device: str, dtype: torch.dtype):
-    """A Qwen-Image-Edit-2509 pipeline of `size` ("tiny" or "full") with random weights on `device`."""
+def build_pipeline(size: str, device: str, dtype: torch.dtype, family: Family = FAMILIES[DEFAULT_FAMILY]):
+    """An edit pipeline of `family` and `size` ("tiny" or "full") with random weights on `device`."""
     import diffusers
 
     if size == "tiny":
         from editforge.models.loading import load_pipeline
 
         # the plain pipeline: each benchmark configuration applies its own speed-ups
-        return load_pipeline("tiny-qwen-image-edit-2509", device=device, dtype=dtype, attention=None,
+        return load_pipeline(TINY_PREFIX + family.name, device=device, dtype=dtype, attention=None,
                              reuse_embeddings=False)
     from editforge.models.text_encoder import allow_processor_without_video, fix_mrope_positions
     from editforge.models.tiny import build_processor, build_tokenizer
 
     allow_processor_without_video()
     tokenizer = build_tokenizer()
-    pipe = diffusers.QwenImageEditPlusPipeline(
-        transformer=full_transformer(device, dtype),
+    pipe = getattr(diffusers, family.pipeline_class)(
+        transformer=full_transformer(device, dtype, family),
         vae=full_vae(device, dtype),
         text_encoder=full_text_encoder(tokenizer, device, dtype),
         tokenizer=tokenizer,

@@ -6,7 +6,8 @@ Configurations, each on a freshly built transformer (shared text encoder and VAE
 - bf16-fused:  diffusers with the LoRA fused into bf16 weights, default attention, no compile
 - fast:        EditForge's fast path: fused, best attention backend, regional torch.compile (GPU)
 - fast-fp8:    the fast path on an fp8 (torchao) transformer
-Workloads: Edit-2509 at 1024x1024 (tiny: 64x64) with 1 and 2 references, 8 and 4 Lightning steps.
+Workloads: an EditPlus model (`--family`, Edit-2509 by default) at 1024x1024 (tiny: 64x64) with 1 and 2
+references, 8 and 4 Lightning steps.
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from editforge.benchmark.architectures import build_pipeline, full_transformer
+from editforge.benchmark.architectures import DEFAULT_FAMILY, build_pipeline, full_transformer
 from editforge.benchmark.timing import StageTimer, matmul_rate, peak_memory
 from editforge.inference.generate import generate
 from editforge.models.lora import LoraSpec, activate_and_fuse, load_lora
 from editforge.models.loading import quantize_transformer
+from editforge.models.registry import FAMILIES, Family
 from editforge.models.speed import apply_fast_path
 
 CONFIGS = ("seed", "bf16-fused", "fast", "fast-fp8")
@@ -65,19 +67,17 @@ def random_lightning_lora(transformer, path, rank: int = LIGHTNING_RANK) -> None
     save_file(tensors, str(path))
 
 
-def prepare(pipe, config: str, size: str, device: str, dtype, lora_path) -> dict:
+def prepare(pipe, config: str, size: str, device: str, dtype, lora_path, family: Family) -> dict:
     """Put a fresh transformer into `pipe` and set it up as `config` says; returns notes for the table."""
     if size == "full":
         pipe.transformer = None
         gc.collect()
         torch.cuda.empty_cache()
-        pipe.transformer = full_transformer(device, dtype)
+        pipe.transformer = full_transformer(device, dtype, family)
     else:
-        from diffusers import QwenImageTransformer2DModel
-        from editforge.models.tiny import tiny_model_dir
+        from editforge.benchmark.train import tiny_transformer
 
-        pipe.transformer = QwenImageTransformer2DModel.from_pretrained(
-            tiny_model_dir("tiny-qwen-image-edit-2509"), subfolder="transformer", dtype=dtype).to(device)
+        pipe.transformer = tiny_transformer(family, dtype).to(device)
     load_lora(pipe, LoraSpec(Path(lora_path)), "lightning")
     activate_and_fuse(pipe, {"lightning": 1.0}, fuse=config != "seed")
     notes: dict = {}
@@ -93,21 +93,22 @@ def prepare(pipe, config: str, size: str, device: str, dtype, lora_path) -> dict
     return notes
 
 
-def run(size: str = "tiny", *, device: str | None = None, reps: int | None = None,
+def run(size: str = "tiny", *, family: str = DEFAULT_FAMILY, device: str | None = None, reps: int | None = None,
         configs=CONFIGS, workloads=((1, 8), (1, 4), (2, 8), (2, 4))) -> dict:
     import tempfile
 
+    family = FAMILIES[family]
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if size == "full" and not device.startswith("cuda"):
         from editforge.errors import EditForgeError
 
-        raise EditForgeError("--size full builds the 20B transformer and the 7B text encoder: it needs a CUDA GPU "
-                             "with 80 GB; use --size tiny here")
+        raise EditForgeError("`size=full` builds the 20B transformer and the 7B text encoder: it needs a CUDA GPU "
+                             "with 80 GB; use `size=tiny` here")
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     reps = reps or (3 if size == "full" else 2)
     sizes = SIZES[size]
     rate = matmul_rate(device, dtype)
-    pipe = build_pipeline(size, device, dtype)
+    pipe = build_pipeline(size, device, dtype, family)
     side = int(sizes["max_pixels"] ** 0.5)
     references = [Image.fromarray(np.random.default_rng(i).integers(0, 256, (side, side, 3), dtype=np.uint8))
                   for i in range(2)]
@@ -115,9 +116,9 @@ def run(size: str = "tiny", *, device: str | None = None, reps: int | None = Non
     outputs: dict[str, np.ndarray] = {}
     with tempfile.TemporaryDirectory() as tmp:
         lora_path = f"{tmp}/lightning.safetensors"
-        random_lightning_lora(full_transformer() if size == "full" else pipe.transformer, lora_path)
+        random_lightning_lora(full_transformer(family=family) if size == "full" else pipe.transformer, lora_path)
         for config in configs:
-            notes = prepare(pipe, config, size, device, dtype, lora_path)
+            notes = prepare(pipe, config, size, device, dtype, lora_path, family)
             timer = StageTimer(pipe, device)
             for refs, steps in workloads:
                 images = references[:refs]
@@ -147,7 +148,7 @@ def run(size: str = "tiny", *, device: str | None = None, reps: int | None = Non
     pixel_diff = None
     if "fast-fp8" in outputs and "fast" in outputs:
         pixel_diff = float(np.abs(outputs["fast-fp8"] - outputs["fast"]).mean())
-    return {"kind": "infer", "size": size, "device": _device_name(device), "dtype": str(dtype),
+    return {"kind": "infer", "size": size, "family": family.name, "device": _device_name(device), "dtype": str(dtype),
             "matmul_tflops": rate / 1e12, "fp8_mean_abs_pixel_diff": pixel_diff,
             "rows": [asdict(r) for r in rows]}
 

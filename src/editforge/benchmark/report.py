@@ -41,7 +41,8 @@ def columns_and_rows(result: dict) -> tuple[list[str], list[list[str]]]:
 def title(result: dict) -> str:
     extra = f", fp8 vs bf16 mean |Δpixel| {result['fp8_mean_abs_pixel_diff']:.2f}/255" \
         if result.get("fp8_mean_abs_pixel_diff") is not None else ""
-    return (f"{result['kind']} · {result['size']} · {result['device']} · {result['dtype']} · "
+    family = f" · {result['family']}" if result.get("family") else ""
+    return (f"{result['kind']} · {result['size']}{family} · {result['device']} · {result['dtype']} · "
             f"matmul {result['matmul_tflops']:.3g} TFLOP/s{extra}")
 
 

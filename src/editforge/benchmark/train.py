@@ -1,5 +1,5 @@
-"""Training benchmark: LoRA rank 32 on the Qwen-Image transformer, gradient checkpointing, Edit-2509 with
-one control image, at 512x512 and 1024x1024 (tiny: 32 and 64), bf16 base and int8 (quanto) base.
+"""Training benchmark: LoRA rank 32 on an edit model's transformer (`--family`, Edit-2509 by default), gradient
+checkpointing, one control image, at 512x512 and 1024x1024 (tiny: 32 and 64), bf16 base and int8 (quanto) base.
 
 Builds and steps the model with `editforge train`'s own functions (`editforge.train.step`: the same frozen,
 quantized base, LoRA, attention backend, accelerate setup and optimizer step), on synthetic latents: the
@@ -15,8 +15,9 @@ from types import SimpleNamespace
 
 import torch
 
-from editforge.benchmark.architectures import full_transformer
+from editforge.benchmark.architectures import DEFAULT_FAMILY, full_transformer
 from editforge.benchmark.timing import matmul_rate, peak_memory, synchronize, transformer_flops
+from editforge.models.registry import FAMILIES, TINY_PREFIX, Family
 from editforge.train.config import LoraConfig, TrainConfig
 from editforge.train.step import make_accelerator, make_optimizer, optimizer_step, prepare_model
 
@@ -38,43 +39,50 @@ class TrainRow:
     matmul_fraction: float
 
 
-def _transformer(size: str, device: str, dtype):
-    if size == "full":
-        return full_transformer(device, dtype)
+def tiny_transformer(family: Family, dtype):
+    """A fresh copy of the family's tiny transformer (on the CPU)."""
     from diffusers import QwenImageTransformer2DModel
 
     from editforge.models.tiny import tiny_model_dir
 
-    return QwenImageTransformer2DModel.from_pretrained(tiny_model_dir("tiny-qwen-image-edit-2509"),
-                                                       subfolder="transformer", dtype=dtype).to(device)
+    return QwenImageTransformer2DModel.from_pretrained(tiny_model_dir(TINY_PREFIX + family.name),
+                                                       subfolder="transformer", dtype=dtype)
 
 
-def run(size: str = "tiny", *, device: str | None = None, steps: int | None = None,
+def _transformer(size: str, device: str, dtype, family: Family):
+    return full_transformer(device, dtype, family) if size == "full" else tiny_transformer(family, dtype).to(device)
+
+
+def run(size: str = "tiny", *, family: str = DEFAULT_FAMILY, device: str | None = None, steps: int | None = None,
         bases=("unquantized", "int8")) -> dict:
     from editforge.benchmark.infer import _device_name
 
+    family = FAMILIES[family]
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if size == "full" and not device.startswith("cuda"):
         from editforge.errors import EditForgeError
 
-        raise EditForgeError("--size full trains the 20B transformer: it needs a CUDA GPU; use --size tiny here")
+        raise EditForgeError("`size=full` trains the 20B transformer: it needs a CUDA GPU; use `size=tiny` here")
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     steps = steps or (5 if size == "full" else 2)
     rate = matmul_rate(device, dtype)
     rows = []
     for base in bases:
         for resolution in RESOLUTIONS[size]:
-            rows.append(measure(size, base, resolution, device=device, dtype=dtype, steps=steps, rate=rate))
+            rows.append(measure(size, base, resolution, device=device, dtype=dtype, steps=steps, rate=rate,
+                                family=family))
             gc.collect()  # the 20B transformer of one measurement must be gone before the next is built
             if device.startswith("cuda"):
                 torch.cuda.empty_cache()
-    return {"kind": "train", "size": size, "device": _device_name(device), "dtype": str(dtype), "rank": RANK,
+    return {"kind": "train", "size": size, "family": family.name, "device": _device_name(device), "dtype": str(dtype),
+            "rank": RANK,
             "matmul_tflops": rate / 1e12, "rows": [asdict(r) for r in rows]}
 
 
-def measure(size: str, base: str, resolution: int, *, device: str, dtype, steps: int, rate: float) -> TrainRow:
+def measure(size: str, base: str, resolution: int, *, device: str, dtype, steps: int, rate: float,
+            family: Family = FAMILIES[DEFAULT_FAMILY]) -> TrainRow:
     """Median seconds of one optimizer step (batch 1: a target and one control) after a warm-up step."""
-    transformer = _transformer(size, device, dtype)
+    transformer = _transformer(size, device, dtype, family)
     train_config = TrainConfig(mixed_precision="bf16" if dtype == torch.bfloat16 else "no",
                                quantize=None if base == "unquantized" else base)
     accelerator = make_accelerator(train_config.mixed_precision)

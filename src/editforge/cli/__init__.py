@@ -6,9 +6,11 @@ import os
 import sys
 
 import typer
+from typer._click import exceptions as click_errors  # typer 0.29 carries its own click
 from rich.console import Console
 from rich.markup import escape
 
+from editforge.cli.flags import for_cli
 from editforge.errors import EditForgeError
 
 app = typer.Typer(
@@ -57,8 +59,19 @@ def _quiet_third_party_logs() -> None:
 def main() -> None:
     _quiet_third_party_logs()
     try:
-        app()
+        code = app(standalone_mode=False)
+    except click_errors.NoArgsIsHelpError as exc:  # `editforge dataset`: typer has printed its help
+        code = exc.exit_code
+    except click_errors.UsageError as exc:  # a bad flag or value: one line too, naming the flag
+        _error(" ".join(exc.format_message().replace("Value error, ", "").split()))
     except EditForgeError as exc:
-        # the message is text, not markup: a path like `style.safetensors:abc:` must not become an emoji
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True, emoji=False)
-        sys.exit(2)
+        _error(for_cli(str(exc)))
+    except typer.Abort:
+        code = 1
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _error(message: str) -> None:
+    # the message is text, not markup: a path like `style.safetensors:abc:` must not become an emoji
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True, emoji=False)
+    sys.exit(2)

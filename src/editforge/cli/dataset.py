@@ -9,9 +9,14 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from editforge.cli import app
+from editforge.cli.flags import for_cli
+from editforge.cli.options import EditFamilyName, FamilyName, choices, value
+from editforge.dataset.formats import EXPORT_FORMATS, SOURCE_FORMATS
+from editforge.models.registry import EDIT_FAMILIES, FAMILIES, count_text
 
 dataset_app = typer.Typer(
     help="Check, export and import edit datasets: synth workbooks, DiffSynth, musubi, HF parquet, folders.",
@@ -23,9 +28,16 @@ out_console = Console(highlight=False, soft_wrap=True)  # a long path wraps wher
 err_console = Console(stderr=True, highlight=False)
 EXAMPLES = 3  # issues shown per kind in the human report
 
+SourceFormatName = choices("SourceFormatName", SOURCE_FORMATS)
+ExportFormatName = choices("ExportFormatName", EXPORT_FORMATS)
+
+
+def _controls_help(names) -> str:
+    return "; ".join(f"{name}: {count_text(FAMILIES[name].training_image_counts, 'control')}" for name in names)
+
+
 Source = Annotated[Path, typer.Argument(help="workbook, metadata file, JSONL, parquet, or dataset folder")]
-SourceFormat = Annotated[Optional[str], typer.Option(
-    "--source-format", help="workbook, diffsynth, musubi, hf or folders (default: detected)")]
+SourceFormat = Annotated[Optional[SourceFormatName], typer.Option("--source-format", help="default: detected")]
 TargetColumn = Annotated[Optional[str], typer.Option(
     "--target-column", help="column (folder, for a folder layout) with the target image")]
 ControlColumns = Annotated[Optional[str], typer.Option(
@@ -46,16 +58,18 @@ def _load(src, source_format, target_column, control_columns, instruction_column
 
     controls = tuple(c.strip() for c in control_columns.split(",") if c.strip()) if control_columns else None
     columns = Columns(target=target_column, controls=controls, instruction=instruction_column)
-    return load_samples(src, source_format=source_format, columns=columns, base_dir=base_dir, sheet=sheet,
-                        only_accepted=only_accepted, allow_outside=allow_outside)
+    return load_samples(src, source_format=value(source_format),
+                        columns=columns, base_dir=base_dir, sheet=sheet, only_accepted=only_accepted,
+                        allow_outside=allow_outside)
 
 
 def _print_skipped(skipped: list[tuple[str, str]], what: str) -> None:
     if not skipped:
         return
     reasons = Counter(reason.split(":")[0] for _, reason in skipped)
-    err_console.print(f"[yellow]{what} {len(skipped)}:[/] " + "; ".join(f"{n}× {r}" for r, n in reasons.most_common(5))
-                      + f" (first: {skipped[0][0]}: {skipped[0][1]})", soft_wrap=True)
+    err_console.print(f"[yellow]{what} {len(skipped)}:[/] " + escape(for_cli(
+        "; ".join(f"{n}× {r}" for r, n in reasons.most_common(5)) + f" (first: {skipped[0][0]}: {skipped[0][1]})")),
+        soft_wrap=True)
 
 
 @dataset_app.command()
@@ -77,30 +91,27 @@ def check(
     sheet: Sheet = None,
     only_accepted: OnlyAccepted = False,
     allow_outside: AllowOutside = False,
-    model_family: Annotated[Optional[str], typer.Option(
-        "--model-family", help="also check each sample's controls against what this family trains on "
-                               "(qwen-image-edit: exactly 1; qwen-image-edit-2509: 0-3; qwen-image: none)")] = None,
+    model_family: Annotated[Optional[FamilyName], typer.Option(
+        "--model-family", help="also check each sample's controls against what this family trains on ("
+                               f"{_controls_help(FAMILIES)})")] = None,
 ) -> None:
     """Find missing, corrupt, tiny, huge, mismatched and duplicate samples. Exit 1 on errors, 0 on warnings only."""
+    from editforge.cli.progress import RichProgress
     from editforge.dataset import CheckOptions, check_samples
     from editforge.errors import EditForgeError
-    from editforge.models.registry import FAMILIES
-    from editforge.progress import progress_bar
 
     if min_side < 1 or max_side < min_side or aspect_tolerance < 1 or not 0 <= near_distance <= 64:
         raise EditForgeError("need 1 <= --min-side <= --max-side, --aspect-tolerance >= 1, 0 <= --near-distance <= 64")
     if workers is not None and workers < 1:
         raise EditForgeError("--workers must be 1 or more")
-    if model_family is not None and model_family not in FAMILIES:
-        raise EditForgeError(f"--model-family must be one of {', '.join(FAMILIES)}, not {model_family}")
     data = _load(src, source_format, target_column, control_columns, instruction_column, base_dir, sheet, only_accepted,
                  allow_outside)
     if not data.samples:  # checking nothing would say "clean"
         first = f" (left out: {len(data.skipped)}, first: {data.skipped[0][0]}: {data.skipped[0][1]})" if data.skipped else ""
         raise EditForgeError(f"{data.source} ({data.format}) has no samples to check{first}")
     options = CheckOptions(min_side=min_side, max_side=max_side, aspect_tolerance=aspect_tolerance,
-                           near_distance=near_distance, model_family=model_family)
-    with progress_bar("img", console=err_console) as progress:
+                           near_distance=near_distance, model_family=value(model_family))
+    with RichProgress(err_console) as progress:
         report = check_samples(data.samples, options, workers=workers, progress=progress)
     report.skipped = data.skipped
     if as_json:
@@ -122,7 +133,7 @@ def _print_report(report, data) -> None:
             by_kind.setdefault(issue.kind, []).append(issue)
         for (severity, kind), count in report.counts().items():
             style = "red" if severity == "error" else "yellow"
-            examples = "\n".join(f"{i.sample}: {i.detail}" for i in by_kind[kind][:EXAMPLES])
+            examples = "\n".join(escape(for_cli(f"{i.sample}: {i.detail}")) for i in by_kind[kind][:EXAMPLES])
             table.add_row(f"[{style}]{severity}[/]", kind, str(count), examples)
         out_console.print(table)
     verdict = "[red]errors[/]" if report.errors else ("[yellow]warnings only[/]" if report.warnings else "[green]clean[/]")
@@ -132,10 +143,10 @@ def _print_report(report, data) -> None:
 @dataset_app.command()
 def export(
     src: Source,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="diffsynth, simpletuner, aitoolkit, musubi or hf")],
+    fmt: Annotated[ExportFormatName, typer.Option("--format", "-f", help="the trainer's layout")],
     out: Annotated[Path, typer.Option("--out", "-o", help="output folder (new, empty, or an earlier export)")],
-    model_family: Annotated[str, typer.Option(
-        "--model-family", help="qwen-image-edit (1 control) or qwen-image-edit-2509 (1-3 controls)")] = "qwen-image-edit-2509",
+    model_family: Annotated[EditFamilyName, typer.Option(
+        "--model-family", help=f"the model the set trains ({_controls_help(EDIT_FAMILIES)})")] = "qwen-image-edit-2509",
     link: Annotated[bool, typer.Option("--link", help="hard-link images instead of copying (same filesystem)")] = False,
     source_format: SourceFormat = None,
     target_column: TargetColumn = None,
@@ -152,7 +163,8 @@ def export(
     data = _load(src, source_format, target_column, control_columns, instruction_column, base_dir, sheet, only_accepted,
                  allow_outside)
     _print_skipped(data.skipped, "left out while reading")
-    result = export_dataset(data.samples, fmt, out, model_family=model_family, link=link)
+    result = export_dataset(data.samples, value(fmt), out,
+                            model_family=value(model_family), link=link)
     _print_skipped(result.skipped, "left out of the export")
     out_console.print(f"exported {len(result.exported)} samples to {result.out_dir} ({result.format}, {result.family})")
 

@@ -1,79 +1,125 @@
-"""Options shared by every command that loads a model (edit, t2i, fuse, synth, ...), declared once."""
+"""Options shared by the commands that load a model (edit, t2i, fuse, synth), declared once.
+
+The loading flags become a `LoadOptions`, the generation flags a `GenerationOptions`: a command declares a
+parameter of that type and `LOAD.expand(...)` / `GENERATION.expand(...)` puts the flags in its place, so
+`--help` lists them (with their choices) and the command receives one typed value.
+
+    @app.command()
+    @LOAD.expand("load", lightning=LightningSteps.EIGHT)   # this command's own defaults
+    def synth(workbook: Path, load: LoadOptions = None): ...
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+import functools
+import inspect
+import typing
+from dataclasses import dataclass
+from enum import Enum
+from typing import Annotated, Any, Callable, Iterable, Optional
 
 import typer
 
-from editforge.errors import EditForgeError
+from editforge.inference.options import GenerationOptions
+from editforge.models.options import Dtype, LightningSteps, LoadOptions, Offload, Quantize
+from editforge.models.registry import EDIT_FAMILIES, FAMILIES
+
+
+def choices(name: str, values: Iterable[str]) -> type[Enum]:
+    """A str `Enum` of `values`: typer lists them in `--help` and refuses any other value."""
+    return Enum(name, {value: value for value in values}, type=str)
+
+
+def value(choice: Any) -> Any:
+    """The plain value of a choice typer passed (None stays None)."""
+    return getattr(choice, "value", choice)
+
+
+FamilyName = choices("FamilyName", FAMILIES)
+EditFamilyName = choices("EditFamilyName", EDIT_FAMILIES)
 
 MODEL_HELP = "family (qwen-image-edit-2509, ...), tiny model (tiny-qwen-image-edit-2509, ...), hub id or local folder"
 
 Model = Annotated[str, typer.Option("--model", "-m", help=MODEL_HELP)]
-Lightning = Annotated[
-    str, typer.Option("--lightning", help="Lightning LoRA: 8 or 4 steps (cfg 1.0, distillation scheduler), or off")
-]
-LightningPath = Annotated[
-    Optional[str], typer.Option("--lightning-path", help="a local copy of the Lightning file (else the hub cache)")
-]
-Loras = Annotated[
-    Optional[list[str]], typer.Option("--lora", help="PATH[:SCALE], repeatable; fused into the weights")
-]
-Dtype = Annotated[Optional[str], typer.Option("--dtype", help="bf16 or fp32 (default: bf16 on GPU, fp32 on CPU)")]
-Quantize = Annotated[str, typer.Option("--quantize", help="none, int8 (optimum-quanto) or fp8 (torchao), after fusing")]
-Offload = Annotated[str, typer.Option("--offload", help="none, model or sequential CPU offload (GPU only)")]
-VaeTiling = Annotated[bool, typer.Option("--vae-tiling", help="tiled VAE decode for very large outputs")]
-Device = Annotated[Optional[str], typer.Option("--device", help="cuda, cuda:1, cpu (default: cuda if present)")]
-Compile = Annotated[
-    Optional[bool],
-    typer.Option("--compile/--no-compile", help="torch.compile the transformer blocks; pays off after a few images (default: on for synth on a GPU, else off)"),
-]
-Force = Annotated[bool, typer.Option("--force", help="load a Lightning file even if its name says another family")]
-StrictLora = Annotated[
-    bool, typer.Option("--strict-lora", help="refuse a LoRA whose layers do not all match the transformer (else: warn)")
-]
-
 Seed = Annotated[int, typer.Option("--seed", help="random seed")]
-Steps = Annotated[Optional[int], typer.Option("--steps", help="denoising steps (default: the model's / Lightning's)")]
-Cfg = Annotated[Optional[float], typer.Option("--cfg", help="true CFG scale (default 4.0; 1.0 with Lightning)")]
-NegativePrompt = Annotated[
-    Optional[str], typer.Option("--negative-prompt", help="only has an effect when cfg > 1")
-]
-MaxPixels = Annotated[
-    Optional[int], typer.Option("--max-pixels", help="output / VAE area in pixels (default 1024*1024; tiny: 64*64)")
-]
-ConditionPixels = Annotated[
-    Optional[int], typer.Option("--condition-pixels", help="Edit-2509 VL-encoder area per image (default 384*384)")
-]
 
 
-def parse_lightning(value: str) -> int | None:
-    value = value.strip().lower()
-    if value in ("off", "none", "0", ""):
-        return None
-    if value in ("4", "8"):
-        return int(value)
-    raise EditForgeError(f"--lightning must be 8, 4 or off, not {value!r}")
+@dataclass(frozen=True)
+class Flag:
+    name: str  # the options field it sets
+    annotation: Any  # Annotated[type, typer.Option(...)]
+    default: Any
 
 
-def parse_choice(value: str) -> str | None:
-    return None if value.strip().lower() in ("none", "off", "") else value.strip().lower()
+class OptionGroup:
+    def __init__(self, build: Callable[..., Any], panel: str, flags: list[Flag]):
+        self.build, self.flags = build, flags
+        for flag in flags:
+            typing.get_args(flag.annotation)[1].rich_help_panel = panel
+
+    def expand(self, target: str, *, only: tuple[str, ...] | None = None, **defaults):
+        """Replace the command's parameter `target` by this group's flags (`only` some of them, with `defaults`
+        of the command's own); the command is called with the options built from them."""
+        def decorate(command):
+            flags = [f for f in self.flags if only is None or f.name in only]
+            hints = typing.get_type_hints(command, include_extras=True)
+            params = []
+            for param in inspect.signature(command).parameters.values():
+                if param.name == target:
+                    params += [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=f.annotation,
+                                                 default=defaults.get(f.name, f.default)) for f in flags]
+                else:
+                    params.append(param.replace(kind=inspect.Parameter.KEYWORD_ONLY,
+                                                annotation=hints.get(param.name, param.annotation)))
+
+            @functools.wraps(command)
+            def run(**kwargs):
+                kwargs[target] = self.build(**{f.name: kwargs.pop(f.name) for f in flags})
+                return command(**kwargs)
+
+            run.__signature__ = inspect.Signature(params)
+            run.__annotations__ = {p.name: p.annotation for p in params}
+            return run
+
+        return decorate
 
 
-def load_options(command_args: dict) -> dict:
-    """The keyword arguments for `editforge.load_pipeline` from a command's parsed options (its `locals()`)."""
-    args = command_args
-    return dict(
-        lightning=parse_lightning(args["lightning"]),
-        lightning_path=args["lightning_path"],
-        loras=args["lora"] or (),
-        dtype=args["dtype"],
-        quantize=parse_choice(args["quantize"]),
-        offload=parse_choice(args["offload"]),
-        vae_tiling=args["vae_tiling"],
-        device=args["device"],
-        force=args["force"],
-        strict_lora=args["strict_lora"],
-        compile=args["compile"],
-    )
+LOAD = OptionGroup(
+    lambda loras, **values: LoadOptions(loras=tuple(loras or ()), **values), "Loading the model", [
+        Flag("lightning", Annotated[LightningSteps, typer.Option(
+            "--lightning", help="Lightning LoRA of the model's family: 8 or 4 steps (cfg 1.0, its scheduler), or off")],
+            LightningSteps.OFF),
+        Flag("lightning_path", Annotated[Optional[str], typer.Option(
+            "--lightning-path", help="a local copy of the Lightning file (else the hub cache)")], None),
+        Flag("loras", Annotated[Optional[list[str]], typer.Option(
+            "--lora", help="PATH[:SCALE], repeatable; fused into the weights")], None),
+        Flag("dtype", Annotated[Optional[Dtype], typer.Option(
+            "--dtype", help="weights' dtype (default: bf16 on GPU, fp32 on CPU)")], None),
+        Flag("quantize", Annotated[Quantize, typer.Option(
+            "--quantize", help="int8 (optimum-quanto) or fp8 (torchao), after fusing")], Quantize.NONE),
+        Flag("offload", Annotated[Offload, typer.Option("--offload", help="CPU offload (GPU only)")], Offload.NONE),
+        Flag("vae_tiling", Annotated[bool, typer.Option(
+            "--vae-tiling", help="tiled VAE decode for very large outputs")], False),
+        Flag("device", Annotated[Optional[str], typer.Option(
+            "--device", help="cuda, cuda:1, cpu (default: cuda if present)")], None),
+        Flag("force", Annotated[bool, typer.Option(
+            "--force", help="load a Lightning file even if its name says another family")], False),
+        Flag("strict_lora", Annotated[bool, typer.Option(
+            "--strict-lora", help="refuse a LoRA whose layers do not all match the transformer (else: warn)")], False),
+        Flag("compile", Annotated[Optional[bool], typer.Option(
+            "--compile/--no-compile", help="torch.compile the transformer blocks; pays off after a few images "
+                                           "(default: on for synth on a GPU, else off)")], False),
+    ])
+
+GENERATION = OptionGroup(GenerationOptions, "Generation", [
+    Flag("steps", Annotated[Optional[int], typer.Option(
+        "--steps", help="denoising steps (default: the model's / Lightning's)")], None),
+    Flag("cfg", Annotated[Optional[float], typer.Option(
+        "--cfg", help="true CFG scale (default 4.0; 1.0 with Lightning)")], None),
+    Flag("negative_prompt", Annotated[Optional[str], typer.Option(
+        "--negative-prompt", help="only has an effect when cfg > 1")], None),
+    Flag("max_pixels", Annotated[Optional[int], typer.Option(
+        "--max-pixels", help="output / VAE area in pixels (default 1024*1024; tiny: 64*64)")], None),
+    Flag("condition_pixels", Annotated[Optional[int], typer.Option(
+        "--condition-pixels", help="Edit-2509/2511: VL-encoder area per image (default 384*384)")], None),
+])

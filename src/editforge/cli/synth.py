@@ -12,44 +12,33 @@ from rich.console import Console
 from rich.markup import escape
 
 from editforge.cli import app
+from editforge.cli.flags import for_cli
 from editforge.cli.generate import _warnings_to_console
-from editforge.cli.options import (
-    Cfg, Compile, ConditionPixels, Device, Dtype, Force, Lightning, LightningPath, Loras, MaxPixels, Model,
-    NegativePrompt, Offload, Quantize, Steps, StrictLora, VaeTiling, load_options,
-)
+from editforge.cli.options import GENERATION, LOAD, Model
 from editforge.errors import EditForgeError
+from editforge.inference.options import GenerationOptions
+from editforge.models.options import LightningSteps, LoadOptions
 
-# Test seam: "module:function" naming a zero-argument factory that returns a generator
-# `(images, prompt, seed) -> (image, params)`, used instead of loading a model. The crash and
-# multi-process tests start real `editforge synth` processes with a fake generator through it.
+# The one test seam of the command line: "module:function" naming a zero-argument factory of a generator
+# `(images, prompt, seed) -> (image, params)`, used instead of a model. The crash, kill -9 and multi-process
+# tests start real `editforge synth` processes with a fake generator through it (`editforge.sheet.fake`).
+# The library takes the factory as an argument (`synth_with_model(make_generator=...)`).
 GENERATOR_ENV = "EDITFORGE_SYNTH_GENERATOR"
 
 console = Console(stderr=True)
 
 
 @app.command()
+@LOAD.expand("load", lightning=LightningSteps.EIGHT, compile=None)
+@GENERATION.expand("generation")
 def synth(
     workbook: Annotated[Path, typer.Argument(help="the annotation workbook (.xlsx, .xlsm or .csv)")],
     sheet: Annotated[Optional[str], typer.Option("--sheet", help="sheet name (default: the active sheet)")] = None,
     base_dir: Annotated[Optional[Path], typer.Option("--base-dir", help="folder the image paths are relative to (default: the workbook's)")] = None,
     columns: Annotated[Optional[str], typer.Option("--columns", help="header names that differ, e.g. gen_edit_prompt=Prompt,need_gen=Todo")] = None,
     model: Model = "qwen-image-edit-2509",
-    lightning: Lightning = "8",
-    lightning_path: LightningPath = None,
-    lora: Loras = None,
-    dtype: Dtype = None,
-    quantize: Quantize = "none",
-    offload: Offload = "none",
-    vae_tiling: VaeTiling = False,
-    device: Device = None,
-    force: Force = False,
-    strict_lora: StrictLora = False,
-    compile: Compile = None,
-    max_pixels: MaxPixels = None,
-    condition_pixels: ConditionPixels = None,
-    steps: Steps = None,
-    cfg: Cfg = None,
-    negative_prompt: NegativePrompt = None,
+    load: LoadOptions = None,
+    generation: GenerationOptions = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="base seed; each row's seed derives from it and the row (default: random, printed, remembered in the journal)")] = None,
     max_rows: Annotated[Optional[int], typer.Option("--max-rows", min=0, help="generate at most this many rows")] = None,
     retries: Annotated[int, typer.Option("--retries", min=0, help="new seeds to try when an output fails the quality gate")] = 2,
@@ -62,7 +51,9 @@ def synth(
     save_interval: Annotated[float, typer.Option("--save-interval", min=0, help="... or every T seconds")] = 60.0,
 ) -> None:
     """Generate the missing pictures of every need_gen row, crash-safe, on one GPU or many."""
-    from editforge.sheet.synth import SynthOptions, check_workbook, dry_run as plan_text, synth as run_synth
+    from editforge.cli.progress import RichProgress
+    from editforge.sheet.launch import synth_with_model
+    from editforge.sheet.synth import SynthOptions, dry_run as plan_text
 
     options = SynthOptions(
         sheet=sheet, base_dir=base_dir, columns=parse_columns(columns), out_raw=out_raw, out_ref=out_ref,
@@ -70,26 +61,28 @@ def synth(
         save_every_rows=save_every, save_every_seconds=save_interval,
     )
     if dry_run:
-        typer.echo(plan_text(workbook, options))
+        typer.echo(for_cli(plan_text(workbook, options)))
         return
     _warnings_to_console()
-    check_workbook(workbook, options)  # a bad workbook is found before a model is looked for
-    team, process_device = accelerate_team()
-    load = load_options(locals())
-    load["device"] = device or process_device
-    gen = dict(steps=steps, cfg=cfg, negative_prompt=negative_prompt, max_pixels=max_pixels,
-               condition_pixels=condition_pixels)
-    make_generator, options.max_inputs = model_generator(model, load, gen)
-    summary = run_synth(workbook, make_generator, options, team=team, console=console)
-    if team.is_main:
+    seam = os.environ.get(GENERATOR_ENV)
+    make_generator = _import(seam) if seam else None
+    with RichProgress(console) as progress:
+        summary = synth_with_model(workbook, model, options, load=load, generation=generation,
+                                   make_generator=make_generator, progress=progress)
+    if summary.main:  # under accelerate launch: one report, from the main process
         for row, reason in summary.failures[:20]:
-            console.print(f"[red]failed[/] row {row}: {escape(reason)}", highlight=False, emoji=False)
+            console.print(f"[red]failed[/] row {row}: {escape(for_cli(reason))}", highlight=False, emoji=False)
         if len(summary.failures) > 20:
             console.print(f"... and {len(summary.failures) - 20} more failures (see gen_status)")
         for note in summary.notes:
-            console.print(f"[yellow]note[/] {note}", highlight=False)
-        typer.echo(summary.line())
+            console.print(f"[yellow]note[/] {escape(for_cli(note))}", highlight=False)
+        typer.echo(for_cli(summary.line()))
     raise typer.Exit(summary.exit_code)
+
+
+def _import(seam: str):
+    module, _, name = seam.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def parse_columns(text: str | None) -> dict[str, str]:
@@ -101,44 +94,3 @@ def parse_columns(text: str | None) -> dict[str, str]:
             raise EditForgeError(f"--columns wants key=Header pairs separated by commas, got {part!r}")
         mapping[key.strip()] = header.strip()
     return mapping
-
-
-def model_generator(model: str, load: dict, gen: dict):
-    """`(make_generator, max_inputs)`: every option checked and every file found now, before the workbook
-    is touched; `make_generator()` loads the pipeline (only if this process has rows to do) and returns
-    `(images, prompt, seed) -> (image, params)`. `max_inputs`: how many input images the model takes."""
-    seam = os.environ.get(GENERATOR_ENV)
-    if seam:
-        module, _, name = seam.partition(":")
-        return getattr(importlib.import_module(module), name), None
-    from editforge.inference.generate import check_load_request
-    from editforge.inference.generator import PipelineGenerator
-    from editforge.models.loading import build_pipeline, prepare_load
-
-    plan = prepare_load(model, **load)
-    if not plan.family.is_edit:
-        raise EditForgeError(f"--model {model} is text-to-image ({plan.family.name}); synth needs an edit model "
-                             "such as qwen-image-edit-2509")
-    check_load_request(plan, images=[1], **gen)
-
-    def make_generator():
-        return PipelineGenerator(build_pipeline(plan), **gen)
-
-    return make_generator, plan.family.max_images
-
-
-def accelerate_team():
-    """The processes of an `accelerate launch` (or torchrun) and this one's GPU, or just this process."""
-    from editforge.sheet.synth import Team
-
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return Team(), None
-    import torch
-    from accelerate import PartialState
-    from accelerate.utils import broadcast_object_list
-
-    # without cpu=True, PartialState on a machine with no GPU quietly runs every process as rank 0
-    state = PartialState(cpu=not torch.cuda.is_available())
-    team = Team(index=state.process_index, size=state.num_processes,
-                share=lambda value: broadcast_object_list([value], from_process=0)[0])
-    return team, str(state.device) if state.device.type == "cuda" else None

@@ -8,15 +8,20 @@
     import_to_workbook(load_samples("ultraedit.parquet").samples, "imported.xlsx")
 """
 
-from editforge.dataset.check import CheckOptions, CheckReport, Issue, check_samples
-from editforge.dataset.export import EDIT_FAMILIES, EXPORT_FORMATS, ExportResult, export_dataset
-from editforge.dataset.importer import import_to_workbook
-from editforge.dataset.sample import Columns, Dataset, Sample
-from editforge.dataset.sources import SOURCE_FORMATS, load_samples
+# Imported on first use, so that a light submodule (the format names the command line lists) costs no numpy.
+_API = {
+    "Sample": "sample", "Dataset": "sample", "Columns": "sample",
+    "load_samples": "sources", "SOURCE_FORMATS": "formats",
+    "check_samples": "check", "CheckOptions": "check", "CheckReport": "check", "Issue": "check",
+    "export_dataset": "export", "ExportResult": "export", "EXPORT_FORMATS": "formats", "EDIT_FAMILIES": "export",
+    "import_to_workbook": "importer",
+}
+__all__ = list(_API)
 
-__all__ = [
-    "Sample", "Dataset", "Columns", "load_samples", "SOURCE_FORMATS",
-    "check_samples", "CheckOptions", "CheckReport", "Issue",
-    "export_dataset", "ExportResult", "EXPORT_FORMATS", "EDIT_FAMILIES",
-    "import_to_workbook",
-]
+
+def __getattr__(name: str):
+    if name in _API:
+        import importlib
+
+        return getattr(importlib.import_module(f"editforge.dataset.{_API[name]}"), name)
+    raise AttributeError(f"module 'editforge.dataset' has no attribute {name!r}")

@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
-from rich.progress import Progress
 
 from editforge.dataset.sample import Sample
 from editforge.errors import EditForgeError
 from editforge.images import open_rgb
 from editforge.models.registry import FAMILIES, count_text
+from editforge.progress import Progress
 
 MAX_CONTROLS = max(family.max_images for family in FAMILIES.values())
 INLINE_BELOW = 64  # images; fewer are not worth starting worker processes for
@@ -139,13 +139,11 @@ def inspect_images(paths: list[str], *, workers: int | None = None,
 
 def check_samples(samples: list[Sample], options: CheckOptions = CheckOptions(), *, workers: int | None = None,
                   progress: Progress | None = None) -> CheckReport:
-    """Check `samples`; `progress`: a rich Progress to show a bar on (count, rate, ETA)."""
+    """Check `samples`; `progress` shows the images being read."""
     paths = list(dict.fromkeys(str(p) for s in samples if not s.problems for p in s.images))
-    on_done = None
-    if progress is not None:
-        task = progress.add_task("checking images", total=len(paths))
-        on_done = lambda: progress.advance(task)  # noqa: E731
-    infos = inspect_images(paths, workers=workers, on_done=on_done)
+    progress = progress or Progress()
+    progress.start("checking images", total=len(paths), unit="img")
+    infos = inspect_images(paths, workers=workers, on_done=progress.advance)
     report = CheckReport(samples=len(samples), images=len(paths))
     readable: list[Sample] = []
     for sample in samples:

@@ -11,11 +11,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from editforge.dataset.formats import aitoolkit, diffsynth, hf, musubi, simpletuner
+from editforge.dataset.formats import EXPORT_FORMATS, aitoolkit, diffsynth, hf, musubi, simpletuner
 from editforge.dataset.layout import write_plan
 from editforge.dataset.sample import Sample
 from editforge.errors import EditForgeError
-from editforge.models.registry import FAMILIES, Family
+from editforge.models.registry import EDIT_FAMILIES, FAMILIES, Family
 
 WRITERS = {
     "diffsynth": diffsynth.write,
@@ -24,8 +24,6 @@ WRITERS = {
     "musubi": musubi.write,
     "hf": hf.write,
 }
-EXPORT_FORMATS = tuple(WRITERS)
-EDIT_FAMILIES = tuple(name for name, family in FAMILIES.items() if family.is_edit)
 
 
 @dataclass
@@ -49,7 +47,7 @@ def export_dataset(samples: list[Sample], fmt: str, out_dir: str | os.PathLike, 
     if fmt not in WRITERS:
         raise EditForgeError(f"unknown export format {fmt!r}; use one of {', '.join(EXPORT_FORMATS)}")
     if link and fmt == "hf":
-        raise EditForgeError("--link does not apply to --format hf: the images are stored inside the parquet file")
+        raise EditForgeError("`link` does not apply to `format=hf`: the images are stored inside the parquet file")
     family = edit_family(model_family)
     out = Path(os.path.abspath(out_dir))
     usable, skipped = [], []

@@ -33,7 +33,7 @@ def import_to_workbook(samples: list[Sample], out: str | os.PathLike, *, force: 
     """Write `samples` to a new .xlsx/.csv; returns its path and the samples left out, with why."""
     out = Path(os.path.abspath(out))
     if out.exists() and not force:
-        raise EditForgeError(f"{out} exists; choose a new name or pass --force to replace it")
+        raise EditForgeError(f"{out} exists; choose a new name or pass `force=True` to replace it")
     policy = PathPolicy(out.parent)
     images = out.parent / f"{out.stem}-images"
     placed = ExportPlan()

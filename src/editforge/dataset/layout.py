@@ -99,7 +99,7 @@ def prepare_out_dir(out_dir: Path) -> set[str]:
             raise EditForgeError(f"{manifest} is damaged ({exc}); nothing was deleted; delete the folder's "
                                  "contents and export again")
     if out_dir.exists() and not out_dir.is_dir():
-        raise EditForgeError(f"--out {out_dir} is a file; give a folder")
+        raise EditForgeError(f"`out` {out_dir} is a file; give a folder")
     if out_dir.is_dir() and any(out_dir.iterdir()):
         raise EditForgeError(
             f"{out_dir} is not empty and was not written by `editforge dataset export`; "

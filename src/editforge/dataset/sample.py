@@ -71,5 +71,5 @@ def check_columns(source: Path, present: Iterable[str], wanted: Iterable[str]) -
     missing = [name for name in dict.fromkeys(wanted) if name not in have]
     if missing:
         raise EditForgeError(f"{source.name} has no column {', '.join(map(repr, missing))}; its columns: "
-                             f"{', '.join(have) or 'none'} (map them with --target-column/--control-columns/"
-                             "--instruction-column)")
+                             f"{', '.join(have) or 'none'} (map them with `columns.target`, "
+                             "`columns.controls`, `columns.instruction`)")

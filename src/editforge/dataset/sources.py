@@ -15,13 +15,11 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-from editforge.dataset.formats import diffsynth, folders, hf, musubi, workbook
+from editforge.dataset.formats import SOURCE_FORMATS, diffsynth, folders, hf, musubi, workbook
 from editforge.dataset.sample import Columns, Dataset
 from editforge.errors import EditForgeError
 from editforge.sheet.schema import STANDARD_KEYS, normalize_header
 from editforge.sheet.workbook import XLSX_SUFFIXES
-
-SOURCE_FORMATS = ("workbook", "diffsynth", "musubi", "hf", "folders")
 
 
 def load_samples(src: str | os.PathLike, *, source_format: str | None = None, columns: Columns = Columns(),
@@ -34,7 +32,7 @@ def load_samples(src: str | os.PathLike, *, source_format: str | None = None, co
         raise EditForgeError(f"dataset not found: {src}")
     fmt, path = _locate(src, source_format)
     if fmt != "workbook" and (sheet is not None or only_accepted):
-        raise EditForgeError(f"--sheet and --only-accepted apply to a workbook; {src.name} is a {fmt} dataset")
+        raise EditForgeError(f"`sheet` and `only_accepted` apply to a workbook; {src.name} is a {fmt} dataset")
     base = Path(os.path.abspath(base_dir)) if base_dir is not None else None
     if fmt == "workbook":
         return workbook.read(path, columns=columns, base_dir=base, sheet=sheet, only_accepted=only_accepted,

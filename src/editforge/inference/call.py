@@ -1,10 +1,10 @@
-"""The diffusers pipeline call, built in one place for everyone who generates: `editforge.generate`, training
-previews and the benchmarks.
+"""The diffusers pipeline call, built in one place for everyone who generates: `editforge.generate` (and so
+synth and the benchmarks), training previews, and whatever judges pictures next.
 
-Besides the prompt, what goes into the call is either a family rule (one `image` or a list of `image`s, how
-many text tokens the call keeps) or a default of the model cards (true CFG with a `" "` negative prompt).
-Built once, a preview rendered during training is the same call as the image `editforge edit --lora` makes
-from the saved LoRA.
+Besides the prompt, what goes into the call is a family rule (one `image` or a list of `image`s, how many
+text tokens the call keeps) or a resolved `GenerationOptions` (steps, cfg, the negative prompt: the model
+card's `" "` by default). Built once, a preview rendered during training is the same call as the image
+`editforge edit --lora` makes from the saved LoRA.
 """
 
 from __future__ import annotations
@@ -14,30 +14,28 @@ from typing import Any, Sequence, Union
 import torch
 from PIL import Image
 
+from editforge.inference.options import GenerationOptions
 from editforge.inference.sizes import pipeline_areas
 from editforge.models.registry import Family
-
-NEGATIVE_PROMPT = " "  # the model cards' negative prompt; diffusers runs true CFG only with some negative prompt
 
 # A prompt is text, or what the pipeline's `encode_prompt` made of it: (embeds, mask or None).
 Prompt = Union[str, tuple[torch.Tensor, Union[torch.Tensor, None]]]
 
 
-def negative_prompt_for(cfg: float, given: str | None) -> str | None:
-    """The negative prompt a call runs with: none when cfg <= 1 (guidance is off), else `given` or `" "`."""
-    if cfg <= 1:
-        return None
-    return NEGATIVE_PROMPT if given is None else given
-
-
-def call_arguments(family: Family, images: Sequence[Image.Image], prompt: Prompt, *, negative: Prompt | None,
-                   cfg: float, steps: int, size: tuple[int, int], seed: int) -> dict[str, Any]:
-    """The keyword arguments of `pipe(...)` for one image; `negative` comes from `negative_prompt_for`."""
+def call_arguments(family: Family, images: Sequence[Image.Image], prompt: Prompt, options: GenerationOptions, *,
+                   size: tuple[int, int], seed: int, negative: Prompt | None = None) -> dict[str, Any]:
+    """The keyword arguments of `pipe(...)` for one image at `options` (resolved: `GenerationOptions.resolved`).
+    The negative prompt is the options' own, or `negative` in its place (embeddings computed once, as previews
+    do) when guidance is on."""
     width, height = size
+    if options.negative_prompt is None:
+        negative = None
+    elif negative is None:
+        negative = options.negative_prompt
     kwargs: dict[str, Any] = {
         **_text("prompt", prompt),
-        "true_cfg_scale": cfg,
-        "num_inference_steps": steps,
+        "true_cfg_scale": options.cfg,
+        "num_inference_steps": options.steps,
         "width": width,
         "height": height,
         "generator": torch.Generator("cpu").manual_seed(seed),
@@ -58,7 +56,8 @@ def _text(name: str, prompt: Prompt) -> dict[str, Any]:
     return {f"{name}_embeds": embeds, f"{name}_embeds_mask": mask}
 
 
-def run_call(pipe, kwargs: dict[str, Any], *, max_pixels: int, condition_pixels: int | None) -> Image.Image:
-    """`pipe(**kwargs)` at EditForge's areas (see `pipeline_areas`)."""
-    with torch.inference_mode(), pipeline_areas(pipe, vae_pixels=max_pixels, condition_pixels=condition_pixels):
+def run_call(pipe, kwargs: dict[str, Any], options: GenerationOptions) -> Image.Image:
+    """`pipe(**kwargs)` at the (resolved) options' areas (see `pipeline_areas`)."""
+    with torch.inference_mode(), pipeline_areas(pipe, vae_pixels=options.max_pixels,
+                                                condition_pixels=options.condition_pixels):
         return pipe(**kwargs).images[0]

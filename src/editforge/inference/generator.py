@@ -1,28 +1,45 @@
-"""A loaded pipeline as the generator `editforge synth` is given (see `editforge.sheet.synth`).
+"""A model as the generator `editforge synth` is given (see `editforge.sheet.synth`).
 
-    generator = PipelineGenerator(load_pipeline("qwen-image-edit-2509", lightning=8), steps=None)
+    make_generator, max_inputs = model_generator("qwen-image-edit-2509", LoadOptions(lightning=8))
+    generator = make_generator()               # loads the pipeline
     generator.check(images, prompt)            # cheap: the tokenizer and the sizes, no model work
     image, params = generator(images, prompt, seed)
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from PIL import Image
 
-from editforge.inference.generate import check_request, generate
+from editforge.errors import EditForgeError
+from editforge.inference.generate import check_load_request, check_request, generate
+from editforge.inference.options import GenerationOptions
+from editforge.models.options import LoadOptions
 
 
 class PipelineGenerator:
-    def __init__(self, pipe, **gen: Any):
-        """`gen`: generate()'s options (steps, cfg, negative_prompt, max_pixels, condition_pixels)."""
-        self.pipe, self.gen = pipe, gen
+    def __init__(self, pipe, options: GenerationOptions | None = None):
+        self.pipe, self.options = pipe, options or GenerationOptions()
 
     def check(self, images: Sequence[Image.Image], prompt: str) -> None:
         """Raise `EditForgeError` for input this model cannot take (see `check_request`)."""
-        check_request(self.pipe, [img.size for img in images], prompt, max_pixels=self.gen.get("max_pixels"),
-                      condition_pixels=self.gen.get("condition_pixels"))
+        check_request(self.pipe, [img.size for img in images], prompt, self.options)
 
     def __call__(self, images: Sequence[Image.Image], prompt: str, seed: int) -> tuple[Image.Image, dict[str, Any]]:
-        return generate(self.pipe, images, prompt, seed=seed, **self.gen)
+        return generate(self.pipe, images, prompt, seed=seed, options=self.options)
+
+
+def model_generator(model: str, load: LoadOptions | None = None, generation: GenerationOptions | None = None
+                    ) -> tuple[Callable[[], PipelineGenerator], int]:
+    """`(make_generator, max_inputs)` for an edit model: every option checked and every file found now, before
+    a workbook is touched; `make_generator()` loads the pipeline (a process calls it only when it has rows to
+    do). `max_inputs`: how many input images the model takes."""
+    from editforge.models.loading import build_pipeline, prepare_load
+
+    plan = prepare_load(model, load)
+    if not plan.family.is_edit:
+        raise EditForgeError(f"`model` {model} is text-to-image ({plan.family.name}); synth needs an edit model "
+                             "such as qwen-image-edit-2509")
+    check_load_request(plan, images=[1], options=generation)
+    return (lambda: PipelineGenerator(build_pipeline(plan), generation)), plan.family.max_images

@@ -42,9 +42,9 @@ def pipeline_folder(repo_id: str, pipeline_class: type) -> Path:
     try:
         return Path(pipeline_class.download(repo_id, local_files_only=reason is not None))
     except Exception as exc:  # not cached, a typo, private, a broken download: the advice is the same
-        raise EditForgeError(_not_available(f"--model {repo_id}", reason, exc) +
+        raise EditForgeError(_not_available(f"`model` {repo_id}", reason, exc) +
                              f"; download it where there is internet (`hf download {repo_id}`) "
-                             "or pass --model FOLDER") from exc
+                             "or pass `model` FOLDER") from exc
 
 
 def hub_file(repo_id: str, filename: str, *, what: str, instead: str) -> Path:

@@ -14,8 +14,7 @@ from pathlib import Path
 from editforge.errors import EditForgeError
 from editforge.models.registry import FAMILIES, QWEN_IMAGE_SCHEDULER, Family, parse_lightning_name
 
-STEPS = (4, 8)
-CFG = 1.0
+CFG = 1.0  # the Lightning LoRAs are distilled for guidance off
 
 # The distillation scheduler from Qwen-Image-Lightning's reference script: shift 3 (= ln 3 in both
 # exponential-shift bounds), no terminal shift. The LoRA was distilled on these sigmas; the checkpoint's
@@ -51,28 +50,29 @@ def check_file(path: Path, family: Family, steps: int) -> None:
     if parsed is None:
         if "lightning" in name.lower():
             raise EditForgeError(f"{name} is not a Lightning file name EditForge knows (MODEL-Lightning-Nsteps-"
-                                 f"Vx.y[-bf16].safetensors); use {Path(own).name} (or --force if you really mean it)")
+                                 f"Vx.y[-bf16].safetensors); use {Path(own).name} (or `force=True` if you really mean it)")
         return
     meant_for = family_of_file(path)
     if meant_for is None:
         raise EditForgeError(f"{name} is the Lightning LoRA of {parsed[0]}, a model EditForge does not support, "
-                             f"but the model is {family.name}; use {Path(own).name} (or --force if you really mean it)")
+                             f"but the model is {family.name}; use {Path(own).name} (or `force=True` if you really mean it)")
     if meant_for is not family:
         raise EditForgeError(f"{name} is the Lightning LoRA for {meant_for.name}, but the model is {family.name}; "
-                             f"use {Path(own).name} (or --force if you really mean it)")
+                             f"use {Path(own).name} (or `force=True` if you really mean it)")
     if parsed[1] != steps:
-        raise EditForgeError(f"{name} is distilled for {parsed[1]} steps, not --lightning {steps}; "
-                             f"use --lightning {parsed[1]} (or --force if you really mean it)")
+        raise EditForgeError(f"{name} is distilled for {parsed[1]} steps, not `lightning={steps}`; "
+                             f"use `lightning={parsed[1]}` (or `force=True` if you really mean it)")
 
 
 def resolve_file(family: Family, steps: int, *, path: str | Path | None, local_dir: Path | None, force: bool) -> Path:
     """The Lightning file to load: `path` if given (checked against the family), else the family's own."""
-    if steps not in STEPS:
-        raise EditForgeError(f"--lightning must be one of {', '.join(map(str, STEPS))} or off, not {steps}")
+    if steps not in family.lightning_files:
+        raise EditForgeError(f"`lightning` must be {' or '.join(map(str, sorted(family.lightning_files)))} for "
+                             f"{family.name} (or off), not {steps}")
     if path is not None:
         path = Path(path).expanduser()
         if not path.is_file():
-            raise EditForgeError(f"--lightning-path {path}: file not found")
+            raise EditForgeError(f"`lightning_path` {path}: file not found")
         if not force:
             check_file(path, family, steps)
         return path
@@ -84,4 +84,4 @@ def resolve_file(family: Family, steps: int, *, path: str | Path | None, local_d
     repo = family.lightning_repo
     return hub_file(repo, filename, what=f"Lightning LoRA {repo}/{filename}",
                     instead=f"download it where there is internet (`hf download {repo} {filename}`) "
-                            "or pass --lightning-path FILE")
+                            "or pass `lightning_path` FILE")

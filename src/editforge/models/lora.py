@@ -43,10 +43,10 @@ def parse_lora_arg(text: str) -> LoraSpec:
         except ValueError:
             if not Path(text).expanduser().exists() and (head.lower().endswith(".safetensors")
                                                           or Path(head).expanduser().is_file()):
-                raise EditForgeError(f"--lora {text}: the scale {tail!r} is not a number "
+                raise EditForgeError(f"`loras` {text}: the scale {tail!r} is not a number "
                                      f"(PATH:SCALE, e.g. {head}:0.8)") from None
     if not math.isfinite(scale):
-        raise EditForgeError(f"--lora {text}: the scale must be a finite number")
+        raise EditForgeError(f"`loras` {text}: the scale must be a finite number")
     return LoraSpec(Path(path).expanduser(), scale)
 
 
@@ -121,7 +121,7 @@ def load_lora(pipe, spec: LoraSpec, adapter_name: str, *, strict: bool = False) 
                              f"transformer does not have (e.g. {foreign[0]})")
     if match.unused:
         if strict:
-            raise EditForgeError(f"{match}; --strict-lora refuses a LoRA that does not match completely")
+            raise EditForgeError(f"{match}; `strict_lora` refuses a LoRA that does not match completely")
         warnings.warn(str(match), LoraPartlyMatched, stacklevel=2)
     else:
         log.info("%s", match)

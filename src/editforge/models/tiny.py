@@ -83,7 +83,7 @@ def build_tiny_pipeline(family: Family):
     allow_processor_without_video()
     tokenizer = build_tokenizer()
     components = {
-        "transformer": build_transformer(),
+        "transformer": build_transformer(family),
         "vae": build_vae(),
         "scheduler": diffusers.FlowMatchEulerDiscreteScheduler.from_config(QWEN_IMAGE_SCHEDULER),
         "text_encoder": build_text_encoder(tokenizer),
@@ -94,7 +94,8 @@ def build_tiny_pipeline(family: Family):
     return getattr(diffusers, family.pipeline_class)(**components)
 
 
-def build_transformer():
+def build_transformer(family: Family):
+    """The family's transformer (its distinguishing config, e.g. Edit-2511's `zero_cond_t`) at tiny size."""
     from diffusers import QwenImageTransformer2DModel
 
     torch.manual_seed(SEED)
@@ -108,6 +109,7 @@ def build_transformer():
         joint_attention_dim=TEXT_HIDDEN,
         guidance_embeds=False,
         axes_dims_rope=(8, 4, 4),
+        **family.transformer_config,
     )
 
 

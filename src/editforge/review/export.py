@@ -17,7 +17,7 @@ from editforge.dataset import EDIT_FAMILIES, EXPORT_FORMATS, Columns, export_dat
 from editforge.errors import EditForgeError
 from editforge.files import portable_path
 from editforge.review.session import ReviewSession
-from editforge.sheet.schema import REF_KEYS
+from editforge.sheet.schema import RAW_IMAGE, REF_KEYS
 
 FORMATS = EXPORT_FORMATS
 DEFAULT_FAMILY = "qwen-image-edit-2509"  # the exporter's own default
@@ -63,4 +63,4 @@ def _dataset_columns(session: ReviewSession) -> Columns:
     renamed = session.source.columns or {}
     if not renamed:
         return Columns()
-    return Columns(target=renamed.get("raw_image"), controls=tuple(renamed.get(k, k) for k in REF_KEYS))
+    return Columns(target=renamed.get(RAW_IMAGE), controls=tuple(renamed.get(k, k) for k in REF_KEYS))

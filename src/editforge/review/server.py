@@ -189,6 +189,6 @@ def _bind(host: str, port: int) -> socket.socket:
         sock.bind((host.strip("[]"), port))
     except OSError as exc:
         sock.close()
-        raise EditForgeError(f"cannot listen on {host}:{port} ({exc.strerror}); choose another --port") from None
+        raise EditForgeError(f"cannot listen on {host}:{port} ({exc.strerror}); choose another `port`") from None
     sock.listen(128)
     return sock

@@ -86,11 +86,11 @@ def check_columns(book: Workbook) -> list[str]:
     required = [k for k in (RAW_IMAGE, PROMPT, NEED_GEN) if k not in book.columns]
     ref_keys = [k for k in REF_KEYS if k in book.columns]
     if required or not ref_keys:
-        missing = required or ["ref_image_1"]
+        missing = required or [REF_KEYS[0]]
         raise EditForgeError(
             f"the header row (row {book.header_row}) of {book.path.name} has no "
             f"{', '.join(missing)} column; rename the header or map it with "
-            f"--columns {missing[0]}=<your header>")
+            f"`columns` {missing[0]}=<your header>")
     return ref_keys
 
 

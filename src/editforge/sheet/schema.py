@@ -21,14 +21,16 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from editforge.models.registry import MAX_INPUT_IMAGES
+
 RAW_IMAGE = "raw_image"
-REF_KEYS = ("ref_image_1", "ref_image_2", "ref_image_3")
+REF_KEYS = tuple(f"ref_image_{slot}" for slot in range(1, MAX_INPUT_IMAGES + 1))  # as many as a model takes
 IMAGE_KEYS = (RAW_IMAGE, *REF_KEYS)
 PROMPT = "gen_edit_prompt"
 NEED_GEN = "need_gen"
 STANDARD_KEYS = (*IMAGE_KEYS, PROMPT, NEED_GEN)
-# The original script's fixed layout, used when the header row names no standard column.
-POSITIONAL_COLUMNS = {RAW_IMAGE: 1, "ref_image_1": 2, "ref_image_2": 3, "ref_image_3": 4, PROMPT: 5, NEED_GEN: 7}
+# The original script's fixed layout (A, B-D, E, G), used when the header row names no standard column.
+POSITIONAL_COLUMNS = {RAW_IMAGE: 1, **{key: 2 + i for i, key in enumerate(REF_KEYS)}, PROMPT: 5, NEED_GEN: 7}
 # The training instruction: the first of these columns present (the last is the generation prompt).
 INSTRUCTION_COLUMNS = ("edit_prompt", "instruction", PROMPT)
 

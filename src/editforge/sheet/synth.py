@@ -1,6 +1,9 @@
 """The `editforge synth` run: plan the workbook, generate the missing pictures, journal, render.
 
-    summary = synth("data.xlsx", make_generator, SynthOptions(seed=7), team=Team())
+    summary = synth("data.xlsx", make_generator, SynthOptions(seed=7), team=Team(), progress=Progress())
+
+(`editforge.sheet.launch.synth_with_model` is synth as the command runs it: with a model, on one process
+or an `accelerate launch` team.)
 
 `make_generator()` is called once, only when this process has rows to do, and returns a callable
 `(images, prompt, seed) -> (image, params)`; the model lives behind it, so this module knows nothing
@@ -40,21 +43,20 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from PIL import Image
-from rich.console import Console
-from rich.progress import Progress
 
 from editforge.errors import EditForgeError
 from editforge.files import remove_stale_temps
 from editforge.images import open_rgb
 from editforge.inference.metadata import save_png_atomic
 from editforge.paths import BadPath, PathPolicy
-from editforge.progress import progress_bar
+from editforge.progress import Progress
 from editforge.sheet.journal import Journal, RecalledFormulas, Result
 from editforge.sheet.plan import Job, Plan, RowIssue, check_columns, plan_workbook
 from editforge.sheet.quality import check_quality
 from editforge.sheet.render import RenderLock, RenderStats, SheetWriter
-from editforge.sheet.schema import GEN_SEED, GEN_STATUS
+from editforge.sheet.schema import GEN_SEED, GEN_STATUS, RAW_IMAGE
 from editforge.sheet.seeds import random_base_seed, row_seed
+from editforge.sheet.team import Team
 from editforge.sheet.workbook import Workbook, ensure_not_locked, open_workbook, workbook_file
 
 Generator = Callable[[Sequence[Image.Image], str, int], "tuple[Image.Image, dict[str, Any]]"]
@@ -79,19 +81,6 @@ class SynthOptions:
 
 
 @dataclass
-class Team:
-    """The processes sharing one run. `share` hands the main process's value to all (a barrier)."""
-
-    index: int = 0
-    size: int = 1
-    share: Callable[[Any], Any] = lambda value: value
-
-    @property
-    def is_main(self) -> bool:
-        return self.index == 0
-
-
-@dataclass
 class Summary:
     generated: int = 0
     skipped: int = 0
@@ -103,6 +92,7 @@ class Summary:
     interrupted: bool = False
     failures: list[tuple[int, str]] = field(default_factory=list)  # (row, reason), in row order
     notes: list[str] = field(default_factory=list)  # one line each: held changes, a save that failed
+    main: bool = True  # the team's main process: the one that reports (the others' summaries are partial)
 
     @property
     def exit_code(self) -> int:
@@ -111,7 +101,7 @@ class Summary:
     def line(self) -> str:
         text = f"generated {self.generated}, skipped {self.skipped}, failed {self.failed}"
         if self.failed_before:
-            text += f" (+{self.failed_before} failed in an earlier run, not retried: --retry-failed)"
+            text += f" (+{self.failed_before} failed in an earlier run, not retried: `retry_failed=True`)"
         if self.recovered:
             text += f" (+{self.recovered} recovered from an interrupted run)"
         if self.stale:
@@ -126,8 +116,9 @@ class Todo:
 
 
 def synth(workbook: str | Path, make_generator: Callable[[], Generator], options: SynthOptions, *,
-          team: Team = Team(), console: Console | None = None, show_progress: bool = True) -> Summary:
-    console = console or Console(stderr=True)
+          team: Team = Team(), progress: Progress | None = None) -> Summary:
+    """Generate the picture of every row that needs one; `progress` (the main process's) shows the run."""
+    progress = progress if progress is not None and team.is_main else Progress()
     path = workbook_file(workbook)  # a symlink is followed: one lock, one journal, one file per workbook
     policy = PathPolicy(options.base_dir or path.parent, allow_outside=options.allow_outside)
     out_dirs = {"raw": _out_dir(policy, options.out_raw), "ref": _out_dir(policy, options.out_ref)}
@@ -172,11 +163,11 @@ def synth(workbook: str | Path, make_generator: Callable[[], Generator], options
                 statuses.set(plan, held_back, len(todo))
             run_id, base_seed = team.share(shared)
             if team.is_main:
-                console.print(f"synth {path.name}: {len(todo)} rows to generate, seed {base_seed}{how}",
-                              highlight=False, soft_wrap=True)
-            runner = _Runner(journal, book, writer, policy, out_dirs, options, team, run_id, base_seed, console)
-            summary = runner.run(todo[team.index:: team.size], make_generator, len(todo), show_progress)
+                progress.note(f"synth {path.name}: {len(todo)} rows to generate, seed {base_seed}{how}")
+            runner = _Runner(journal, book, writer, policy, out_dirs, options, team, run_id, base_seed, progress)
+            summary = runner.run(todo[team.index:: team.size], make_generator, len(todo))
             summary.recovered = recovered
+            summary.main = team.is_main
             summary.skipped = len(plan.skipped)
             summary.failed += len(plan.failed)
             summary.failed_before = len(held_back)
@@ -223,7 +214,7 @@ def _base_seed(journal: Journal, seed: int | None) -> tuple[int, str]:
     if known is not None:
         return int(known), " (this workbook's seed, remembered in its journal)"
     drawn = int(journal.set_meta("base_seed", str(random_base_seed()), only_if_absent=True))
-    return drawn, f" (random; --seed {drawn} reproduces it)"
+    return drawn, f" (random; `seed={drawn}` reproduces it)"
 
 
 def _refuse_too_many_inputs(plan: Plan, max_inputs: int | None) -> None:
@@ -330,37 +321,36 @@ class _PlanStatuses:
 class _Runner:
     def __init__(self, journal: Journal, book: Workbook, writer: SheetWriter | None, policy: PathPolicy,
                  out_dirs: dict[str, Path], options: SynthOptions, team: Team, run_id: str, base_seed: int,
-                 console: Console):
+                 progress: Progress):
         self.journal, self.book, self.writer, self.policy, self.out_dirs = journal, book, writer, policy, out_dirs
         self.options, self.team, self.run_id, self.base_seed = options, team, run_id, base_seed
-        self.console = console
+        self.progress = progress
+        self.shown = 0  # rows the progress bar counts as done
         self.saver = _SaveSchedule(options.save_every_rows, options.save_every_seconds)
         self.consecutive_errors = 0
         self.local: Counter[str] = Counter()  # this process's results, by status
         self.last: RenderStats | None = None
 
-    def run(self, mine: list[Todo], make_generator, total: int, show_progress: bool) -> Summary:
+    def run(self, mine: list[Todo], make_generator, total: int) -> Summary:
         summary = Summary(base_seed=self.base_seed)
         previous_sigterm = _sigterm_raises_interrupt()
-        progress = progress_bar("img", per_minute=True, console=self.console,
-                                enabled=show_progress and self.team.is_main and total > 0)
         try:
-            with progress:
-                generate = make_generator() if mine else None
-                # added once the model is loaded, so images/min and the ETA measure generation only
-                task = progress.add_task("synth", total=total)
-                for todo in mine:
-                    self._run_one(todo, generate)
-                    if self.team.is_main:
-                        self._show(progress, task)
-                        self._maybe_render()
-                self._finished()
+            generate = make_generator() if mine else None
+            # started once the model is loaded, so images/min and the ETA measure generation only
+            if total:
+                self.progress.start("synth", total=total, unit="img", per_minute=True)
+            for todo in mine:
+                self._run_one(todo, generate)
                 if self.team.is_main:
-                    while not self._everyone_finished():  # keep rendering the others' results
-                        time.sleep(0.5)
-                        self._show(progress, task)
-                        self._maybe_render()
-                    self._show(progress, task)
+                    self._show()
+                    self._maybe_render()
+            self._finished()
+            if self.team.is_main:
+                while not self._everyone_finished():  # keep rendering the others' results
+                    time.sleep(0.5)
+                    self._show()
+                    self._maybe_render()
+                self._show()
         except KeyboardInterrupt:
             summary.interrupted = True
         finally:
@@ -379,7 +369,7 @@ class _Runner:
 
     def _run_one(self, todo: Todo, generate: Generator) -> None:
         job = todo.job
-        folder = self.out_dirs["raw" if job.target == "raw_image" else "ref"]
+        folder = self.out_dirs["raw" if job.target == RAW_IMAGE else "ref"]
         output = folder / f"{uuid.uuid4().hex}.png"
         first_seed = row_seed(self.base_seed, job.identity, todo.generation)
         result_id = self.journal.begin(
@@ -412,7 +402,7 @@ class _Runner:
         except Exception as exc:  # noqa: BLE001 - one row's crash must not end a 10-hour run ...
             self.consecutive_errors += 1  # ... but ten in a row are a broken setup
             if _is_out_of_memory(exc):
-                error = "out of memory (try --max-pixels, --offload or --quantize)"
+                error = "out of memory (try a smaller `max_pixels`, `offload` or `quantize`)"
             else:
                 error = _describe(exc)
             if self.consecutive_errors >= MAX_CONSECUTIVE_ERRORS:
@@ -428,9 +418,12 @@ class _Runner:
     def _everyone_finished(self) -> bool:
         return all(self.journal.meta(f"run:{self.run_id}:finished:{i}") for i in range(self.team.size))
 
-    def _show(self, progress: Progress, task) -> None:
+    def _show(self) -> None:
         counts = self.journal.counts(self.run_id) if self.team.size > 1 else self.local  # the whole team's
-        progress.update(task, completed=counts.get("done", 0) + counts.get("failed", 0))
+        done = counts.get("done", 0) + counts.get("failed", 0)
+        if done > self.shown:
+            self.progress.advance(done - self.shown)
+            self.shown = done
 
     def _maybe_render(self) -> None:
         self.saver.row_done()
@@ -442,8 +435,8 @@ class _Runner:
         try:
             self.last = self.writer.render()
         except EditForgeError as exc:  # Excel opened it meanwhile: the journal keeps everything
-            self.console.print(f"[yellow]workbook not saved:[/] {exc}; results are safe in the journal, "
-                               "run the same command again to write them", highlight=False)
+            self.progress.note(f"workbook not saved: {exc}; results are safe in the journal, run the same "
+                               "command again to write them")
             self.saver.saved(time.monotonic() - started)
             return
         self.saver.saved(time.monotonic() - started if self.last.saved else 0.0)
@@ -508,7 +501,7 @@ def dry_run(workbook: str | Path, options: SynthOptions, *, limit: int = 20) -> 
     for mode in ("gen_raw", "gen_ref", "gen_extra_ref"):
         lines.append(f"  {mode:<14} {modes.get(mode, 0)}")
     if options.max_rows is not None and len(plan.jobs) > options.max_rows:
-        lines.append(f"  (--max-rows {options.max_rows}: only the first {options.max_rows} of these)")
+        lines.append(f"  (`max_rows={options.max_rows}`: only the first {options.max_rows} of these)")
     for verdict, issues in (("skipped", plan.skipped), ("failed", plan.failed)):
         lines.append(f"  {verdict:<14} {len(issues)}")
         by_reason: dict[str, list[int]] = {}

@@ -411,7 +411,7 @@ class Workbook:
         unmatched = {k: h for k, h in (columns or {}).items() if k not in self.columns}
         if unmatched:  # a typo in --columns: say which header is not there, and which are
             key, header = next(iter(unmatched.items()))
-            raise EditForgeError(f"--columns {key}={header}: no header {header!r} in row {self.header_row} of "
+            raise EditForgeError(f"`columns` {key}={header}: no header {header!r} in row {self.header_row} of "
                                  f"{path.name}; its headers: {', '.join(self.headers.values()) or 'none'}")
         self.positional = not self.columns
         if self.positional:
@@ -636,7 +636,7 @@ def open_workbook(path: str | os.PathLike, *, sheet: str | None = None, columns:
         grid: _XlsxGrid | _CsvGrid = _XlsxGrid(path, sheet, read_only, limits or XlsxLimits.from_env())
     elif suffix == ".csv":
         if sheet is not None:
-            raise EditForgeError(f"{path.name} is a CSV file; it has no sheets (drop --sheet)")
+            raise EditForgeError(f"{path.name} is a CSV file; it has no sheets (drop `sheet`)")
         grid = _CsvGrid(path)
     elif suffix == ".xls":
         raise EditForgeError(f"{path.name} is an old .xls file; save it as .xlsx in Excel first")

@@ -28,7 +28,7 @@ from editforge.errors import EditForgeError
 from editforge.files import atomic_write
 from editforge.images import open_rgb
 from editforge.inference.sizes import dimensions_for_area, size_problem
-from editforge.models.registry import family_of
+from editforge.models.info import family_of, model_info
 
 CACHE_VERSION = 1  # bump when the encoding changes, so old files are never half-reused
 
@@ -108,7 +108,7 @@ def settings_fingerprint(pipe, vae_pixels: int, condition_pixels: int | None) ->
     settings = {
         "version": CACHE_VERSION,
         "family": family.name,
-        "model": getattr(pipe, "editforge_info", {}).get("model"),
+        "model": model_info(pipe).model,
         "vae": dict(pipe.vae.config),
         "text_encoder": pipe.text_encoder.config.to_dict(),
         "dtype": str(pipe.text_encoder.dtype),

@@ -74,11 +74,11 @@ def resolve_resume(root: Path, resume: str) -> Path:
     if resume == "latest":
         found = checkpoints(root)
         if not found:
-            raise EditForgeError(f"--resume latest: no checkpoint in {root} yet; start without --resume")
+            raise EditForgeError(f"`resume=latest`: no checkpoint in {root} yet; start without `resume`")
         return found[-1]
     path = Path(resume)
     if not (path / STATE_FILE).is_file():
-        raise EditForgeError(f"--resume {resume}: not a checkpoint folder (no {STATE_FILE})")
+        raise EditForgeError(f"`resume` {resume}: not a checkpoint folder (no {STATE_FILE})")
     return path
 
 

@@ -159,7 +159,7 @@ class Config(Strict):
 def default_config(family: str = "qwen-image-edit-2509") -> dict:
     """A complete config for `family` with every key at its default, as `--print-config` shows it."""
     if family not in FAMILIES:
-        raise EditForgeError(f"--family must be one of {', '.join(FAMILIES)}, not {family}")
+        raise EditForgeError(f"`family` must be one of {', '.join(FAMILIES)}, not {family}")
     sample = {"target": "data/edited/0001.png", "instruction": "make the sky red"}
     if FAMILIES[family].is_edit:
         sample["controls"] = ["data/source/0001.png"]
@@ -189,13 +189,13 @@ def apply_override(raw: dict, override: str) -> None:
     """`--set train.learning_rate=2e-4`: the value is parsed as YAML, so numbers, lists and null work."""
     key, sep, text = override.partition("=")
     if not sep or not key.strip():
-        raise EditForgeError(f"--set {override}: expected key=value, e.g. train.steps=500")
+        raise EditForgeError(f"`overrides` {override}: expected key=value, e.g. train.steps=500")
     *parents, leaf = key.strip().split(".")
     node = raw
     for part in parents:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise EditForgeError(f"--set {override}: {part} is not a section")
+            raise EditForgeError(f"`overrides` {override}: {part} is not a section")
     node[leaf] = yaml.safe_load(text)
 
 

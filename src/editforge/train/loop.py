@@ -18,9 +18,10 @@ from pathlib import Path
 import torch
 
 from editforge.errors import EditForgeError
+from editforge.models.info import model_info
 from editforge.models.loading import build_pipeline, prepare_load
 from editforge.models.registry import count_text
-from editforge.progress import progress_bar
+from editforge.progress import Progress
 from editforge.train import checkpoint as ckpt
 from editforge.train.buckets import BatchStream
 from editforge.train.cache import CacheReport, build_cache, load_cached
@@ -29,7 +30,7 @@ from editforge.train.logs import RunLog, loss_curve, read_metrics
 from editforge.train.lora import save_lora
 from editforge.train.objective import collate, draw_noise
 from editforge.train.step import NonFiniteLoss, make_accelerator, make_optimizer, optimizer_step, prepare_model
-from editforge.train.validation import prepare_previews, run_validation
+from editforge.train.validation import prepare_previews, preview_options, run_validation
 
 log = logging.getLogger("editforge.train")
 WEIGHT_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "no": torch.float32}
@@ -48,7 +49,8 @@ class TrainResult:
     cache: CacheReport | None = None
 
 
-def train(config: Config, *, resume: str | None = None) -> TrainResult:
+def train(config: Config, *, resume: str | None = None, progress: Progress | None = None) -> TrainResult:
+    """`progress` (shown by the main process): caching, then the optimizer steps."""
     from accelerate.utils import set_seed
 
     config.check_paths()
@@ -56,11 +58,12 @@ def train(config: Config, *, resume: str | None = None) -> TrainResult:
     if existing and not resume:
         # Starting over here would mix two runs' checkpoints, and `--resume latest` could pick the old one.
         raise EditForgeError(f"{config.output_dir} already holds checkpoints (up to {existing[-1].name}); "
-                             "continue with --resume latest, or choose another output_dir")
+                             "continue with `resume=latest`, or choose another output_dir")
 
     accelerator = make_accelerator(config.train.mixed_precision, config.train.gradient_accumulation)
     set_seed(config.seed)
     main = accelerator.is_main_process
+    progress = progress if progress is not None and main else Progress()
     out = config.output_dir
     # Every training sample's prompt and images are distinct: an embedding cache would only hold memory.
     plan = prepare_load(config.model, dtype=WEIGHT_DTYPES[config.train.mixed_precision], reuse_embeddings=False,
@@ -71,11 +74,12 @@ def train(config: Config, *, resume: str | None = None) -> TrainResult:
     if not samples:
         raise EditForgeError(f"no usable training samples ({len(unfit)} set aside: {'; '.join(unfit[:3])})")
     pipe = build_pipeline(plan)
-    areas = dict(max_pixels=config.data.max_pixels or pipe.editforge_info["max_pixels"],
-                 condition_pixels=config.data.condition_pixels or pipe.editforge_info["condition_pixels"])
+    info = model_info(pipe)
+    areas = dict(max_pixels=config.data.max_pixels or info.max_pixels,
+                 condition_pixels=config.data.condition_pixels or info.condition_pixels)
 
     # 1. Encode the data once; then the text encoder goes away and the VAE off the GPU (back only to preview).
-    cache, previews = encode_data(pipe, config, samples, unfit, areas, accelerator)
+    cache, previews = encode_data(pipe, config, samples, unfit, areas, accelerator, progress)
     pipe.text_encoder = None
     pipe.vae.to("cpu")
     gc.collect()
@@ -120,31 +124,29 @@ def train(config: Config, *, resume: str | None = None) -> TrainResult:
                 config.seed, step * tc.gradient_accumulation + micro, accelerator.process_index)))
 
     transformer.train()
-    with progress_bar("step") if main else contextlib.nullcontext() as bar:
-        task = bar.add_task("training", total=tc.steps, completed=step) if bar else None
-        while step < tc.steps:
-            try:
-                total, grad_norm = optimizer_step(accelerator, transformer, params, optimizer, micro_batches(step),
-                                                  max_grad_norm=tc.max_grad_norm)
-            except NonFiniteLoss as exc:
-                latest = ckpt.checkpoints(out / "checkpoints")
-                raise TrainingDiverged(
-                    f"loss is {exc.value} at step {step + 1}; stopped. Last good checkpoint: "
-                    f"{latest[-1] if latest else 'none yet'}. Lower train.learning_rate or check the data.") from None
-            lr_scheduler.step()
-            step += 1
-            result.losses.append(total)
-            if bar:
-                bar.update(task, advance=1, description=f"training · loss {total:.4f}")
-            run_log.step(step, total, lr_scheduler.get_last_lr()[0], math.nan if grad_norm is None else grad_norm)
-            if step % config.log_every == 0 and main:
-                log.info("step %d/%d  loss %.4f  lr %.3g", step, tc.steps, total, lr_scheduler.get_last_lr()[0])
-            if step % config.checkpoint.every == 0 or step == tc.steps:
-                ckpt.save_checkpoint(accelerator, out / "checkpoints", step, {"data": stream.state_dict()},
-                                     config.checkpoint.keep)
-            if previews and (step % config.validation.every == 0 or step == tc.steps):
-                validate(pipe, previews, out / "validation" / f"step-{step:06d}", config, areas, run_log, step)
-            accelerator.wait_for_everyone()
+    progress.start("training", total=tc.steps, unit="step", completed=step)
+    while step < tc.steps:
+        try:
+            total, grad_norm = optimizer_step(accelerator, transformer, params, optimizer, micro_batches(step),
+                                              max_grad_norm=tc.max_grad_norm)
+        except NonFiniteLoss as exc:
+            latest = ckpt.checkpoints(out / "checkpoints")
+            raise TrainingDiverged(
+                f"loss is {exc.value} at step {step + 1}; stopped. Last good checkpoint: "
+                f"{latest[-1] if latest else 'none yet'}. Lower train.learning_rate or check the data.") from None
+        lr_scheduler.step()
+        step += 1
+        result.losses.append(total)
+        progress.advance(description=f"training · loss {total:.4f}")
+        run_log.step(step, total, lr_scheduler.get_last_lr()[0], math.nan if grad_norm is None else grad_norm)
+        if step % config.log_every == 0 and main:
+            log.info("step %d/%d  loss %.4f  lr %.3g", step, tc.steps, total, lr_scheduler.get_last_lr()[0])
+        if step % config.checkpoint.every == 0 or step == tc.steps:
+            ckpt.save_checkpoint(accelerator, out / "checkpoints", step, {"data": stream.state_dict()},
+                                 config.checkpoint.keep)
+        if previews and (step % config.validation.every == 0 or step == tc.steps):
+            validate(pipe, previews, out / "validation" / f"step-{step:06d}", config, areas, run_log, step)
+        accelerator.wait_for_everyone()
 
     # 4. Export.
     if main:
@@ -159,15 +161,14 @@ def train(config: Config, *, resume: str | None = None) -> TrainResult:
     return result
 
 
-def encode_data(pipe, config: Config, samples: list, unfit: list[str], areas: dict, accelerator):
+def encode_data(pipe, config: Config, samples: list, unfit: list[str], areas: dict, accelerator,
+                progress: Progress):
     """The cache (each process encodes its share) and the previews' prompt embeddings (main process)."""
     main, rank, world = accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
-    with progress_bar("sample") if main else contextlib.nullcontext() as bar:
-        task = bar.add_task("caching", total=len(samples[rank::world])) if bar else None
-        cache = build_cache(pipe, samples, config.cache_dir, vae_pixels=areas["max_pixels"],
-                            condition_pixels=areas["condition_pixels"], rank=rank, world_size=world,
-                            barrier=accelerator.wait_for_everyone,
-                            progress=(lambda: bar.advance(task)) if bar else None)
+    progress.start("caching", total=len(samples[rank::world]), unit="sample")
+    cache = build_cache(pipe, samples, config.cache_dir, vae_pixels=areas["max_pixels"],
+                        condition_pixels=areas["condition_pixels"], rank=rank, world_size=world,
+                        barrier=accelerator.wait_for_everyone, progress=progress.advance)
     cache.skipped += unfit
     if world > 1:  # each process counted only its own share
         cache.computed = int(accelerator.reduce(torch.tensor(cache.computed, device=accelerator.device), "sum"))
@@ -181,9 +182,13 @@ def encode_data(pipe, config: Config, samples: list, unfit: list[str], areas: di
         raise EditForgeError("no usable training samples (all were skipped; see the warnings above)")
     previews = []
     if main and config.validation.samples:
-        previews = prepare_previews(pipe, config.validation.samples, cfg=config.validation.cfg,
-                                    max_pixels=areas["max_pixels"], condition_pixels=areas["condition_pixels"])
+        previews = prepare_previews(pipe, config.validation.samples, validation_options(pipe, config, areas))
     return cache, previews
+
+
+def validation_options(pipe, config: Config, areas: dict):
+    vc = config.validation
+    return preview_options(pipe, steps=vc.steps, cfg=vc.cfg, **areas)
 
 
 def training_samples(config: Config, family) -> tuple[list, list[str]]:
@@ -219,10 +224,9 @@ def validate(pipe, previews, folder: Path, config: Config, areas: dict, run_log:
     device = pipe.transformer.device
     pipe.transformer.eval()  # LoRA dropout off
     pipe.vae.to(device)
-    vc = config.validation
     with original_forward(pipe.transformer):
-        sheets = run_validation(pipe, previews, folder, steps=vc.steps, cfg=vc.cfg, seed=vc.seed,
-                                max_pixels=areas["max_pixels"], condition_pixels=areas["condition_pixels"])
+        sheets = run_validation(pipe, previews, folder, validation_options(pipe, config, areas),
+                                seed=config.validation.seed)
     pipe.vae.to("cpu")
     pipe.transformer.train()
     run_log.images(step, sheets)

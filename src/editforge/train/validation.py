@@ -15,9 +15,10 @@ import torch
 from PIL import Image
 
 from editforge.images import open_rgb
-from editforge.inference.call import Prompt, call_arguments, negative_prompt_for, run_call
+from editforge.inference.call import Prompt, call_arguments, run_call
+from editforge.inference.options import GenerationOptions
 from editforge.inference.sizes import default_size
-from editforge.models.registry import family_of
+from editforge.models.info import family_of, model_info
 from editforge.train.cache import condition_inputs, encode_prompt
 
 
@@ -30,25 +31,31 @@ class Preview:
     size: tuple[int, int]
 
 
+def preview_options(pipe, *, steps: int, cfg: float, max_pixels: int, condition_pixels: int | None):
+    """The options of a preview's pipeline call, resolved as `editforge.generate` resolves them."""
+    return GenerationOptions(steps=steps, cfg=cfg, max_pixels=max_pixels,
+                             condition_pixels=condition_pixels).resolved(model_info(pipe))
+
+
 @torch.no_grad()
-def prepare_previews(pipe, samples, *, cfg: float, max_pixels: int, condition_pixels: int | None) -> list[Preview]:
+def prepare_previews(pipe, samples, options: GenerationOptions) -> list[Preview]:
+    """The previews of `samples` at the (resolved) `options`, their prompts encoded."""
     previews = []
     for sample in samples:  # their control counts were checked before the model loaded (Config.check_family)
         controls = [open_rgb(path) for path in sample.controls]
-        prompt_images, _ = condition_inputs(pipe, controls, max_pixels, condition_pixels)
-        negative = negative_prompt_for(cfg, None)
+        prompt_images, _ = condition_inputs(pipe, controls, options.max_pixels, options.condition_pixels)
+        negative = options.negative_prompt
         reference = open_rgb(sample.target) if sample.target else None
         previews.append(Preview(controls, reference, encode_prompt(pipe, sample.instruction, prompt_images),
                                 None if negative is None else encode_prompt(pipe, negative, prompt_images),
-                                default_size(max_pixels, [c.size for c in controls])))
+                                default_size(options.max_pixels, [c.size for c in controls])))
     return previews
 
 
-def render(pipe, preview: Preview, *, steps: int, cfg: float, seed: int, max_pixels: int,
-           condition_pixels: int | None) -> Image.Image:
-    kwargs = call_arguments(family_of(pipe), preview.controls, preview.prompt, negative=preview.negative, cfg=cfg,
-                            steps=steps, size=preview.size, seed=seed)
-    return run_call(pipe, kwargs, max_pixels=max_pixels, condition_pixels=condition_pixels)
+def render(pipe, preview: Preview, options: GenerationOptions, *, seed: int) -> Image.Image:
+    kwargs = call_arguments(family_of(pipe), preview.controls, preview.prompt, options, size=preview.size, seed=seed,
+                            negative=preview.negative)
+    return run_call(pipe, kwargs, options)
 
 
 LABEL_HEIGHT = 14  # the strip under each picture that says what it is
@@ -72,15 +79,14 @@ def grid(images: list[Image.Image], height: int, labels: list[str]) -> Image.Ima
     return sheet
 
 
-def run_validation(pipe, previews: list[Preview], folder: Path, *, steps: int, cfg: float, seed: int,
-                   max_pixels: int, condition_pixels: int | None) -> list[Image.Image]:
+def run_validation(pipe, previews: list[Preview], folder: Path, options: GenerationOptions, *,
+                   seed: int) -> list[Image.Image]:
     """Render every preview into `folder` as `N.png` (the image) and `N-grid.png` (beside inputs and reference,
     each labelled)."""
     folder.mkdir(parents=True, exist_ok=True)
     sheets = []
     for i, preview in enumerate(previews):
-        image = render(pipe, preview, steps=steps, cfg=cfg, seed=seed, max_pixels=max_pixels,
-                       condition_pixels=condition_pixels)
+        image = render(pipe, preview, options, seed=seed)
         image.save(folder / f"{i}.png")
         row = [*preview.controls, image] + ([preview.reference] if preview.reference else [])
         labels = [f"control {k}" for k in range(1, len(preview.controls) + 1)] + ["preview"] + \

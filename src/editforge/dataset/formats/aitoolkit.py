@@ -3,9 +3,10 @@
 Rules, from ai-toolkit `config/examples/train_lora_qwen_image_edit{,_2509}_32gb.yaml` and
 `toolkit/dataloader_mixins.py`:
 - `folder_path` holds the targets, captions beside them with `caption_ext: "txt"`;
-- `control_path` is one folder (Edit, arch `qwen_image_edit`) or a list of up to three (Edit-2509,
-  arch `qwen_image_edit_plus`); a control is the file in that folder with the target's stem and one
-  of `.jpg .jpeg .png .webp`, and a folder without one just gives that sample one control fewer.
+- `control_path` is one folder (Edit) or a list of up to three (EditPlus); the model's `arch` is the
+  family's (`Family.aitoolkit_arch`: `qwen_image_edit`, `qwen_image_edit_plus`, `qwen_image_edit_plus_2511`);
+  a control is the file in that folder with the target's stem and one of `.jpg .jpeg .png .webp`, and a
+  folder without one just gives that sample one control fewer.
 The YAML is a starting point to edit (steps, rank, quantization), not a tuned recipe.
 """
 
@@ -21,7 +22,6 @@ from editforge.dataset.sample import Sample
 from editforge.models.registry import Family
 
 CONFIG = "aitoolkit_config.yaml"
-ARCH = {"qwen-image-edit": "qwen_image_edit", "qwen-image-edit-2509": "qwen_image_edit_plus"}
 
 
 def write(samples: list[Sample], out_dir: Path, family: Family) -> ExportPlan:
@@ -56,7 +56,7 @@ def job_config(out_dir: Path, controls: list[str], family: Family) -> dict:
                     "noise_scheduler": "flowmatch", "timestep_type": "weighted", "optimizer": "adamw8bit",
                     "lr": 1e-4, "dtype": "bf16", "cache_text_embeddings": True,
                 },
-                "model": {"name_or_path": family.hub_id, "arch": ARCH[family.name], "quantize": True,
+                "model": {"name_or_path": family.hub_id, "arch": family.aitoolkit_arch, "quantize": True,
                           "quantize_te": True, "low_vram": True},
             }],
         },

@@ -55,7 +55,7 @@ def find_folders(root: Path, columns: Columns) -> tuple[Path, list[Path]] | None
 def read(root: Path, *, columns: Columns, allow_outside: bool = False) -> Dataset:
     folders = find_folders(root, columns)
     if folders is None:
-        raise EditForgeError(f"{root} has no target folder ({', '.join(TARGET_FOLDERS)}); name it with --target-column")
+        raise EditForgeError(f"{root} has no target folder ({', '.join(TARGET_FOLDERS)}); name it with `columns.target`")
     target_dir, control_dirs = folders
     by_stem = [_images_by_stem(d) for d in control_dirs]
     dataset = Dataset(source=root, format="folders", samples=[])
