@@ -48,7 +48,7 @@ def cells(path: Path) -> dict[int, dict]:
 def test_the_view_shows_generated_rows_with_mode_seed_quality_and_status(generated):
     session = session_for(generated)
     view = session.view()
-    by_row = {r.row: r for r in view.rows}
+    by_row = {r.row: r for r in view.page(limit=100).rows}
     assert sorted(by_row) == [2, 3, 4, 5, 6]
     assert [(by_row[r].mode, by_row[r].generated, by_row[r].status) for r in (2, 3, 4, 5, 6)] == [
         ("gen_ref", "ref_image_1", "pending"), ("gen_raw", "raw_image", "pending"),

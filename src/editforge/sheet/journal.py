@@ -131,6 +131,21 @@ class RowChange:
     expect: dict[str, str] | None   # column -> text the row must still show, else the change waits
     source: str | None
     created: float
+    applied: float | None = None    # when it reached the workbook file; None while it waits
+
+
+@dataclass(frozen=True)
+class Marks:
+    """Where the journal stood when a reader began to read the workbook file: what that file may lack.
+
+    Taken before the file is read. Every result or change it may lack is newer than `last_result` /
+    `last_change`, or is listed here as not yet in the file (whatever happened to it since).
+    """
+
+    last_result: int
+    unrendered: frozenset[int]
+    last_change: int
+    pending: frozenset[int]
 
 
 _RESULT_COLUMNS = ("id, sheet, identity, generation, row, mode, target, output, status, seed, quality, "
@@ -244,6 +259,41 @@ class Journal:
             sql += " WHERE " + " AND ".join(where)
         return [_result(r) for r in self.db.execute(sql + " ORDER BY id", args)]
 
+    def marks(self) -> Marks:
+        """The journal now, for a reader about to read the workbook (see `Marks`)."""
+        # the newest ids first: an entry made between these queries is newer than them, so it is covered
+        last_result = self.db.execute("SELECT COALESCE(MAX(id), 0) FROM results").fetchone()[0]
+        last_change = self.db.execute("SELECT COALESCE(MAX(id), 0) FROM row_changes").fetchone()[0]
+        unrendered = frozenset(r[0] for r in self.db.execute(
+            "SELECT id FROM results WHERE rendered = 0 AND id <= ?", (last_result,)))
+        pending = frozenset(r[0] for r in self.db.execute(
+            "SELECT id FROM row_changes WHERE applied IS NULL AND id <= ?", (last_change,)))
+        return Marks(last_result, unrendered, last_change, pending)
+
+    def results_since(self, sheet: str, marks: Marks) -> list[Result]:
+        """Done and failed results of `sheet` that a workbook read at `marks` may lack."""
+        rows = self.db.execute(
+            f"SELECT {_RESULT_COLUMNS} FROM results WHERE sheet = ? AND status IN ('done', 'failed')"
+            " AND (id > ? OR id IN (SELECT value FROM json_each(?))) ORDER BY id",
+            (sheet, marks.last_result, json.dumps(sorted(marks.unrendered))))
+        return [_result(r) for r in rows]
+
+    def changes_since(self, sheet: str, marks: Marks) -> list[RowChange]:
+        """Changes to `sheet` that a workbook read at `marks` may lack, written to the file since or not."""
+        return self._changes("sheet = ? AND (id > ? OR id IN (SELECT value FROM json_each(?)))",
+                             (sheet, marks.last_change, json.dumps(sorted(marks.pending))))
+
+    def made(self, sheet: str) -> dict[str, tuple[int, str, int | None, str | None]]:
+        """Every picture made for `sheet` (done results) by output path: (result id, mode, seed,
+        quality as JSON text); light enough to hold for a 100,000-row sheet."""
+        rows = self.db.execute("SELECT output, id, mode, seed, quality FROM results WHERE sheet = ? AND status = 'done'"
+                               " ORDER BY id", (sheet,))
+        return {r[0]: r[1:] for r in rows}
+
+    def data_version(self) -> int:
+        """Changes when another connection (process) commits; this connection's own commits do not count."""
+        return self.db.execute("PRAGMA data_version").fetchone()[0]
+
     def begin(self, *, sheet: str, identity: str, generation: int, row: int, row_id: str, mode: str, target: str,
               output: str, seed: int, run_id: str, worker: int, input_stamp: str | None = None) -> int:
         """Reserve `output` for a row before any pixel is written; replaces an earlier failed try."""
@@ -310,10 +360,13 @@ class Journal:
             return cur.lastrowid
 
     def pending_changes(self, sheet: str) -> list[RowChange]:
+        return self._changes("sheet = ? AND applied IS NULL", (sheet,))
+
+    def _changes(self, where: str, args: tuple) -> list[RowChange]:
         rows = self.db.execute(
-            "SELECT id, sheet, row_id, row, cells, expect, source, created FROM row_changes"
-            " WHERE sheet = ? AND applied IS NULL ORDER BY id", (sheet,))
-        return [RowChange(r[0], r[1], r[2], r[3], json.loads(r[4]), json.loads(r[5]) if r[5] else None, r[6], r[7])
+            f"SELECT id, sheet, row_id, row, cells, expect, source, created, applied FROM row_changes"
+            f" WHERE {where} ORDER BY id", args)
+        return [RowChange(r[0], r[1], r[2], r[3], json.loads(r[4]), json.loads(r[5]) if r[5] else None, *r[6:])
                 for r in rows]
 
     def mark_applied(self, change_ids: list[int]) -> None:
