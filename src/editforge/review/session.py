@@ -32,6 +32,7 @@ from typing import Mapping
 
 from editforge.errors import EditForgeError
 from editforge.paths import BadPath, PathPolicy
+from editforge.review import worker
 from editforge.review.rows import RowView
 from editforge.review.view import View, WorkbookSource
 from editforge.sheet.journal import Journal
@@ -192,8 +193,8 @@ class ReviewSession:
         with self._writing:
             before = self._pending_ids()
             try:
-                stats = apply_updates(self.workbook, sheet=self.source.sheet_option, columns=self.source.columns,
-                                      policy=self.policy)
+                stats = worker.run(apply_updates, self.workbook, big=worker.is_big(self.workbook), detach=True,
+                                   sheet=self.source.sheet_option, columns=self.source.columns, policy=self.policy)
             except EditForgeError as exc:
                 with self._lock:
                     self.last_write_error = str(exc)

@@ -33,6 +33,7 @@ from typing import Any, Mapping
 
 from editforge.errors import EditForgeError
 from editforge.paths import PathPolicy
+from editforge.review import worker
 from editforge.review.index import Query, RowIndex, Selection
 from editforge.review.rows import Made, RowView, row_view
 from editforge.sheet.journal import Journal, Marks, Result, RowChange
@@ -50,13 +51,18 @@ class Snapshot:
     """One version of the workbook file, as the review page needs it; see the module docstring.
 
     Cells are kept by column (a list per column, one entry per row below the header): a 100,000-row
-    sheet costs a list slot per cell, not a dict per row.
+    sheet costs a list slot per cell, not a dict per row. Plain data, so a child process can build it.
     """
 
-    def __init__(self, book, marks: Marks, made: dict[str, tuple], policy: PathPolicy, read_at: float):
-        self.serial = next(_SERIALS)
-        self.sheet, self.stamp, self.marks, self.read_at = book.sheet, book.stamp, marks, read_at
-        self.column = _column_lookup(book)
+    serial = 0        # set by the WorkbookSource that holds it: which version this is, in this process
+    read_at = 0.0     # when its reading began (time.monotonic of that process)
+
+    def __init__(self, book, marks: Marks, made: dict[str, tuple], policy: PathPolicy):
+        self.sheet, self.stamp, self.marks = book.sheet, book.stamp, marks
+        self._keys = dict(book.columns)
+        self._by_name: dict[str, int] = {}
+        for col, text in book.headers.items():
+            self._by_name.setdefault(normalize_header(text), col)
         picks: dict[int, str] = {}
         for name in READ:
             picks.setdefault(self.column(name), name)
@@ -76,6 +82,10 @@ class Snapshot:
         self.instruction = next((n for n in INSTRUCTION_COLUMNS if self.column(n) is not None), PROMPT)
         views = (self.view(row) for row in range(self.first, self.last + 1))
         self.index = RowIndex(v for v in views if v is not None)
+
+    def column(self, name: str) -> int | None:
+        """As `Workbook.column`: a standard key, else a header (case/space-insensitive), first one wins."""
+        return self._keys[name] if name in self._keys else self._by_name.get(normalize_header(name))
 
     def get(self, row: int, name: str) -> Any:
         col = self.column(name)
@@ -97,13 +107,12 @@ class Snapshot:
         return row_view(self, row, self.made_of, self.policy, self.instruction)
 
 
-def _column_lookup(book):
-    """`book.column` as a detached function: standard keys first, then header text, first one wins."""
-    keys = dict(book.columns)
-    by_name: dict[str, int] = {}
-    for col, text in book.headers.items():
-        by_name.setdefault(normalize_header(text), col)
-    return lambda name: keys[name] if name in keys else by_name.get(normalize_header(name))
+def read_snapshot(path: Path, sheet: str | None, columns: Mapping[str, str] | None, policy: PathPolicy) -> Snapshot:
+    """Read the workbook as a Snapshot (in a child process for a big one: see worker.py)."""
+    with Journal.for_workbook(path) as journal:  # its own connection: this runs in any thread or process
+        marks = journal.marks()  # before the file is read: what it may lack is newer than these
+        book = open_workbook(path, sheet=sheet, columns=columns, read_only=True, memory=journal)
+        return Snapshot(book, marks, journal.made(book.sheet), policy)
 
 
 class WorkbookSource:
@@ -150,11 +159,9 @@ class WorkbookSource:
 
     def _read(self) -> Snapshot:
         read_at = time.monotonic()
-        with Journal.for_workbook(self.path) as journal:  # its own connection: this may run in any thread
-            marks = journal.marks()  # before the file is read: what it may lack is newer than these
-            book = open_workbook(self.path, sheet=self.sheet_option, columns=self.columns, read_only=True,
-                                 memory=journal)
-            snapshot = Snapshot(book, marks, journal.made(book.sheet), self.policy, read_at)
+        snapshot = worker.run(read_snapshot, self.path, self.sheet_option, self.columns, self.policy,
+                              big=worker.is_big(self.path))
+        snapshot.serial, snapshot.read_at = next(_SERIALS), read_at
         with self._lock:  # two reads may overlap (load and a background read): the later one wins
             if self._snapshot is None or self._snapshot.read_at < read_at:
                 self._snapshot = snapshot

@@ -156,6 +156,22 @@ def _result(r: tuple) -> Result:
     return Result(*r[:10], json.loads(r[10]) if r[10] else None, *r[11:14], bool(r[14]), *r[15:])
 
 
+_CHANGE_COLUMNS = "id, sheet, row_id, row, cells, expect, source, created, applied"
+
+
+def _change(r: tuple) -> RowChange:
+    return RowChange(r[0], r[1], r[2], r[3], json.loads(r[4]), json.loads(r[5]) if r[5] else None, *r[6:])
+
+
+def _since(table: str, columns: str, where: str) -> str:
+    """Entries newer than a mark or listed in it (a JSON list), by primary key: two lookups, never a scan
+    (`+sheet` keeps SQLite from preferring the sheet index, which would visit every entry of the sheet).
+    Parameters: mark, sheet, listed ids, mark, sheet."""
+    return (f"SELECT {columns} FROM {table} WHERE id > ? AND {where} UNION ALL"
+            f" SELECT {columns} FROM {table} WHERE id IN (SELECT value FROM json_each(?)) AND id <= ? AND {where}"
+            " ORDER BY id")
+
+
 def journal_path(workbook: str | os.PathLike) -> Path:
     workbook = Path(workbook)
     return workbook.with_name(workbook.name + ".journal.sqlite")
@@ -272,16 +288,16 @@ class Journal:
 
     def results_since(self, sheet: str, marks: Marks) -> list[Result]:
         """Done and failed results of `sheet` that a workbook read at `marks` may lack."""
-        rows = self.db.execute(
-            f"SELECT {_RESULT_COLUMNS} FROM results WHERE sheet = ? AND status IN ('done', 'failed')"
-            " AND (id > ? OR id IN (SELECT value FROM json_each(?))) ORDER BY id",
-            (sheet, marks.last_result, json.dumps(sorted(marks.unrendered))))
+        where = "+sheet = ? AND status IN ('done', 'failed')"
+        rows = self.db.execute(_since("results", _RESULT_COLUMNS, where),
+                               (marks.last_result, sheet, json.dumps(sorted(marks.unrendered)), marks.last_result, sheet))
         return [_result(r) for r in rows]
 
     def changes_since(self, sheet: str, marks: Marks) -> list[RowChange]:
         """Changes to `sheet` that a workbook read at `marks` may lack, written to the file since or not."""
-        return self._changes("sheet = ? AND (id > ? OR id IN (SELECT value FROM json_each(?)))",
-                             (sheet, marks.last_change, json.dumps(sorted(marks.pending))))
+        rows = self.db.execute(_since("row_changes", _CHANGE_COLUMNS, "+sheet = ?"),
+                               (marks.last_change, sheet, json.dumps(sorted(marks.pending)), marks.last_change, sheet))
+        return [_change(r) for r in rows]
 
     def made(self, sheet: str) -> dict[str, tuple[int, str, int | None, str | None]]:
         """Every picture made for `sheet` (done results) by output path: (result id, mode, seed,
@@ -360,14 +376,9 @@ class Journal:
             return cur.lastrowid
 
     def pending_changes(self, sheet: str) -> list[RowChange]:
-        return self._changes("sheet = ? AND applied IS NULL", (sheet,))
-
-    def _changes(self, where: str, args: tuple) -> list[RowChange]:
-        rows = self.db.execute(
-            f"SELECT id, sheet, row_id, row, cells, expect, source, created, applied FROM row_changes"
-            f" WHERE {where} ORDER BY id", args)
-        return [RowChange(r[0], r[1], r[2], r[3], json.loads(r[4]), json.loads(r[5]) if r[5] else None, *r[6:])
-                for r in rows]
+        rows = self.db.execute(f"SELECT {_CHANGE_COLUMNS} FROM row_changes WHERE sheet = ? AND applied IS NULL"
+                               " ORDER BY id", (sheet,))
+        return [_change(r) for r in rows]
 
     def mark_applied(self, change_ids: list[int]) -> None:
         now = time.time()
