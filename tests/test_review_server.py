@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from editforge.errors import EditForgeError
-from editforge.review.server import ReviewServer
+from editforge.review.server import PAGE_SIZE, ReviewServer
 from editforge.review.session import ReviewSession
 from editforge.sheet.render import RenderLock
 from editforge.sheet.workbook import open_workbook
@@ -27,12 +27,12 @@ SECRET = b"the contents of a file outside the base dir"
 class Served:
     """A review server on a free port, in a thread, on a synth-filled workbook in `folder/book`."""
 
-    def __init__(self, folder: Path, **session_options):
+    def __init__(self, folder: Path, *, page_size: int = PAGE_SIZE, **session_options):
         self.folder = folder / "book"
         self.path = make_workbook(self.folder, ROWS)
         run(self.path, seed=7)
         self.session = ReviewSession(self.path, **session_options)
-        self.server = ReviewServer(self.session, port=0)
+        self.server = ReviewServer(self.session, port=0, page_size=page_size)
         self.port = urlsplit(self.server.url).port
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
