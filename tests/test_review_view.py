@@ -207,3 +207,28 @@ def test_a_page_holds_the_row_asked_for_or_the_next_one(generated):  # noqa: F81
     pending = view.page(Query({"status": "pending"}), limit=2, around=6)  # row 6 waits for synth
     assert (pending.focus, pending.total) == (None, 4) or pending.focus == 5
     session.close()
+
+
+def test_the_writer_gives_rows_their_ids_once_and_leaves_a_workbook_that_has_them(tmp_path, monkeypatch):
+    """Reading a 100,000-row workbook to write it takes a minute: starting the app must not do that for one
+    with nothing to write; one whose rows lack ids gets them at once (a change names its row by id)."""
+    monkeypatch.setattr("editforge.review.session.POLL_S", 0.05)
+    monkeypatch.setattr("editforge.review.session.DEBOUNCE_S", 0.0)
+    import editforge.review.session as session_module
+    writes = Counted(monkeypatch, session_module, "apply_updates")
+    path = make_workbook(tmp_path, pairs(4))
+    assert open_workbook(path).column("editforge_id") is None
+    session = ReviewSession(path)
+    session.start()
+    deadline = time.monotonic() + 10
+    while open_workbook(path).column("editforge_id") is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    session.close()
+    book = open_workbook(path)
+    assert [book.get(r, "editforge_id") for r in range(2, 6)] == [book.row_id(r) for r in range(2, 6)]
+    writes.calls = 0
+    session = ReviewSession(path)
+    session.start()
+    time.sleep(0.5)
+    session.close()
+    assert writes.calls == 0

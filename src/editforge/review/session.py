@@ -214,16 +214,17 @@ class ReviewSession:
             return frozenset(c.id for c in self.journal.pending_changes(self.sheet))
 
     def _write_due(self) -> bool:
-        """Whether a write could do something: never written, new changes, or the file changed (a row
-        a held change waits for may be back)."""
+        """Whether a write could do something: rows without their id in the file yet, new changes, or
+        the file changed (a row a held change waits for may be back)."""
         with self._lock:
-            if self._written is None:
-                return True
             waiting = self._pending_ids()
+            if self._written is None:
+                return bool(waiting) or self.source.latest().ids_missing
             return bool(waiting) and (waiting, file_stamp(self.workbook)) != self._written
 
     def start(self) -> None:
-        """The background writer; its first write gives rows without an id theirs."""
+        """The background writer; its first write gives rows without an id theirs (in the file: changes
+        name rows by id, and an id only in memory would not follow its row when a person inserts one)."""
         self._wake.set()
         self._writer = threading.Thread(target=self._write_loop, name="review-writer", daemon=True)
         self._writer.start()

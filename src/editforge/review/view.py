@@ -39,11 +39,12 @@ from editforge.review.rows import Made, RowView, row_view
 from editforge.sheet.journal import Journal, Marks, Result, RowChange
 from editforge.sheet.render import apply_journal
 from editforge.sheet.schema import (
-    GEN_SEED, GEN_STATUS, IMAGE_KEYS, INSTRUCTION_COLUMNS, NEED_GEN, PROMPT, REVIEW, normalize_header,
+    GEN_SEED, GEN_STATUS, IMAGE_KEYS, INSTRUCTION_COLUMNS, NEED_GEN, PROMPT, REVIEW, ROW_ID, cell_text,
+    normalize_header,
 )
 from editforge.sheet.workbook import file_stamp, open_workbook
 
-READ = (*IMAGE_KEYS, PROMPT, NEED_GEN, GEN_SEED, GEN_STATUS, REVIEW, *INSTRUCTION_COLUMNS)
+READ = (*IMAGE_KEYS, PROMPT, NEED_GEN, GEN_SEED, GEN_STATUS, REVIEW, ROW_ID, *INSTRUCTION_COLUMNS)
 _SERIALS = itertools.count(1)
 
 
@@ -77,6 +78,9 @@ class Snapshot:
         # known once the pass is done; no reference to `book` is kept (a read-only .xlsx holds its file open)
         self._ids = [book.row_id(row) for row in range(self.first, self.last + 1)]
         self._rows_by_id = {row_id: row for row, row_id in enumerate(self._ids, self.first) if row_id is not None}
+        # rows whose id the file does not hold yet (given in memory, as the first save will write them)
+        self.ids_missing = any(row_id is not None and cell_text(self.get(row, ROW_ID)) != row_id
+                               for row, row_id in enumerate(self._ids, self.first))
         self.made = made
         self.policy = policy
         self.instruction = next((n for n in INSTRUCTION_COLUMNS if self.column(n) is not None), PROMPT)
