@@ -64,6 +64,7 @@ class Snapshot:
         self._by_name: dict[str, int] = {}
         for col, text in book.headers.items():
             self._by_name.setdefault(normalize_header(text), col)
+        self._columns = {name: self._find(name) for name in READ}  # looked up for every cell: no regex each time
         picks: dict[int, str] = {}
         for name in READ:
             picks.setdefault(self.column(name), name)
@@ -88,6 +89,9 @@ class Snapshot:
         self.index = RowIndex(v for v in views if v is not None)
 
     def column(self, name: str) -> int | None:
+        return self._columns[name] if name in self._columns else self._find(name)
+
+    def _find(self, name: str) -> int | None:
         """As `Workbook.column`: a standard key, else a header (case/space-insensitive), first one wins."""
         return self._keys[name] if name in self._keys else self._by_name.get(normalize_header(name))
 

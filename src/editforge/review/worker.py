@@ -39,8 +39,9 @@ def run(function: Callable, *args: Any, big: bool, detach: bool = False, **kwarg
     if not big:
         return function(*args, **kwargs)
     request = pickle.dumps((function.__module__, function.__qualname__, args, kwargs))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}  # the modules this process has
     proc = subprocess.run([sys.executable, "-c", _CHILD], input=request, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, start_new_session=detach)
+                          stderr=subprocess.PIPE, start_new_session=detach, env=env)
     try:
         ok, value = pickle.loads(proc.stdout)
     except Exception:  # killed (out of memory, say), or it printed something else
