@@ -420,8 +420,8 @@ class FakeGPU:
             yield
 
     def build(self, construct: Callable[[], torch.nn.Module], dtype: torch.dtype) -> torch.nn.Module:
-        """`construct()` on the meta device (no init cost), then every parameter and buffer as a fake
-        tensor on the fake GPU: floating parameters in `dtype`, buffers in their own dtype."""
+        """`construct()` on the meta device (no init cost), then every parameter, buffer and tensor attribute
+        as a fake tensor on the fake GPU: floating parameters in `dtype`, the others in their own dtype."""
         with self.paused(), torch.device("meta"):
             model = construct()
         with self.mode:
@@ -435,4 +435,7 @@ class FakeGPU:
                 for name, buffer in list(module._buffers.items()):
                     if buffer is not None:
                         module._buffers[name] = torch.empty(buffer.shape, dtype=buffer.dtype, device=self.device)
+                for name, value in list(vars(module).items()):  # tensors kept as plain attributes (rope tables)
+                    if isinstance(value, torch.Tensor) and value.device.type == "meta":
+                        setattr(module, name, torch.empty(value.shape, dtype=value.dtype, device=self.device))
         return model
