@@ -1,0 +1,160 @@
+"""The measured stages of the full-size plan, each EditForge's own code on the fake GPU.
+
+Generation: `editforge.generate` on a full-size pipeline, with its pipeline's entry points wrapped so FLOPs,
+peak memory and host syncs fall to the stage that caused them:
+    text_encode   pipe.encode_prompt: processor, Qwen2.5-VL, the template's dropped tokens
+    vae_encode    pipe.vae.encode, every reference image (Edit)
+    denoise_step  one transformer call and one scheduler step (Lightning: cfg 1, one call per step)
+    vae_decode    pipe.vae.decode
+Training: one optimizer step of `editforge train`'s own functions (`prepare_model`, `make_optimizer`,
+`optimizer_step`) on batches `collate` builds from cache-shaped tensors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from types import SimpleNamespace
+from typing import Callable, Iterator
+
+import torch
+from PIL import Image
+
+from editforge.models.registry import FAMILIES
+from editforge.plan import models
+from editforge.plan.fake import FakeGPU
+from editforge.plan.memory import MemoryTracker
+
+GENERATION_STAGES = ("text_encode", "vae_encode", "denoise_step", "vae_decode")
+PROMPT = "Put the cat from picture 1 on the sofa of picture 2 and keep the lighting of the room."
+LATENT_CHANNELS = 16
+TEXT_DIM = 3584
+INPUT_SIDE = 1024  # every reference a square 1024x1024 picture: the default 1 MP output
+
+
+@dataclass
+class Row:
+    stage: str
+    model: str
+    size: int                 # the long side of the output (generation) or training target, in pixels
+    references: int           # input images (generation) or control images (training)
+    batch: int
+    dtype: str                # base weights: bf16, int8 or fp8
+    flops: int
+    peak_bytes: int
+    weights: int
+    activations: int
+    gradients: int
+    optimizer: int
+    host_syncs: int
+    sync_sites: list[dict] = field(default_factory=list)
+    calls: int = 1            # how many calls the numbers cover (vae_encode: one per reference)
+    text_tokens: int | None = None
+    image_tokens: int | None = None
+    depth: int = 60           # transformer blocks actually run (see editforge.plan.depth)
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@contextlib.contextmanager
+def _replaced(obj, name: str, wrap: Callable) -> Iterator[None]:
+    original = getattr(obj, name)
+    setattr(obj, name, wrap(original))
+    try:
+        yield
+    finally:
+        setattr(obj, name, original)
+
+
+class _StageMeter:
+    """Wraps entry points so that what they do is counted under a stage's name."""
+
+    def __init__(self, gpu: FakeGPU, memory: MemoryTracker):
+        self.gpu, self.memory = gpu, memory
+        self.flops: Counter[str] = Counter()
+        self.calls: Counter[str] = Counter()
+        self.outputs: dict[str, object] = {}
+
+    def wrap(self, stage: str, *, counts: bool = True, sticky_region: bool = False) -> Callable:
+        """A wrapper factory for `_replaced`. `counts`: a call is one unit of the stage (a denoising step is a
+        transformer call and a scheduler step: only the latter counts). `sticky_region`: host syncs after the
+        call (the pipeline's glue between steps) still count for this stage, until another stage starts."""
+        from torch.utils.flop_counter import FlopCounterMode
+
+        def wrap(original):
+            def measured(*args, **kwargs):
+                counter = FlopCounterMode(display=False)
+                with counter, self.memory.stage(stage), self.gpu.syncs.region(stage):
+                    out = original(*args, **kwargs)
+                if sticky_region:
+                    self.gpu.syncs.current = stage
+                self.flops[stage] += counter.get_total_flops()
+                self.calls[stage] += counts
+                self.outputs.setdefault(stage, out)
+                return out
+            return measured
+        return wrap
+
+
+def generation_rows(family_name: str, reference_counts: list[int]) -> list[Row]:
+    """One row per stage and reference count for `family_name`, at its default (1 MP) size."""
+    import editforge
+
+    family = FAMILIES[family_name]
+    rows = []
+    with FakeGPU() as gpu:
+        pipe = models.pipeline(gpu, family)
+        components = [pipe.text_encoder, pipe.transformer, pipe.vae]
+        for references in reference_counts:
+            images = [Image.new("RGB", (INPUT_SIDE, INPUT_SIDE), (128, 96, 64)) for _ in range(references)]
+            with MemoryTracker(*components, device=gpu.device) as memory, \
+                    _measured_pipeline(pipe, gpu, memory) as meter:
+                _, params = editforge.generate(pipe, images, PROMPT, seed=0, steps=2, cfg=1.0)
+            rows += _stage_rows(meter, memory, gpu, family.name, params, references)
+            gpu.syncs.events.clear()
+    return rows
+
+
+@contextlib.contextmanager
+def _measured_pipeline(pipe, gpu: FakeGPU, memory: MemoryTracker) -> Iterator[_StageMeter]:
+    meter = _StageMeter(gpu, memory)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(_replaced(pipe, "encode_prompt", meter.wrap("text_encode")))
+        stack.enter_context(_replaced(pipe.vae, "encode", meter.wrap("vae_encode")))
+        stack.enter_context(_replaced(pipe.transformer, "forward",
+                                      meter.wrap("denoise_step", counts=False, sticky_region=True)))
+        stack.enter_context(_replaced(pipe.scheduler, "step", meter.wrap("denoise_step", sticky_region=True)))
+        stack.enter_context(_replaced(pipe.vae, "decode", meter.wrap("vae_decode")))
+        # The decoded pixels go to PIL on the host; a fake tensor has no pixels to give.
+        stack.enter_context(_replaced(pipe.image_processor, "postprocess", lambda _: _blank_images))
+        yield meter
+
+
+def _blank_images(image, output_type="pil", **_):
+    return [Image.new("RGB", (image.shape[-1], image.shape[-2]))]
+
+
+def _stage_rows(meter: _StageMeter, memory: MemoryTracker, gpu: FakeGPU, family: str, params: dict,
+                references: int) -> list[Row]:
+    """Per stage: FLOPs and syncs per unit (one denoising step, one text encoding, every reference's VAE
+    encode together), and the stage's peak memory."""
+    text_tokens = int(meter.outputs["text_encode"][0].shape[1])
+    latent_tokens = (params["height"] // 16) * (params["width"] // 16)
+    rows = []
+    for stage in GENERATION_STAGES:
+        calls = meter.calls[stage]
+        if not calls:
+            continue
+        per = calls if stage == "denoise_step" else 1
+        syncs = gpu.syncs.summary(stage)
+        rows.append(Row(
+            stage=stage, model=family, size=max(params["width"], params["height"]), references=references,
+            batch=1, dtype="bf16", flops=meter.flops[stage] // per, **memory.peak(stage).as_dict(),
+            host_syncs=sum(site["count"] for site in syncs) // per, sync_sites=syncs, calls=calls // per,
+            text_tokens=text_tokens,
+            image_tokens=latent_tokens * (1 + references) if stage == "denoise_step" else None,
+        ))
+    return rows
