@@ -52,7 +52,16 @@ from torch.utils.weak import WeakIdKeyDictionary
 
 aten = torch.ops.aten
 DEVICE = torch.device("meta")  # the simulated GPU (see the module docstring)
-KNOWN_NUMEL = 1 << 16  # tensors up to this size may carry known values (ids, masks, grids, sigmas)
+# Which tensors may carry known values: integer and boolean ones up to this size (ids, masks, grids,
+# positions), floating ones only up to a few elements (a scheduler's sigmas, a timestep). Pixels, latents and
+# noise are data: known, they would drag the model's arithmetic onto the host.
+KNOWN_NUMEL = 1 << 16
+KNOWN_FLOAT_NUMEL = 64
+
+
+def _may_be_known(tensor: torch.Tensor) -> bool:
+    limit = KNOWN_FLOAT_NUMEL if tensor.is_floating_point() or tensor.is_complex() else KNOWN_NUMEL
+    return tensor.numel() <= limit
 # Ops whose result the host must read before it can go on: the GPU queue drains first.
 SYNC_OPS = {
     aten._local_scalar_dense.default: "item",
@@ -164,7 +173,7 @@ class _KnownValues(TorchDispatchMode):
         if tensors and on_host and not any(isinstance(t, FakeTensor) or t.device.type != "cpu" for t in tensors):
             with unset_fake_temporarily():  # host work on host data (image preprocessing): done for real
                 return func(*args, **kwargs)
-        if all(t.numel() <= KNOWN_NUMEL and self.value(t) is not None for t in tensors):
+        if all(_may_be_known(t) and self.value(t) is not None for t in tensors):
             result = self._run_for_real(func, args, kwargs, tensors)
             if result is not NotImplemented:
                 return result
@@ -202,8 +211,8 @@ class _KnownValues(TorchDispatchMode):
         outs = tree_flatten(out)[0]
         if not any(isinstance(o, torch.Tensor) for o in outs):
             return out  # a Python value (.item(), .tolist(), equal): the host has it now
-        if any(isinstance(o, torch.Tensor) and o.numel() > KNOWN_NUMEL for o in outs):
-            return NotImplemented  # a big result (torch.zeros(8192, 3072)): fake is enough
+        if any(isinstance(o, torch.Tensor) and not _may_be_known(o) for o in outs):
+            return NotImplemented  # a big or data-like result (torch.zeros(8192, 3072)): fake is enough
         device = tensors[0].device if tensors else _target_device(kwargs)
         try:
             fake_out = func(*args, **kwargs)  # the fake twin: device, dtype and strides as the fake mode says
@@ -248,7 +257,7 @@ class _KnownValues(TorchDispatchMode):
         if not isinstance(x, torch.Tensor) or isinstance(x, FakeTensor):
             return x
         fake = self.fake_mode.from_tensor(x)
-        if x.numel() <= KNOWN_NUMEL:
+        if _may_be_known(x):
             self.values[fake] = x
         return fake
 

@@ -24,6 +24,7 @@ from PIL import Image
 from editforge.models.registry import FAMILIES
 from editforge.plan import models
 from editforge.plan.fake import FakeGPU
+from editforge.plan.flops import FlopCount
 from editforge.plan.memory import MemoryTracker
 
 GENERATION_STAGES = ("text_encode", "vae_encode", "denoise_step", "vae_decode")
@@ -82,16 +83,14 @@ class _StageMeter:
         """A wrapper factory for `_replaced`. `counts`: a call is one unit of the stage (a denoising step is a
         transformer call and a scheduler step: only the latter counts). `sticky_region`: host syncs after the
         call (the pipeline's glue between steps) still count for this stage, until another stage starts."""
-        from torch.utils.flop_counter import FlopCounterMode
-
         def wrap(original):
             def measured(*args, **kwargs):
-                counter = FlopCounterMode(display=False)
+                counter = FlopCount()
                 with counter, self.memory.stage(stage), self.gpu.syncs.region(stage):
                     out = original(*args, **kwargs)
                 if sticky_region:
                     self.gpu.syncs.current = stage
-                self.flops[stage] += counter.get_total_flops()
+                self.flops[stage] += counter.total
                 self.calls[stage] += counts
                 self.outputs.setdefault(stage, out)
                 return out
@@ -158,3 +157,56 @@ def _stage_rows(meter: _StageMeter, memory: MemoryTracker, gpu: FakeGPU, family:
             image_tokens=latent_tokens * (1 + references) if stage == "denoise_step" else None,
         ))
     return rows
+
+
+TRAIN_RANK = 32
+FULL_DEPTH = 60
+
+
+def training_row(size: int, controls: int, batch: int, base: str, *, text_tokens: int,
+                 depth: int = FULL_DEPTH) -> Row:
+    """One optimizer step of `editforge train` (LoRA rank 32, gradient checkpointing, bf16 mixed precision)
+    on a `base` (bf16, int8 or fp8) transformer of `depth` blocks, at `size`x`size` with `controls` controls.
+
+    The step is the second one of a run: optimizer states exist already (a first step with zero gradients
+    makes them). Samples are what the cache holds (latents and an unpadded text embedding of `text_tokens`),
+    collated by the trainer's `collate`, their noise drawn by its `draw_noise`.
+    """
+    from editforge.models.lightning import SCHEDULER_CONFIG
+    from editforge.train.config import LoraConfig, TrainConfig
+    from editforge.train.objective import collate, draw_noise
+    from editforge.train.step import make_accelerator, make_optimizer, optimizer_step, prepare_model
+
+    tc = TrainConfig()
+    accelerator = make_accelerator("bf16")
+    latent = size // 8
+    samples = [{"target": torch.zeros(LATENT_CHANNELS, latent, latent),
+                **{f"control_{i}": torch.zeros(LATENT_CHANNELS, latent, latent) for i in range(controls)},
+                "prompt_embeds": torch.zeros(text_tokens, TEXT_DIM)} for _ in range(batch)]
+    with FakeGPU() as gpu:
+        pipe = SimpleNamespace(transformer=models.transformer(gpu, num_layers=depth))
+        params = prepare_model(pipe, LoraConfig(rank=TRAIN_RANK, alpha=TRAIN_RANK),
+                               quantize=None if base == "bf16" else base, gradient_checkpointing=True)
+        optimizer = make_optimizer(params, tc)
+        _create_optimizer_states(optimizer, params)
+        tensors = collate(samples, gpu.device, models.DTYPE)
+        sigmas, noise = draw_noise(tensors["target"], tc, SCHEDULER_CONFIG, seed=(0, 0, 0))
+        counter = FlopCount()
+        with MemoryTracker(pipe.transformer, optimizer, device=gpu.device) as memory, counter, \
+                memory.stage("train_step"), gpu.syncs.region("train_step"):
+            optimizer_step(accelerator, pipe.transformer, params, optimizer, [(tensors, sigmas, noise)],
+                           max_grad_norm=tc.max_grad_norm)
+        syncs = gpu.syncs.summary("train_step")
+        notes = [f"value read from the GPU, unknown here (0 assumed): {where}" for where in gpu.known.unknown_reads]
+    return Row(stage="train_step", model="qwen-image-edit-2509", size=size, references=controls, batch=batch,
+               dtype=base, flops=counter.total, **memory.peak("train_step").as_dict(),
+               host_syncs=sum(site["count"] for site in syncs), sync_sites=syncs, text_tokens=text_tokens,
+               image_tokens=(latent // 2) ** 2 * (1 + controls) * batch, depth=depth, notes=notes)
+
+
+def _create_optimizer_states(optimizer: torch.optim.Optimizer, params) -> None:
+    """A step with zero gradients: AdamW allocates its two moments per parameter, as on a run's first step."""
+    for param in params:
+        param.grad = torch.zeros_like(param)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
