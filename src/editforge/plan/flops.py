@@ -9,7 +9,28 @@ checkpointing: a training step measured under it holds every block's activations
 from __future__ import annotations
 
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.flop_counter import flop_registry
+from torch.utils.flop_counter import flop_registry, register_flop_formula
+
+
+def _count_quanto_matmuls() -> None:
+    """optimum-quanto's int8 linear layers run one custom op, `quanto::qbytes_mm(activations [.., K],
+    weights [N, K], scales)`: a matmul torch's counter does not know. Its FLOPs are those of the matmul."""
+    import torch
+
+    try:
+        import optimum.quanto  # noqa: F401  (defines the op)
+    except ImportError:
+        return
+    op = torch.ops.quanto.qbytes_mm
+    if op in flop_registry:
+        return
+
+    @register_flop_formula(op)
+    def qbytes_mm_flop(activation_shape, weight_shape, scales_shape, out_shape=None, **kwargs) -> int:
+        rows = 1
+        for size in activation_shape[:-1]:
+            rows *= size
+        return 2 * rows * activation_shape[-1] * weight_shape[0]
 
 
 class FlopCount(TorchDispatchMode):
@@ -18,6 +39,7 @@ class FlopCount(TorchDispatchMode):
     def __init__(self):
         super().__init__()
         self.total = 0
+        _count_quanto_matmuls()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}

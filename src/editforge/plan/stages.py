@@ -98,21 +98,25 @@ class _StageMeter:
         return wrap
 
 
-def generation_rows(family_name: str, reference_counts: list[int]) -> list[Row]:
-    """One row per stage and reference count for `family_name`, at its default (1 MP) size."""
+def generation_rows(family_name: str, reference_counts: list[int], *, quantize: str | None = None) -> list[Row]:
+    """One row per stage and reference count for `family_name`, at its default size (1 MP; Qwen-Image
+    1328x1328), the transformer's weights in bf16 or `quantize`d (int8, fp8) as `load_pipeline` does it."""
     import editforge
+    from editforge.models.loading import quantize_transformer
 
     family = FAMILIES[family_name]
     rows = []
     with FakeGPU() as gpu:
         pipe = models.pipeline(gpu, family)
+        if quantize:
+            quantize_transformer(pipe.transformer, quantize)
         components = [pipe.text_encoder, pipe.transformer, pipe.vae]
         for references in reference_counts:
             images = [Image.new("RGB", (INPUT_SIDE, INPUT_SIDE), (128, 96, 64)) for _ in range(references)]
             with MemoryTracker(*components, device=gpu.device) as memory, \
                     _measured_pipeline(pipe, gpu, memory) as meter:
                 _, params = editforge.generate(pipe, images, PROMPT, seed=0, steps=2, cfg=1.0)
-            rows += _stage_rows(meter, memory, gpu, family.name, params, references)
+            rows += _stage_rows(meter, memory, gpu, family.name, params, references, quantize or "bf16")
             gpu.syncs.events.clear()
     return rows
 
@@ -137,7 +141,7 @@ def _blank_images(image, output_type="pil", **_):
 
 
 def _stage_rows(meter: _StageMeter, memory: MemoryTracker, gpu: FakeGPU, family: str, params: dict,
-                references: int) -> list[Row]:
+                references: int, dtype: str) -> list[Row]:
     """Per stage: FLOPs and syncs per unit (one denoising step, one text encoding, every reference's VAE
     encode together), and the stage's peak memory."""
     text_tokens = int(meter.outputs["text_encode"][0].shape[1])
@@ -151,7 +155,7 @@ def _stage_rows(meter: _StageMeter, memory: MemoryTracker, gpu: FakeGPU, family:
         syncs = gpu.syncs.summary(stage)
         rows.append(Row(
             stage=stage, model=family, size=max(params["width"], params["height"]), references=references,
-            batch=1, dtype="bf16", flops=meter.flops[stage] // per, **memory.peak(stage).as_dict(),
+            batch=1, dtype=dtype, flops=meter.flops[stage] // per, **memory.peak(stage).as_dict(),
             host_syncs=sum(site["count"] for site in syncs) // per, sync_sites=syncs, calls=calls // per,
             text_tokens=text_tokens,
             image_tokens=latent_tokens * (1 + references) if stage == "denoise_step" else None,
