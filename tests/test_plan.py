@@ -166,3 +166,14 @@ def test_fp8_picks_fp8_matmuls_from_compute_capability_8_9(monkeypatch):
                                  ((8, 0), Float8WeightOnlyConfig), (None, Float8WeightOnlyConfig)):
         monkeypatch.setattr(loading, "cuda_capability", lambda device, c=capability: c)
         assert isinstance(loading.fp8_config("cuda:0"), expected)
+
+
+def test_compiled_blocks_compile_once_for_rows_of_every_size_and_reference_count():
+    """Regional compile as synth uses it: rows of five sizes and one to three references share one graph,
+    with no graph break. (Static shapes, the default of torch.compile, compile again for every new size.)"""
+    import editforge
+    from editforge.plan.compile_check import compile_report
+
+    pipe = editforge.load_pipeline("tiny-qwen-image-edit-2509", device="cpu")
+    report = compile_report(pipe)
+    assert report["graph_breaks"] == 0 and report["graphs"] == 1 and report["recompiles"] == 0
