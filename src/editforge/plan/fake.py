@@ -73,6 +73,10 @@ SYNC_OPS = {
     aten.equal.default: "equal",
     aten.is_nonzero.default: "is_nonzero",
 }
+# Factories of uninitialised memory and random draws: their values mean nothing (a model's fresh weights).
+_NEVER_KNOWN = {aten.empty, aten.empty_like, aten.empty_strided, aten.new_empty, aten.new_empty_strided,
+                aten.uniform_, aten.normal_, aten.rand, aten.randn, aten.randint, aten.rand_like, aten.randn_like,
+                aten.randint_like, aten.bernoulli_, aten.bernoulli, aten.exponential_, aten.random_, aten.randperm}
 _INDEXING_OPS = (aten.index.Tensor, aten.index_put.default, aten.index_put_.default, aten._index_put_impl_.default)
 _THIS_FOLDER = str(Path(__file__).parent)
 _LIBRARY_FRAGMENTS = ("/torch/", "/contextlib.py", "/functools.py")
@@ -91,7 +95,7 @@ class SyncLog:
 
     events: list[SyncEvent] = field(default_factory=list)
     current: str = "(outside)"
-    _last_op: int = -2
+    muted: bool = False  # inside a .tolist(): one sync, however many elements it reads
 
     @contextlib.contextmanager
     def region(self, name: str) -> Iterator[None]:
@@ -101,14 +105,9 @@ class SyncLog:
         finally:
             self.current = outer
 
-    def record(self, kind: str, op_index: int = -1) -> None:
-        """One sync; consecutive reads of one `.tolist()` (an `item` per element) count once."""
-        event = SyncEvent(self.current, kind, _caller())
-        if op_index >= 0 and op_index == self._last_op + 1 and self.events and self.events[-1] == event:
-            self._last_op = op_index
-            return
-        self._last_op = op_index
-        self.events.append(event)
+    def record(self, kind: str) -> None:
+        if not self.muted:
+            self.events.append(SyncEvent(self.current, kind, _caller()))
 
     def count(self, region: str) -> int:
         return sum(e.region == region for e in self.events)
@@ -147,7 +146,6 @@ class _KnownValues(TorchDispatchMode):
         self.fake_mode = fake_mode
         self.syncs = syncs
         self.values: WeakIdKeyDictionary = WeakIdKeyDictionary()
-        self.ops = 0  # ops seen, to tell one .tolist() (consecutive item reads) from several
         self.unknown_reads: list[str] = []  # values the plan had to assume (see _assume)
 
     def value(self, tensor: torch.Tensor) -> torch.Tensor | None:
@@ -164,7 +162,6 @@ class _KnownValues(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        self.ops += 1
         tensors = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
         self._log_sync(func, kwargs, tensors)
         if func is aten._local_scalar_dense.default and self.value(tensors[0]) is None:
@@ -173,7 +170,9 @@ class _KnownValues(TorchDispatchMode):
         if tensors and on_host and not any(isinstance(t, FakeTensor) or t.device.type != "cpu" for t in tensors):
             with unset_fake_temporarily():  # host work on host data (image preprocessing): done for real
                 return func(*args, **kwargs)
-        if all(_may_be_known(t) and self.value(t) is not None for t in tensors):
+        if func in _NEVER_KNOWN or func._overloadpacket in _NEVER_KNOWN:
+            self._forget_mutated(func, args)  # uninitialised memory or random numbers: values nobody knows
+        elif all(_may_be_known(t) and self.value(t) is not None for t in tensors):
             result = self._run_for_real(func, args, kwargs, tensors)
             if result is not NotImplemented:
                 return result
@@ -192,7 +191,7 @@ class _KnownValues(TorchDispatchMode):
 
     def _log_sync(self, func, kwargs, tensors) -> None:
         if func in SYNC_OPS and _on_gpu(tensors):
-            self.syncs.record(SYNC_OPS[func], self.ops)
+            self.syncs.record(SYNC_OPS[func])
         elif func in (aten._to_copy.default, aten.copy_.default) and tensors:
             source = tensors[1] if func is aten.copy_.default else tensors[0]
             target = tensors[0].device if func is aten.copy_.default else torch.device(kwargs.get("device") or source.device)
@@ -272,14 +271,31 @@ class _KnownValues(TorchDispatchMode):
 
 
 class _KnownTensorData(TorchFunctionMode):
-    """`torch.tensor([...])` of known fake tensors: their values (a host read of GPU values is a sync)."""
+    """`torch.tensor([...])` of known fake tensors: their values (a host read of GPU values is a sync);
+    `.tolist()` of a GPU tensor: one sync."""
 
     def __init__(self, known: _KnownValues):
         super().__init__()
         self.known = known
+        self._reading: str | None = None  # the line whose `.tolist()` is reading elements
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        name = getattr(func, "__name__", None)
+        if name == "item" and _on_gpu(args[:1]):
+            # `.tolist()` reads its elements with one `item` each, back to back from one line: one wait for
+            # the host, so one sync (its elements are not views under inference_mode, so they are told apart
+            # by their caller and by nothing else running between them).
+            where = _caller()
+            if where != self._reading:
+                self.known.syncs.record("item")
+            self._reading = where
+            self.known.syncs.muted = True
+            try:
+                return func(*args, **kwargs)
+            finally:
+                self.known.syncs.muted = False
+        self._reading = None
         if func is torch.tensor and args:
             fakes = [x for x in tree_flatten(args[0])[0] if isinstance(x, FakeTensor)]
             if fakes:
@@ -316,6 +332,17 @@ def fused_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=
 
 
 _SDPA = F.scaled_dot_product_attention
+
+
+@contextlib.contextmanager
+def fake_module_conversions() -> Iterator[None]:
+    """`module.to(...)`, quantizers and the like work on modules with fake parameters (see `_apply_replacing`)."""
+    original = torch.nn.Module._apply
+    torch.nn.Module._apply = _apply_replacing(original)
+    try:
+        yield
+    finally:
+        torch.nn.Module._apply = original
 
 
 def _apply_replacing(original):
@@ -356,9 +383,7 @@ class FakeGPU:
 
     def __enter__(self) -> "FakeGPU":
         stack = contextlib.ExitStack()
-        original = torch.nn.Module._apply
-        torch.nn.Module._apply = _apply_replacing(original)
-        stack.callback(setattr, torch.nn.Module, "_apply", original)
+        stack.enter_context(fake_module_conversions())
         F.scaled_dot_product_attention = fused_attention
         stack.callback(setattr, F, "scaled_dot_product_attention", _SDPA)
         stack.enter_context(self.mode)

@@ -8,6 +8,7 @@ checkpointing: a training step measured under it holds every block's activations
 
 from __future__ import annotations
 
+import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry, register_flop_formula
 
@@ -15,8 +16,6 @@ from torch.utils.flop_counter import flop_registry, register_flop_formula
 def _count_quanto_matmuls() -> None:
     """optimum-quanto's int8 linear layers run one custom op, `quanto::qbytes_mm(activations [.., K],
     weights [N, K], scales)`: a matmul torch's counter does not know. Its FLOPs are those of the matmul."""
-    import torch
-
     try:
         import optimum.quanto  # noqa: F401  (defines the op)
     except ImportError:
@@ -43,6 +42,15 @@ class FlopCount(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if (torch.is_inference_mode_enabled() and func.namespace == "aten"
+                and func._overloadpacket not in flop_registry):
+            # Under inference_mode a composite op (aten.linear) arrives whole: count what it decomposes into.
+            # Only there: decomposing other ops (a layer norm) would allocate intermediates the real kernel
+            # does not, and the memory tracker measuring alongside would see them.
+            with self:
+                out = func.decompose(*args, **kwargs)
+            if out is not NotImplemented:
+                return out
         out = func(*args, **kwargs)
         formula = flop_registry.get(func._overloadpacket)
         if formula is not None:

@@ -5,8 +5,9 @@ under the parameter, buffer, gradient, optimizer state, activation or temporary 
 tensors (what it was made for) and on real ones, which is how the tests check it against a real run.
 EditForge adds:
 
-- **peaks per stage.** `with tracker.stage("denoise_step"):` makes the peak of that stretch a `Peak` of its
-  own, besides the whole run's.
+- **peaks per stage and phase.** `with tracker.stage("denoise_step"):` makes the peak of that stretch a
+  `Peak` of its own, besides the whole run's; a training step's is also kept per phase (forward, backward,
+  optimizer), which `editforge.plan.depth` extrapolates one by one.
 - **speed.** torch's version updates the peak of every live submodule after every op: quadratic in the model
   size, minutes per step for the 60-block transformer. Only the device's and the stages' peaks are kept.
 - **frozen weights.** MemTracker puts gradient hooks on every parameter of a tracked module, and torch
@@ -99,7 +100,8 @@ def _tracker_class():
             snap = self._curr_mem_snap.get(self.device)
             if snap is None:
                 return
-            for label in {WHOLE, self.label}:
+            phase = "optimizer" if self._in_opt else "backward" if self._mod_tracker.is_bw else "forward"
+            for label in {WHOLE, self.label, f"{self.label}:{phase}"}:
                 if self.snapshots.get(label, {}).get("Total", -1) < snap["Total"]:
                     self.snapshots[label] = dict(snap)
 
@@ -142,5 +144,7 @@ class MemoryTracker:
         finally:
             self._tracker.label = outer
 
-    def peak(self, label: str = WHOLE) -> Peak:
-        return Peak.of(self._tracker.snapshots.get(label, {}))
+    def peak(self, label: str = WHOLE, phase: str | None = None) -> Peak:
+        """The peak of `label` (a stage, or the whole tracked stretch), or of one `phase` of it: "forward",
+        "backward" (gradient checkpointing's recomputation included) or "optimizer"."""
+        return Peak.of(self._tracker.snapshots.get(label if phase is None else f"{label}:{phase}", {}))

@@ -12,15 +12,17 @@ import torch
 
 from editforge.benchmark.architectures import FULL_TEXT, FULL_TRANSFORMER, FULL_VAE, FULL_VISION, FULL_VOCAB
 from editforge.models.registry import FAMILIES, Family
+from editforge.models.text_encoder import fix_mrope_positions
 from editforge.plan.fake import FakeGPU
 
 DTYPE = torch.bfloat16
 
 
-def transformer(gpu: FakeGPU, *, num_layers: int | None = None):
+def transformer(gpu: FakeGPU, **overrides):
+    """The published transformer; `overrides` change config values (`num_layers=2` for a short one)."""
     from diffusers import QwenImageTransformer2DModel
 
-    config = dict(FULL_TRANSFORMER, **({"num_layers": num_layers} if num_layers else {}))
+    config = {**FULL_TRANSFORMER, **overrides}
     return gpu.build(lambda: QwenImageTransformer2DModel(**config), DTYPE)
 
 
@@ -33,36 +35,40 @@ def vae(gpu: FakeGPU):
 def text_encoder(gpu: FakeGPU, tokenizer):
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
-    from editforge.models.text_encoder import fix_mrope_positions
-
     ids = tokenizer.convert_tokens_to_ids
     config = Qwen2_5_VLConfig(
         text_config=dict(FULL_TEXT, vocab_size=FULL_VOCAB), vision_config=FULL_VISION, vocab_size=FULL_VOCAB,
         image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
         vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"),
     )
-    return fix_mrope_positions(gpu.build(lambda: Qwen2_5_VLForConditionalGeneration(config), DTYPE))
+    return gpu.build(lambda: Qwen2_5_VLForConditionalGeneration(config), DTYPE)
 
 
-def pipeline(gpu: FakeGPU, family: Family | str):
+def pipeline(gpu: FakeGPU, family: Family | str, *, tiny: bool = False):
     """A full-size pipeline of `family` on the fake GPU, as `load_pipeline` hands it over with Lightning
-    (mRoPE fix, the distillation scheduler, no progress bars)."""
+    (mRoPE fix, the distillation scheduler, no progress bars). `tiny`: the offline tiny model's shapes
+    instead (what the tests run, in seconds)."""
     import diffusers
 
     from editforge.models import lightning
+    from editforge.models import tiny as tiny_models
     from editforge.models.text_encoder import allow_processor_without_video
-    from editforge.models.tiny import build_processor, build_tokenizer
 
     family = FAMILIES[family] if isinstance(family, str) else family
     allow_processor_without_video()
     with gpu.paused():
-        tokenizer = build_tokenizer()
-        processor = build_processor(tokenizer) if family.is_edit else None
+        tokenizer = tiny_models.build_tokenizer()
+        processor = tiny_models.build_processor(tokenizer) if family.is_edit else None
+    if tiny:
+        components = dict(transformer=gpu.build(tiny_models.build_transformer, DTYPE),
+                          vae=gpu.build(tiny_models.build_vae, DTYPE),
+                          text_encoder=gpu.build(lambda: tiny_models.build_text_encoder(tokenizer), DTYPE))
+    else:
+        components = dict(transformer=transformer(gpu), vae=vae(gpu), text_encoder=text_encoder(gpu, tokenizer))
+    components["text_encoder"] = fix_mrope_positions(components["text_encoder"])
     # Lightning's scheduler: synth's default (8 steps, cfg 1); the step count does not change a step's cost
-    components = dict(transformer=transformer(gpu), vae=vae(gpu), text_encoder=text_encoder(gpu, tokenizer),
-                      tokenizer=tokenizer, scheduler=lightning.scheduler())
-    if processor is not None:
-        components["processor"] = processor
-    pipe = getattr(diffusers, family.pipeline_class)(**components)
+    pipe = getattr(diffusers, family.pipeline_class)(
+        **components, tokenizer=tokenizer, scheduler=lightning.scheduler(),
+        **({"processor": processor} if processor is not None else {}))
     pipe.set_progress_bar_config(disable=True)
     return pipe

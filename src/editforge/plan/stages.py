@@ -13,6 +13,7 @@ Training: one optimizer step of `editforge train`'s own functions (`prepare_mode
 from __future__ import annotations
 
 import contextlib
+import gc
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from types import SimpleNamespace
@@ -54,10 +55,26 @@ class Row:
     text_tokens: int | None = None
     image_tokens: int | None = None
     depth: int = 60           # transformer blocks actually run (see editforge.plan.depth)
+    phases: dict[str, dict] = field(default_factory=dict)  # training: the peak of each phase, as the top level
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+@contextlib.contextmanager
+def deterministic_collection() -> Iterator[None]:
+    """Garbage cycles collected before a measurement, not during it: a cycle that holds a tensor (one of ~5 MB
+    exists in a training step) is otherwise freed whenever Python's collector happens to run, and the peak
+    would depend on that."""
+    gc.collect()
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 @contextlib.contextmanager
@@ -98,24 +115,28 @@ class _StageMeter:
         return wrap
 
 
-def generation_rows(family_name: str, reference_counts: list[int], *, quantize: str | None = None) -> list[Row]:
+def generation_rows(family_name: str, reference_counts: list[int], *, quantize: str | None = None,
+                    tiny: bool = False) -> list[Row]:
     """One row per stage and reference count for `family_name`, at its default size (1 MP; Qwen-Image
-    1328x1328), the transformer's weights in bf16 or `quantize`d (int8, fp8) as `load_pipeline` does it."""
+    1328x1328), the transformer's weights in bf16 or `quantize`d (int8, fp8) as `load_pipeline` does it.
+    `tiny`: the tiny offline model's shapes and its default 64x64 size (for the tests)."""
     import editforge
     from editforge.models.loading import quantize_transformer
 
     family = FAMILIES[family_name]
     rows = []
     with FakeGPU() as gpu:
-        pipe = models.pipeline(gpu, family)
+        pipe = models.pipeline(gpu, family, tiny=tiny)
         if quantize:
             quantize_transformer(pipe.transformer, quantize)
         components = [pipe.text_encoder, pipe.transformer, pipe.vae]
         for references in reference_counts:
-            images = [Image.new("RGB", (INPUT_SIDE, INPUT_SIDE), (128, 96, 64)) for _ in range(references)]
-            with MemoryTracker(*components, device=gpu.device) as memory, \
+            side = 64 if tiny else INPUT_SIDE
+            images = [Image.new("RGB", (side, side), (128, 96, 64)) for _ in range(references)]
+            with deterministic_collection(), MemoryTracker(*components, device=gpu.device) as memory, \
                     _measured_pipeline(pipe, gpu, memory) as meter:
-                _, params = editforge.generate(pipe, images, PROMPT, seed=0, steps=2, cfg=1.0)
+                size = {"max_pixels": 64 * 64, "condition_pixels": 56 * 56} if tiny else {}
+                _, params = editforge.generate(pipe, images, PROMPT, seed=0, steps=2, cfg=1.0, **size)
             rows += _stage_rows(meter, memory, gpu, family.name, params, references, quantize or "bf16")
             gpu.syncs.events.clear()
     return rows
@@ -165,12 +186,14 @@ def _stage_rows(meter: _StageMeter, memory: MemoryTracker, gpu: FakeGPU, family:
 
 TRAIN_RANK = 32
 FULL_DEPTH = 60
+PHASES = ("forward", "backward", "optimizer")
 
 
 def training_row(size: int, controls: int, batch: int, base: str, *, text_tokens: int,
-                 depth: int = FULL_DEPTH) -> Row:
+                 depth: int = FULL_DEPTH, **transformer_config) -> Row:
     """One optimizer step of `editforge train` (LoRA rank 32, gradient checkpointing, bf16 mixed precision)
     on a `base` (bf16, int8 or fp8) transformer of `depth` blocks, at `size`x`size` with `controls` controls.
+    `transformer_config` overrides published config values (the tests use a narrower transformer).
 
     The step is the second one of a run: optimizer states exist already (a first step with zero gradients
     makes them). Samples are what the cache holds (latents and an unpadded text embedding of `text_tokens`),
@@ -184,11 +207,12 @@ def training_row(size: int, controls: int, batch: int, base: str, *, text_tokens
     tc = TrainConfig()
     accelerator = make_accelerator("bf16")
     latent = size // 8
+    text_dim = transformer_config.get("joint_attention_dim", TEXT_DIM)
     samples = [{"target": torch.zeros(LATENT_CHANNELS, latent, latent),
                 **{f"control_{i}": torch.zeros(LATENT_CHANNELS, latent, latent) for i in range(controls)},
-                "prompt_embeds": torch.zeros(text_tokens, TEXT_DIM)} for _ in range(batch)]
+                "prompt_embeds": torch.zeros(text_tokens, text_dim)} for _ in range(batch)]
     with FakeGPU() as gpu:
-        pipe = SimpleNamespace(transformer=models.transformer(gpu, num_layers=depth))
+        pipe = SimpleNamespace(transformer=models.transformer(gpu, num_layers=depth, **transformer_config))
         params = prepare_model(pipe, LoraConfig(rank=TRAIN_RANK, alpha=TRAIN_RANK),
                                quantize=None if base == "bf16" else base, gradient_checkpointing=True)
         optimizer = make_optimizer(params, tc)
@@ -196,14 +220,15 @@ def training_row(size: int, controls: int, batch: int, base: str, *, text_tokens
         tensors = collate(samples, gpu.device, models.DTYPE)
         sigmas, noise = draw_noise(tensors["target"], tc, SCHEDULER_CONFIG, seed=(0, 0, 0))
         counter = FlopCount()
-        with MemoryTracker(pipe.transformer, optimizer, device=gpu.device) as memory, counter, \
-                memory.stage("train_step"), gpu.syncs.region("train_step"):
+        with deterministic_collection(), MemoryTracker(pipe.transformer, optimizer, device=gpu.device) as memory, \
+                counter, memory.stage("train_step"), gpu.syncs.region("train_step"):
             optimizer_step(accelerator, pipe.transformer, params, optimizer, [(tensors, sigmas, noise)],
                            max_grad_norm=tc.max_grad_norm)
         syncs = gpu.syncs.summary("train_step")
         notes = [f"value read from the GPU, unknown here (0 assumed): {where}" for where in gpu.known.unknown_reads]
+    phases = {phase: memory.peak("train_step", phase).as_dict() for phase in PHASES}
     return Row(stage="train_step", model="qwen-image-edit-2509", size=size, references=controls, batch=batch,
-               dtype=base, flops=counter.total, **memory.peak("train_step").as_dict(),
+               dtype=base, flops=counter.total, **memory.peak("train_step").as_dict(), phases=phases,
                host_syncs=sum(site["count"] for site in syncs), sync_sites=syncs, text_tokens=text_tokens,
                image_tokens=(latent // 2) ** 2 * (1 + controls) * batch, depth=depth, notes=notes)
 
