@@ -69,3 +69,7 @@ def unloadable(tmp_path):
         return str(folder)
 
     return make
+
+
+# Fixtures that live with their stand-ins, offered to every test module.
+from tests.standins import hopper_with_flash_attention  # noqa: E402,F401

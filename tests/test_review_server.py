@@ -5,19 +5,15 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import threading
 import time
-from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 
 from editforge.errors import EditForgeError
-from editforge.review.server import PAGE_SIZE, ReviewServer
-from editforge.review.session import ReviewSession
+from editforge.review.server import ReviewServer
 from editforge.sheet.render import RenderLock
 from editforge.sheet.workbook import open_workbook
-from tests.helpers import REVIEW_ROWS, Served, make_workbook, other_process_change, run_synth
+from tests.helpers import Served, other_process_change
 
 SECRET = b"the contents of a file outside the base dir"
 

@@ -23,8 +23,7 @@ from editforge.train import TrainingDiverged, train
 from editforge.train.config import DEFAULT_TARGET_MODULES, validate
 from editforge.train.logs import read_metrics
 from editforge.train.validation import LABEL_HEIGHT
-from tests.helpers import noise_image, write_image, write_samples
-from tests.standins import hopper_with_flash_attention  # noqa: F401  (a fixture)
+from tests.helpers import write_image, write_samples
 
 MODEL = "tiny-qwen-image-edit-2509"
 AREAS = {"max_pixels": 64 * 64, "condition_pixels": 56 * 56}
