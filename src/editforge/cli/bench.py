@@ -27,13 +27,14 @@ def bench(
     markdown_path: Annotated[Optional[Path], typer.Option("--markdown", help="append the table as markdown (e.g. docs/benchmarks.md)")] = None,
     device: Annotated[Optional[str], typer.Option("--device", help="default: cuda if present")] = None,
     configs: Annotated[Optional[str], typer.Option("--configs", help="infer: comma list of seed,bf16-fused,fast,fast-fp8")] = None,
+    needs_path: Annotated[Optional[Path], typer.Option("--needs", help="plan: write the memory table loading checks (src/editforge/models/memory_needs.json)")] = None,
 ) -> None:
     """Benchmark generation (seed setup vs diffusers bf16 vs the fast path) or LoRA training, or `plan`: the
     full-size models' FLOPs, memory and host syncs on a fake GPU, and which configuration fits which card."""
     from editforge.benchmark import infer, report, train
 
     if value(kind) == "plan":
-        return _plan(json_path, markdown_path)
+        return _plan(json_path, markdown_path, needs_path)
     if value(kind) == "infer":
         chosen = tuple(configs.split(",")) if configs else infer.CONFIGS
         unknown = set(chosen) - set(infer.CONFIGS)
@@ -50,8 +51,9 @@ def bench(
             fh.write("\n" + report.markdown(result))
 
 
-def _plan(json_path: Path | None, markdown_path: Path | None) -> None:
+def _plan(json_path: Path | None, markdown_path: Path | None, needs_path: Path | None) -> None:
     from editforge.plan import run_plan
+    from editforge.plan.fit import generation_needs
     from editforge.plan.report import markdown
 
     from editforge.cli.progress import RichProgress
@@ -62,6 +64,8 @@ def _plan(json_path: Path | None, markdown_path: Path | None) -> None:
     typer.echo(text)
     if json_path:
         json_path.write_text(json.dumps(result, indent=1))
+    if needs_path:
+        needs_path.write_text(json.dumps(generation_needs(result), indent=1, sort_keys=True) + "\n")
     if markdown_path:
         with open(markdown_path, "a", encoding="utf-8") as fh:
             fh.write("\n" + text)

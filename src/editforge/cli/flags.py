@@ -21,6 +21,7 @@ FLAGS = {
     "model_family": "--model-family", "format": "--format", "link": "--link", "only_accepted": "--only-accepted",
     "columns.target": "--target-column", "columns.controls": "--control-columns",
     "columns.instruction": "--instruction-column", "size": "--size", "port": "--port",
+    "skip_memory_check": "--skip-memory-check",
 }
 _PARAMETER = re.compile(r"`(?P<name>[a-z_.]+)(?:=(?P<value>[^`]*))?`")
 

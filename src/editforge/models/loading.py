@@ -19,6 +19,7 @@ from editforge.errors import EditForgeError
 from editforge.models import lightning as lightning_lib
 from editforge.models.hub import pipeline_folder
 from editforge.models.info import ATTRIBUTE as INFO_ATTRIBUTE, ModelInfo
+from editforge.models.memory import check_fits
 from editforge.models.lora import LoraSpec, activate_and_fuse, load_lora, lora_keys, parse_lora_arg
 from editforge.models.options import LoadOptions, with_overrides
 from editforge.models.registry import ModelSpec, resolve_model
@@ -121,6 +122,9 @@ def prepare_load(model: str, options: LoadOptions | None = None, **overrides) ->
         local = Path(spec.source) / TINY_LIGHTNING_DIR if spec.is_local else None
         lightning_file = lightning_lib.resolve_file(spec.family, lightning, path=options.lightning_path,
                                                     local_dir=local, force=options.force)
+    if device.startswith("cuda") and torch_dtype == torch.bfloat16 and not options.skip_memory_check:
+        check_fits(spec.family, _transformer_config(folder), options.quantize, options.offload,
+                   torch.cuda.get_device_properties(torch.device(device)).total_memory)
     compile = device.startswith("cuda") if options.compile is None else options.compile
     return LoadPlan(model=model, spec=spec, folder=folder, options=options, lightning_file=lightning_file, loras=loras,
                     dtype=torch_dtype, device=device, compile=compile)
@@ -193,6 +197,13 @@ def _resolve_dtype(dtype, device: str) -> torch.dtype:
                              + (" (Qwen-Image is made for bf16; float16's narrow range can overflow)"
                                 if dtype in ("fp16", "float16") else ""))
     return DTYPES[dtype]
+
+
+def _transformer_config(folder: Path) -> dict:
+    try:
+        return json.loads((folder / "transformer" / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}  # no readable config: loading says what is wrong with the folder
 
 
 def _pipeline_class(spec: ModelSpec):

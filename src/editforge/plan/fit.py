@@ -43,6 +43,9 @@ class Fit:
     peak_bytes: int           # the plan's, before context and slack
     needs_bytes: int          # with them
     fits: dict[str, bool]     # card -> fits
+    dtype: str = ""           # the transformer's (generation) or the base's (training) precision
+    offload: str = "none"     # generation: none | model | sequential
+    references: int = 0
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -52,9 +55,9 @@ def needs(peak: int) -> int:
     return int(peak * (1 + ALLOCATOR_SLACK)) + CUDA_CONTEXT
 
 
-def _fit(what: str, model: str, config: str, peak: int) -> Fit:
+def _fit(what: str, model: str, config: str, peak: int, **key) -> Fit:
     need = needs(peak)
-    return Fit(what, model, config, peak, need, {card: need <= total for card, total in CARDS.items()})
+    return Fit(what, model, config, peak, need, {card: need <= total for card, total in CARDS.items()}, **key)
 
 
 def generation_fits(rows: list[dict], components: dict[str, dict[str, int]]) -> list[Fit]:
@@ -85,14 +88,31 @@ def generation_fits(rows: list[dict], components: dict[str, dict[str, int]]) -> 
             refs = f"{references} reference{'s' if references != 1 else ''}" if references else "text-to-image"
             for mode in OFFLOAD:
                 label = f"{dtype}, {'no' if mode == 'none' else mode} offload, {refs}"
-                fits.append(_fit("generation", model, label, per_mode[mode]))
+                fits.append(_fit("generation", model, label, per_mode[mode], dtype=dtype, offload=mode,
+                                 references=references))
     return fits
 
 
 def training_fits(rows: list[dict]) -> list[Fit]:
     return [_fit("training", row["model"], f"{row['dtype']} base, {row['size']}², {row['references']} control"
-                 f"{'s' if row['references'] != 1 else ''}, batch {row['batch']}", row["peak_bytes"])
+                 f"{'s' if row['references'] != 1 else ''}, batch {row['batch']}", row["peak_bytes"],
+                 dtype=row["dtype"], references=row["references"])
             for row in rows if row["stage"] == "train_step"]
+
+
+def generation_needs(result: dict) -> dict:
+    """What `editforge.models.memory` checks before loading: per model and transformer precision/offload, the
+    bytes the most demanding measured reference count needs (context and slack included), and the transformer
+    shape they were measured for."""
+    from editforge.benchmark.architectures import FULL_TRANSFORMER
+
+    table: dict[str, dict[str, int]] = {}
+    for f in generation_fits(result["rows"], result["components"]):
+        key = f"{f.dtype}/{f.offload}"
+        table.setdefault(f.model, {})[key] = max(table.get(f.model, {}).get(key, 0), f.needs_bytes)
+    shape = {k: FULL_TRANSFORMER[k] for k in ("num_layers", "num_attention_heads", "attention_head_dim")}
+    return {"measured_for": shape, "cuda_context_bytes": CUDA_CONTEXT, "allocator_slack": ALLOCATOR_SLACK,
+            "generation": table}
 
 
 def component_sizes(module) -> dict[str, int]:

@@ -58,6 +58,30 @@ def fit_table(fits: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def defaults_table(result: dict) -> str:
+    """What a user gets by default on each card: synth/edit (Edit-2509, bf16, no offload) is checked before
+    loading (editforge.models.memory) and refused with an offer when it does not fit; training's default
+    (bf16 base, rank 16 — measured at 32 —, 1024², 1 control, batch 1) is the measured training row."""
+    from editforge.models.memory import PREFERENCE
+    from editforge.plan.fit import generation_needs, needs
+
+    table = generation_needs(result)["generation"]["qwen-image-edit-2509"]
+    train = next(r for r in result["rows"] if (r["stage"], r["dtype"], r["size"], r["references"], r["batch"]) ==
+                 ("train_step", "bf16", 1024, 1, 1))
+    lines = ["| card | synth / edit default (bf16, no offload) | training default (bf16 base, 1024², batch 1) |",
+             "| --- | --- | --- |"]
+    for card, total in CARDS.items():
+        if table["bf16/none"] <= total:
+            synth = f"runs ({_gib(table['bf16/none'])} GiB)"
+        else:
+            offer = next((k for k in PREFERENCE if table.get(k, total + 1) <= total), None)
+            synth = "refused before loading; offers " + (f"`{offer}` ({_gib(table[offer])} GiB)" if offer else "nothing")
+        need = needs(train["peak_bytes"])
+        training = f"fits ({_gib(need)} GiB)" if need <= total else f"does not fit ({_gib(need)} GiB)"
+        lines.append(f"| {card} | {synth} | {training} |")
+    return "\n".join(lines)
+
+
 def roofline_table(rows: list[dict]) -> str:
     """Seconds per denoising step, image (8 Lightning steps + text + VAE) and training sample: a model, not a
     measurement. time = max(FLOPs / (peak rate x ACHIEVABLE), bytes read / bandwidth)."""
@@ -86,6 +110,7 @@ def markdown(result: dict) -> str:
     training = [r for r in result["rows"] if r["stage"] == "train_step"]
     parts = ["### Stages (generation)", stage_table(generation), "", "### One training step", stage_table(training),
              "", "### Host syncs", sync_table(result["rows"]), "", "### Fit", fit_table(result["fit"]), "",
+             "### What the defaults do on each card", defaults_table(result), "",
              f"Assumed on top of the plan's peak: the CUDA context, {_gib(result['assumptions']['cuda_context_bytes'])} "
              f"GiB, and {result['assumptions']['allocator_slack']:.0%} allocator slack.", "",
              "### Roofline (a model, not a measurement)", roofline_table(result["rows"]), "",
