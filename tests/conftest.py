@@ -27,6 +27,16 @@ def make_image(tmp_path):
 
 
 @pytest.fixture
+def generated(tmp_path) -> Path:
+    """A workbook whose rows 2-4 synth has filled (fake generator), as a reviewer finds it."""
+    from tests.helpers import REVIEW_ROWS, make_workbook, run_synth
+
+    path = make_workbook(tmp_path, REVIEW_ROWS)
+    run_synth(path, seed=7)
+    return path
+
+
+@pytest.fixture
 def cli(monkeypatch, capsys, tmp_path):
     """`editforge ARGS` in this process, from tmp_path unless `cwd` says otherwise: (exit code, stdout, stderr)."""
     from tests.helpers import cli_in_process
@@ -59,3 +69,7 @@ def unloadable(tmp_path):
         return str(folder)
 
     return make
+
+
+# Fixtures that live with their stand-ins, offered to every test module.
+from tests.standins import hopper_with_flash_attention  # noqa: E402,F401

@@ -57,6 +57,8 @@ REVIEW_ROWS = [
 ]
 # `editforge synth` in a real process with the fake generator instead of a model (see editforge.cli.synth).
 FAKE_GENERATOR = {"EDITFORGE_SYNTH_GENERATOR": "editforge.sheet.fake:make_generator"}
+# ... taking a tenth of a second per picture, so a test can act while it runs.
+SLOW_FAKE_GENERATOR = {**FAKE_GENERATOR, "EDITFORGE_FAKE_DELAY": "0.1"}
 
 
 def make_workbook(folder: Path, rows=ONE_OF_EACH, name: str = "data.xlsx", images: int = 3) -> Path:
@@ -76,6 +78,22 @@ def run_synth(path: Path, generator=None, **options):
     from editforge.sheet.synth import SynthOptions, synth
 
     return synth(path, lambda: generator or fake_generator(), SynthOptions(**options))
+
+
+def cells(path: Path) -> dict[int, dict]:
+    """Every row of the workbook at `path`, by row number: {column key: value}."""
+    from editforge.sheet.workbook import open_workbook
+
+    return dict(open_workbook(path).rows())
+
+
+def other_process_change(path: Path, row: int, changed: dict) -> None:
+    """A change to `row` recorded in the workbook's journal as another process (a second app, synth) would."""
+    from editforge.sheet.journal import Journal
+    from editforge.sheet.workbook import open_workbook
+
+    with Journal.for_workbook(path) as journal:
+        journal.record_change("Sheet", open_workbook(path).row_id(row), changed, row=row)
 
 
 def outputs(folder: Path) -> set[str]:
@@ -202,7 +220,7 @@ def cli_in_process(monkeypatch, capsys, cwd, *args) -> tuple[int, str, str]:
 class Served:
     """A review server on a free port, in a thread, on a synth-filled workbook in `folder/book`."""
 
-    def __init__(self, folder: Path, **session_options):
+    def __init__(self, folder: Path, *, page_size: int | None = None, **session_options):
         self.folder = folder / "book"
         self.path = make_workbook(self.folder, REVIEW_ROWS)
         run_synth(self.path, seed=7)
@@ -210,7 +228,7 @@ class Served:
         from editforge.review.session import ReviewSession
 
         self.session = ReviewSession(self.path, **session_options)
-        self.server = ReviewServer(self.session, port=0)
+        self.server = ReviewServer(self.session, port=0, **({"page_size": page_size} if page_size else {}))
         self.port = urlsplit(self.server.url).port
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()

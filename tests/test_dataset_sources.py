@@ -10,7 +10,7 @@ import pytest
 from editforge.dataset import Columns, load_samples
 from editforge.errors import EditForgeError
 from editforge.sheet.workbook import create_workbook
-from tests.helpers import DATASET_HEADERS as HEADERS, make_dataset_workbook, noise_image, write_image
+from tests.helpers import make_dataset_workbook, noise_image, write_image
 
 def test_workbook_source_reads_targets_controls_instruction_and_extras(tmp_path):
     book = make_dataset_workbook(tmp_path, n=2, controls=2)

@@ -18,6 +18,7 @@ def _bare(pipe, cls_name):
     return getattr(diffusers, cls_name)(**components)
 
 
+@pytest.mark.slow
 def test_edit_plus_matches_diffusers_at_default_sizes():
     pipe = editforge.load_pipeline("tiny-qwen-image-edit-2509", device="cpu")
     images = [noise_image(96, 64, seed=1), noise_image(64, 80, seed=2)]
@@ -33,6 +34,7 @@ def test_edit_plus_matches_diffusers_at_default_sizes():
     assert np.array_equal(np.asarray(ours), np.asarray(theirs))
 
 
+@pytest.mark.slow
 def test_edit_v1_matches_diffusers_at_default_size():
     import torch
 

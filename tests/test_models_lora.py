@@ -1,7 +1,6 @@
 """Lightning and user LoRAs: every key layout users meet loads with the right scale; files that load nothing or
 belong to another model are errors, files that load partly say how much."""
 
-import json
 import math
 import re
 from pathlib import Path

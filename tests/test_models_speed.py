@@ -9,7 +9,6 @@ from editforge.models import speed
 from editforge.models.info import model_info
 from editforge.models.speed import best_attention_backend
 from tests.helpers import noise_image
-from tests.standins import hopper_with_flash_attention  # noqa: F401  (a fixture)
 
 
 def _count_encoder_calls(pipe):

@@ -6,6 +6,7 @@ downloaded (`playwright install` cannot work offline). Screenshots go to tests/a
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 from pathlib import Path
@@ -27,7 +28,12 @@ if not Path(CHROMIUM).is_file():
 
 @pytest.fixture
 def page(tmp_path):
-    served = Served(tmp_path)
+    with browser_on(Served(tmp_path)) as page:
+        yield page
+
+
+@contextlib.contextmanager
+def browser_on(served: Served):
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
@@ -150,3 +156,46 @@ def test_typing_in_the_export_box_is_not_a_shortcut(page):
     page.type("#export-out", "agr")
     time.sleep(0.3)
     assert page.inner_text("#n-accepted") == "0" and page.served.session.waiting_updates() == 0
+
+
+def test_the_page_holds_one_page_of_rows_and_walks_across_pages(tmp_path):
+    """The browser never holds more than a page (2 rows here): moving past its end fetches the next one,
+    filters are applied by the server, and an idle page polls only the small state, not the rows."""
+    with browser_on(Served(tmp_path, page_size=2)) as page:
+        fetched = []
+        page.on("response", lambda r: fetched.append(r) if "/api/rows?" in r.url else None)
+        wait_for_row(page, 2)
+        assert page.inner_text("#position") == "1 / 5" and page.evaluate("page.rows.length") == 2
+        for row, position in ((3, "2 / 5"), (4, "3 / 5"), (5, "4 / 5"), (6, "5 / 5")):
+            page.keyboard.press("ArrowRight")
+            wait_for_row(page, row)
+            assert page.inner_text("#position") == position
+        assert page.is_disabled("#next") and page.evaluate("page.offset") == 4
+        for row in (5, 4, 3):
+            page.keyboard.press("ArrowLeft")
+            wait_for_row(page, row)
+        assert page.evaluate("page.offset") == 2 - 2  # row 3 is on the first page again
+        page.keyboard.press("a")                       # accept row 3: on to row 4, on the next page
+        wait_for_row(page, 4)
+        assert page.inner_text("#n-accepted") == "1" and page.inner_text("#position") == "3 / 5"
+        page.select_option("#filter-status", "pending")
+        page.wait_for_function("document.getElementById('position').textContent === '2 / 3'")
+        assert page.inner_text("#m-row") == "4"  # rows 2, 4, 5 are pending
+        page.select_option("#sort", "-row")
+        page.wait_for_function("document.getElementById('position').textContent === '2 / 3'")
+        page.keyboard.press("ArrowRight")
+        wait_for_row(page, 2)
+        assert all(len(r.json()["rows"]) <= 2 for r in fetched) and len(fetched) >= 6
+
+        served = page.served                         # once the writer's saves are read, the page is idle
+        deadline = time.monotonic() + 10
+        while (served.session.waiting_updates() or served.session.source._reader is not None
+               and served.session.source._reader.is_alive()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        page.wait_for_timeout(2500)                  # (events reach Python while playwright waits, not in sleep)
+        polled, rows_fetched = [], len(fetched)
+        page.on("request", lambda r: polled.append(r.url) if "/api/state" in r.url else None)
+        page.wait_for_timeout(4500)
+        assert len(polled) >= 2 and len(fetched) == rows_fetched
+        missing = ("nope.png", "status of 404")  # row 6's input is missing: shown as "file not found"
+        assert [e for e in page.errors if not any(m in e for m in missing)] == []

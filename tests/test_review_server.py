@@ -5,19 +5,15 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import threading
 import time
-from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 
 from editforge.errors import EditForgeError
 from editforge.review.server import ReviewServer
-from editforge.review.session import ReviewSession
 from editforge.sheet.render import RenderLock
 from editforge.sheet.workbook import open_workbook
-from tests.helpers import REVIEW_ROWS, Served, make_workbook, run_synth
+from tests.helpers import Served, other_process_change
 
 SECRET = b"the contents of a file outside the base dir"
 
@@ -215,3 +211,60 @@ def test_refusals_say_refused_and_a_symlink_within_the_base_dir_is_fine(served, 
     os.symlink(served.folder / "img" / "r0.png", served.folder / "img" / "alias.png")
     status, body = served.request("GET", "/files/img/alias.png")
     assert status == 200 and body == (served.folder / "img" / "r0.png").read_bytes()
+
+
+def test_answers_on_a_kept_alive_connection_come_at_once(served):
+    """Browsers keep the connection open. Without TCP_NODELAY on it, each answer's second packet waited for
+    the client's delayed ACK: 40 ms on every request (asyncio sets it only on sockets made as IPPROTO_TCP)."""
+    conn = http.client.HTTPConnection("127.0.0.1", served.port, timeout=10)
+    cookie = {"Cookie": f"editforge_review_{served.port}={served.server.token}"}
+    times = []
+    for _ in range(7):
+        started = time.perf_counter()
+        conn.request("GET", "/api/state", headers=cookie)
+        response = conn.getresponse()
+        assert response.status == 200 and b"version" in response.read()
+        times.append(time.perf_counter() - started)
+    assert sorted(times)[3] < 0.03, times
+
+
+def test_the_api_sends_one_page_filtered_counted_and_sorted_on_the_server(served):
+    status, data = served.json("GET", "/api/rows?limit=2")
+    assert status == 200 and [r["row"] for r in data["rows"]] == [2, 3]
+    assert (data["offset"], data["total"], data["focus"], data["page_size"]) == (0, 5, 2, 2)
+    assert data["summary"] == {"pending": 4, "accepted": 0, "rejected": 0, "queued": 1}  # of all rows, not the page
+    _, data = served.json("GET", "/api/rows?limit=2&after=3")  # the next row is on the next page
+    assert ([r["row"] for r in data["rows"]], data["offset"], data["focus"]) == ([4, 5], 2, 4)
+    _, data = served.json("GET", "/api/rows?limit=2&before=4")
+    assert ([r["row"] for r in data["rows"]], data["focus"]) == ([2, 3], 3)
+    _, data = served.json("GET", "/api/rows?limit=2&status=queued")
+    assert [r["row"] for r in data["rows"]] == [6] and data["total"] == 1
+    _, data = served.json("GET", "/api/rows?sort=-contrast&mode=gen_raw")
+    assert [r["row"] for r in data["rows"]] == [3]
+    contrasts = {r["row"]: r["quality"]["std"] for r in served.json("GET", "/api/rows")[1]["rows"] if r["quality"]}
+    _, data = served.json("GET", "/api/rows?sort=contrast")
+    assert [r["row"] for r in data["rows"]][:3] == sorted(contrasts, key=contrasts.get)  # unknown ones last
+    _, data = served.json("GET", f"/api/rows?contrast_min={sorted(contrasts.values())[1]}")
+    assert sorted(r["row"] for r in data["rows"]) == sorted(r for r, c in contrasts.items() if c >= sorted(contrasts.values())[1])
+    status, data = served.json("POST", "/api/rows/2/verdict", {"verdict": "accepted", "seen": served.json(
+        "GET", "/api/rows?limit=1")[1]["rows"][0]["images"]})
+    assert data["summary"]["accepted"] == 1
+    _, data = served.json("GET", "/api/rows?status=pending&limit=2&around=2")  # row 2 left the filter: the next
+    assert (data["focus"], data["total"]) == (3, 3)
+    for bad, message in (("sort=score", "cannot sort by 'score'"), ("status=maybe", "unknown status"),
+                         ("contrast_min=x", "contrast_min must be a number")):
+        status, data = served.json("GET", f"/api/rows?{bad}")
+        assert status == 400 and message in data["error"], bad
+
+
+def test_the_state_a_page_polls_changes_its_version_with_the_rows(served):
+    served.json("GET", "/api/state")
+    served.session.source.wait(10)  # a newer version of the file being read, if there is one
+    before = served.json("GET", "/api/state")[1]
+    assert before["version"] == served.json("GET", "/api/state")[1]["version"]  # nothing happened
+    rows = served.json("GET", "/api/rows")[1]["rows"]
+    served.json("POST", "/api/rows/2/verdict", {"verdict": "rejected", "seen": rows[0]["images"]})
+    after = served.json("GET", "/api/state")[1]
+    assert after["version"] != before["version"] and after["summary"]["rejected"] == 1
+    other_process_change(served.path, 3, {"review": "accepted"})  # another process (a second app, synth)
+    assert served.json("GET", "/api/state")[1]["version"] != after["version"]

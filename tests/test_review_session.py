@@ -17,28 +17,16 @@ from editforge.sheet.schema import parse_verdict
 from editforge.sheet.journal import Journal
 from editforge.sheet.render import RenderLock
 from editforge.sheet.workbook import open_workbook
-from tests.helpers import REVIEW_ROWS, make_workbook, run_synth
-
-@pytest.fixture
-def generated(tmp_path) -> Path:
-    """A workbook whose rows 2-4 synth has filled (fake generator), as a reviewer finds it."""
-    path = make_workbook(tmp_path, REVIEW_ROWS)
-    run_synth(path, seed=7)
-    return path
-
+from tests.helpers import REVIEW_ROWS, SLOW_FAKE_GENERATOR, cells, make_workbook, run_synth
 
 def session_for(path: Path, **kwargs) -> ReviewSession:
     return ReviewSession(path, **kwargs)
 
 
-def cells(path: Path) -> dict[int, dict]:
-    return dict(open_workbook(path).rows())
-
-
 def test_the_view_shows_generated_rows_with_mode_seed_quality_and_status(generated):
     session = session_for(generated)
     view = session.view()
-    by_row = {r.row: r for r in view.rows}
+    by_row = {r.row: r for r in view.page(limit=100).rows}
     assert sorted(by_row) == [2, 3, 4, 5, 6]
     assert [(by_row[r].mode, by_row[r].generated, by_row[r].status) for r in (2, 3, 4, 5, 6)] == [
         ("gen_ref", "ref_image_1", "pending"), ("gen_raw", "raw_image", "pending"),
@@ -215,9 +203,6 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
 
 # -- a review session while `editforge synth` runs in another process ----------------------------------
 
-SYNTH_ENV = {"EDITFORGE_SYNTH_GENERATOR": "editforge.sheet.fake:make_generator", "EDITFORGE_FAKE_DELAY": "0.1"}
-
-
 def test_review_while_synth_runs_loses_no_update_from_either(tmp_path):
     """Verdicts on finished rows while synth fills 30 others, saving after every row: all land."""
     reviewed = [[f"img/r{i % 3}.png", "img/r1.png", None, None, f"done {i}", "t", False] for i in range(20)]
@@ -227,7 +212,7 @@ def test_review_while_synth_runs_loses_no_update_from_either(tmp_path):
     session.start()
     synth = subprocess.Popen(
         [sys.executable, "-m", "editforge", "synth", str(path), "--seed", "3", "--save-every", "1"],
-        env={**os.environ, **SYNTH_ENV}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        env={**os.environ, **SLOW_FAKE_GENERATOR}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
         while not session.journal.results(status="done") and time.monotonic() < deadline:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import hashlib
 import json
 import multiprocessing
@@ -29,6 +30,7 @@ def _hammer(path: str, worker: int, n: int) -> None:
             journal.finish(rid, status="done", quality={"std": 1.0})
 
 
+@pytest.mark.slow
 def test_two_processes_writing_at_once_lose_nothing(tmp_path):
     path = str(tmp_path / "j.sqlite")
     Journal(path).close()

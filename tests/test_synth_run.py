@@ -17,8 +17,8 @@ from editforge.errors import EditForgeError
 from editforge.inference.metadata import read_params
 from editforge.sheet.fake import fake_generator
 from editforge.sheet.journal import Journal
-from editforge.sheet.synth import SynthOptions, dry_run, synth
-from editforge.sheet.workbook import create_workbook, open_workbook
+from editforge.sheet.synth import SynthOptions, dry_run
+from editforge.sheet.workbook import open_workbook
 from tests.helpers import ONE_OF_EACH, SYNTH_HEADERS as HEADERS, cell_paths, make_workbook, outputs, run_synth
 
 def test_each_mode_fills_its_cell_and_reports(tmp_path):

@@ -40,6 +40,7 @@ def launch(run_yaml: Path, *extra: str, extensions: Path) -> subprocess.Complete
     return proc
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU (gloo) path; on GPUs the launch config runs as is")
 def test_zero2_two_processes_on_cpu_checkpoint_and_resume(tmp_path):
     samples = write_samples(tmp_path)

@@ -23,8 +23,7 @@ from editforge.train import TrainingDiverged, train
 from editforge.train.config import DEFAULT_TARGET_MODULES, validate
 from editforge.train.logs import read_metrics
 from editforge.train.validation import LABEL_HEIGHT
-from tests.helpers import noise_image, write_image, write_samples
-from tests.standins import hopper_with_flash_attention  # noqa: F401  (a fixture)
+from tests.helpers import write_image, write_samples
 
 MODEL = "tiny-qwen-image-edit-2509"
 AREAS = {"max_pixels": 64 * 64, "condition_pixels": 56 * 56}
@@ -265,6 +264,7 @@ def cli(*args, env_extra=None, **kwargs):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume_latest_matches_an_uninterrupted_run(data, tmp_path):
     steps = 30  # with accumulation and a warmup + cosine schedule, whose positions must survive the kill too
     sections = dict(train={"steps": steps, "gradient_accumulation": 2, "lr_scheduler": "cosine", "warmup_steps": 5},
@@ -292,6 +292,7 @@ def test_kill_9_then_resume_latest_matches_an_uninterrupted_run(data, tmp_path):
     np.testing.assert_allclose([r["lr"] for r in metrics][:5], [2e-4, 4e-4, 6e-4, 8e-4, 1e-3], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_two_process_accelerate_launch_on_cpu(data, tmp_path):
     out = tmp_path / "ddp"
     path = write_config(tmp_path / "ddp.yaml", config(out, data, data={"cache_dir": str(tmp_path / "cache")},

@@ -22,6 +22,7 @@ FLAGS = {
     "columns.target": "--target-column", "columns.controls": "--control-columns",
     "columns.instruction": "--instruction-column", "size": "--size", "port": "--port",
     "ray": "--ray", "workers": "--workers", "gpus_per_worker": "--gpus-per-worker",
+    "skip_memory_check": "--skip-memory-check",
 }
 _PARAMETER = re.compile(r"`(?P<name>[a-z_.]+)(?:=(?P<value>[^`]*))?`")
 

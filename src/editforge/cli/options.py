@@ -106,6 +106,8 @@ LOAD = OptionGroup(
             "--force", help="load a Lightning file even if its name says another family")], False),
         Flag("strict_lora", Annotated[bool, typer.Option(
             "--strict-lora", help="refuse a LoRA whose layers do not all match the transformer (else: warn)")], False),
+        Flag("skip_memory_check", Annotated[bool, typer.Option(
+            "--skip-memory-check", help="load even when the measured memory needs exceed the GPU's")], False),
         Flag("compile", Annotated[Optional[bool], typer.Option(
             "--compile/--no-compile", help="torch.compile the transformer blocks; pays off after a few images "
                                            "(default: on for synth on a GPU, else off)")], False),

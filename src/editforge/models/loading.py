@@ -19,10 +19,11 @@ from editforge.errors import EditForgeError
 from editforge.models import lightning as lightning_lib
 from editforge.models.hub import pipeline_folder
 from editforge.models.info import ATTRIBUTE as INFO_ATTRIBUTE, ModelInfo
+from editforge.models.memory import check_fits
 from editforge.models.lora import LoraSpec, activate_and_fuse, load_lora, lora_keys, parse_lora_arg
 from editforge.models.options import LoadOptions, with_overrides
 from editforge.models.registry import ModelSpec, resolve_model
-from editforge.models.speed import apply_fast_path
+from editforge.models.speed import apply_fast_path, cuda_capability
 from editforge.models.text_encoder import allow_processor_without_video, fix_mrope_positions
 from editforge.models.tiny import TINY_LIGHTNING_DIR
 from editforge.quiet import no_progress_bars, quiet_adapter_loading
@@ -121,6 +122,9 @@ def prepare_load(model: str, options: LoadOptions | None = None, **overrides) ->
         local = Path(spec.source) / TINY_LIGHTNING_DIR if spec.is_local else None
         lightning_file = lightning_lib.resolve_file(spec.family, lightning, path=options.lightning_path,
                                                     local_dir=local, force=options.force)
+    if device.startswith("cuda") and torch_dtype == torch.bfloat16 and not options.skip_memory_check:
+        check_fits(spec.family, _transformer_config(folder), options.quantize, options.offload,
+                   torch.cuda.get_device_properties(torch.device(device)).total_memory)
     compile = device.startswith("cuda") if options.compile is None else options.compile
     return LoadPlan(model=model, spec=spec, folder=folder, options=options, lightning_file=lightning_file, loras=loras,
                     dtype=torch_dtype, device=device, compile=compile)
@@ -195,6 +199,13 @@ def _resolve_dtype(dtype, device: str) -> torch.dtype:
     return DTYPES[dtype]
 
 
+def _transformer_config(folder: Path) -> dict:
+    try:
+        return json.loads((folder / "transformer" / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}  # no readable config: loading says what is wrong with the folder
+
+
 def _pipeline_class(spec: ModelSpec):
     import diffusers
 
@@ -221,14 +232,18 @@ def quantize_transformer(transformer: torch.nn.Module, kind: str) -> None:
             quantize(transformer, weights=qint8)
             freeze(transformer)
         else:
-            from torchao.quantization import (
-                Float8DynamicActivationFloat8WeightConfig, Float8WeightOnlyConfig, quantize_,
-            )
+            from torchao.quantization import quantize_
 
-            # fp8 matmuls where the GPU has them (Ada/Hopper and newer): that is where fp8 is faster;
-            # elsewhere (CPU, older GPUs) fp8 weights only, which saves memory.
-            weight = next(transformer.parameters())
-            fast = weight.is_cuda and torch.cuda.get_device_capability(weight.device) >= (8, 9)
-            quantize_(transformer, Float8DynamicActivationFloat8WeightConfig() if fast else Float8WeightOnlyConfig())
+            quantize_(transformer, fp8_config(str(next(transformer.parameters()).device)))
     except ImportError as exc:
         raise EditForgeError(f"`quantize` {kind} needs the quant extra: pip install 'editforge[quant]' ({exc})") from exc
+
+
+def fp8_config(device: str):
+    """torchao's fp8 recipe for `device`: fp8 matmuls where the GPU has them (compute capability 8.9 and up:
+    Ada, Hopper and newer), which is where fp8 is faster; elsewhere (CPU, older GPUs) fp8 weights only,
+    which saves memory."""
+    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, Float8WeightOnlyConfig
+
+    capability = cuda_capability(device)
+    return Float8DynamicActivationFloat8WeightConfig() if capability and capability >= (8, 9) else Float8WeightOnlyConfig()

@@ -69,6 +69,7 @@ class LoadOptions:
     fuse: bool = True  # fuse LoRAs into the weights (needed before quantizing)
     force: bool = False  # load a Lightning file whose name says another family, an unknown model or other steps
     strict_lora: bool = False  # refuse a LoRA that matches the transformer only partly
+    skip_memory_check: bool = False  # load even when the measured needs exceed the GPU (editforge.models.memory)
     attention: str | None = "auto"  # the fast path (`editforge.models.speed`): attention backend, ...
     compile: bool | None = False  # ... torch.compile of the repeated blocks (None: on CUDA only) ...
     reuse_embeddings: bool = True  # ... and the prompt-embedding cache

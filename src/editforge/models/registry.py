@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -130,42 +130,47 @@ def _lightning(model: str, tail: str, folder: str = "") -> dict[int, str]:
     return {steps: f"{folder}{model}-Lightning-{steps}steps-{tail}.safetensors" for steps in (4, 8)}
 
 
+_QWEN_IMAGE = Family(
+    name="qwen-image",
+    hub_id="Qwen/Qwen-Image",
+    pipeline_class="QwenImagePipeline",
+    max_images=0,
+    min_training_images=0,
+    steps=50,
+    cfg=4.0,
+    max_pixels=1328 * 1328,
+    condition_pixels=None,
+    prompt_drop_tokens=34,
+    prompt_max_tokens=512,
+    lightning_files=_lightning("Qwen-Image", "V2.0"),
+)
+_EDIT_2509 = Family(
+    name="qwen-image-edit-2509",
+    hub_id="Qwen/Qwen-Image-Edit-2509",
+    pipeline_class="QwenImageEditPlusPipeline",
+    max_images=MAX_INPUT_IMAGES,
+    min_training_images=0,
+    steps=40,
+    cfg=4.0,
+    max_pixels=1024 * 1024,
+    condition_pixels=384 * 384,
+    prompt_drop_tokens=64,
+    prompt_max_tokens=None,
+    lightning_files=_lightning("Qwen-Image-Edit-2509", "V1.0-bf16", folder="Qwen-Image-Edit-2509/"),
+    transformer_config={"zero_cond_t": False},
+    aitoolkit_arch="qwen_image_edit_plus",
+)
 FAMILIES: dict[str, Family] = {
     f.name: f
     for f in (
-        Family(
-            name="qwen-image",
-            hub_id="Qwen/Qwen-Image",
-            pipeline_class="QwenImagePipeline",
-            max_images=0,
-            min_training_images=0,
-            steps=50,
-            cfg=4.0,
-            max_pixels=1328 * 1328,
-            condition_pixels=None,
-            prompt_drop_tokens=34,
-            prompt_max_tokens=512,
-            lightning_files=_lightning("Qwen-Image", "V2.0"),
-        ),
+        _QWEN_IMAGE,
         # Qwen-Image's December 2025 weights: the same pipeline, architecture and transformer config (so a
-        # folder of it without EditForge's editforge.json reads as Qwen-Image), its own Lightning LoRAs.
-        Family(
-            name="qwen-image-2512",
-            hub_id="Qwen/Qwen-Image-2512",
-            pipeline_class="QwenImagePipeline",
-            max_images=0,
-            min_training_images=0,
-            steps=50,
-            cfg=4.0,
-            max_pixels=1328 * 1328,
-            condition_pixels=None,
-            prompt_drop_tokens=34,
-            prompt_max_tokens=512,
-            # lightx2v/Qwen-Image-2512-Lightning holds Qwen-Image-2512-Lightning-{4,8}steps-V1.0-{bf16,fp32}
-            # at its top level (checked against published download links and workflows, 2026).
-            lightning_files=_lightning("Qwen-Image-2512", "V1.0-bf16"),
-            lightning_repo="lightx2v/Qwen-Image-2512-Lightning",
-        ),
+        # folder of it without EditForge's editforge.json reads as Qwen-Image), its own Lightning LoRAs:
+        # lightx2v/Qwen-Image-2512-Lightning holds Qwen-Image-2512-Lightning-{4,8}steps-V1.0-{bf16,fp32}
+        # at its top level (checked against published download links and workflows, 2026).
+        replace(_QWEN_IMAGE, name="qwen-image-2512", hub_id="Qwen/Qwen-Image-2512",
+                lightning_files=_lightning("Qwen-Image-2512", "V1.0-bf16"),
+                lightning_repo="lightx2v/Qwen-Image-2512-Lightning"),
         Family(
             name="qwen-image-edit",
             hub_id="Qwen/Qwen-Image-Edit",
@@ -181,45 +186,17 @@ FAMILIES: dict[str, Family] = {
             lightning_files=_lightning("Qwen-Image-Edit", "V1.0-bf16"),
             aitoolkit_arch="qwen_image_edit",
         ),
-        Family(
-            name="qwen-image-edit-2509",
-            hub_id="Qwen/Qwen-Image-Edit-2509",
-            pipeline_class="QwenImageEditPlusPipeline",
-            max_images=MAX_INPUT_IMAGES,
-            min_training_images=0,
-            steps=40,
-            cfg=4.0,
-            max_pixels=1024 * 1024,
-            condition_pixels=384 * 384,
-            prompt_drop_tokens=64,
-            prompt_max_tokens=None,
-            lightning_files=_lightning("Qwen-Image-Edit-2509", "V1.0-bf16", folder="Qwen-Image-Edit-2509/"),
-            transformer_config={"zero_cond_t": False},
-            aitoolkit_arch="qwen_image_edit_plus",
-        ),
+        _EDIT_2509,
         # Edit-2509's pipeline (EditPlus) with a transformer that keeps the condition tokens at timestep 0
         # (`zero_cond_t`); diffusers does that inside the transformer, from `img_shapes`, so generation and
-        # training pass the same arguments as for 2509.
-        Family(
-            name="qwen-image-edit-2511",
-            hub_id="Qwen/Qwen-Image-Edit-2511",
-            pipeline_class="QwenImageEditPlusPipeline",
-            max_images=MAX_INPUT_IMAGES,
-            min_training_images=0,
-            steps=40,
-            cfg=4.0,
-            max_pixels=1024 * 1024,
-            condition_pixels=384 * 384,
-            prompt_drop_tokens=64,
-            prompt_max_tokens=None,
-            # Not in lightx2v/Qwen-Image-Lightning but in its own repo, at the top level:
-            # Qwen-Image-Edit-2511-Lightning-{4,8}steps-V1.0-{bf16,fp32} (checked against the repo's file pages
-            # and published download links, 2026). Distilled with the same scheduler (shift 3) as the others.
-            lightning_files=_lightning("Qwen-Image-Edit-2511", "V1.0-bf16"),
-            lightning_repo="lightx2v/Qwen-Image-Edit-2511-Lightning",
-            transformer_config={"zero_cond_t": True},
-            aitoolkit_arch="qwen_image_edit_plus_2511",
-        ),
+        # training pass the same arguments as for 2509. Its Lightning LoRAs are not in
+        # lightx2v/Qwen-Image-Lightning but in their own repo, at the top level:
+        # Qwen-Image-Edit-2511-Lightning-{4,8}steps-V1.0-{bf16,fp32} (checked against the repo's file pages
+        # and published download links, 2026), distilled with the same scheduler (shift 3) as the others.
+        replace(_EDIT_2509, name="qwen-image-edit-2511", hub_id="Qwen/Qwen-Image-Edit-2511",
+                lightning_files=_lightning("Qwen-Image-Edit-2511", "V1.0-bf16"),
+                lightning_repo="lightx2v/Qwen-Image-Edit-2511-Lightning",
+                transformer_config={"zero_cond_t": True}, aitoolkit_arch="qwen_image_edit_plus_2511"),
     )
 }
 EDIT_FAMILIES = tuple(name for name, family in FAMILIES.items() if family.is_edit)

@@ -100,13 +100,22 @@ def apply_fast_path(pipe, *, device: str, attention: str | None = "auto", compil
         pipe.transformer.set_attention_backend(backend)
         applied["attention"] = backend
     if compile:
-        # dynamic: output sizes vary with the input aspect ratio; recompiling per size would cost more.
-        pipe.transformer.compile_repeated_blocks(fullgraph=True, dynamic=True)
+        compile_blocks(pipe.transformer)
         applied["compile"] = "repeated-blocks"
     if reuse_embeddings:
         memoize_prompt_encoding(pipe)
         applied["embedding_cache"] = EMBEDDING_CACHE_SIZE
     return applied
+
+
+def compile_blocks(transformer, *, backend: str = "inductor") -> None:
+    """Regional torch.compile: the repeated transformer block, compiled once and reused by every block.
+
+    fullgraph: a graph break is an error, not a silent slow path. dynamic: sequence lengths vary with the
+    output's aspect ratio and the number of reference images; with dynamic shapes one graph serves them all
+    (`editforge.plan.compile_check` counts it), where static ones would recompile for every new size.
+    """
+    transformer.compile_repeated_blocks(fullgraph=True, dynamic=True, backend=backend)
 
 
 def _image_digest(image) -> str:

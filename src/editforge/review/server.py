@@ -1,7 +1,12 @@
 """The review web app: a static page (static/) and a small JSON API over a `ReviewSession`.
 
     GET  /                          the page
-    GET  /api/rows                  every row to review, the summary, the filter choices
+    GET  /api/state                 summary, waiting changes, and `version`: what the page polls
+    GET  /api/rows                  one page of the rows to review, with the state and the choices:
+                                    filters `status`, `mode` (values), `contrast_min`, `change_max` ...
+                                    (any number field of index.FIELDS, `_min`/`_max`); `sort` a field,
+                                    `-field` descending; the page holding row `around`, the one after
+                                    row `after` or before row `before`, else from `offset`; `limit` rows
     GET  /api/rows/{row}            one row with the generation parameters stored in its PNG
     POST /api/rows/{row}/verdict    {"verdict": "accepted" | "rejected" | "", "seen": {images}, "row_id"}
     POST /api/rows/{row}/regenerate {"seen": {images}, "row_id"}
@@ -12,6 +17,10 @@
 Only the page the app served can drive it: every request needs the app's token (access.py), the
 Host header must name this server (a DNS-rebinding page cannot), changes must come from this
 origin and be JSON POSTs (a form on another site cannot send one without CORS, which is off).
+
+The browser never holds more than a page of rows: it polls /api/state every few seconds and fetches
+its page again only when `version` changed. Filters, counts and sorting are done here, over the
+row index (index.py), so neither a poll nor a click costs a pass over the sheet.
 """
 
 from __future__ import annotations
@@ -34,13 +43,20 @@ from editforge.review.access import TokenGate, new_token
 from editforge.review.export import DEFAULT_FAMILY, FAMILIES, FORMATS, export_accepted
 from editforge.review.files import Refused, confined_file, file_url
 from editforge.review.session import Conflict, ReviewSession
-from editforge.review.view import MODES, STATUSES, RowView, View, png_params
+from editforge.review.index import FIELDS, Query
+from editforge.review.rows import MODES, STATUSES, RowView, png_params
 
 STATIC = Path(__file__).with_name("static")
 LOCAL_HOSTS = ["127.0.0.1", "localhost", "[::1]", "::1"]
+PAGE_SIZE = 100       # rows per page the browser holds
+MAX_PAGE_SIZE = 1000  # the most a `limit` may ask for
+# the page's sort choices: every number field, both ways ("-" first: descending)
+SORTS = [(f"{sign}{name}", f"{spec.label} {arrow}") for name, spec in FIELDS.items() if spec.choices is None
+         for sign, arrow in (("", "↑"), ("-", "↓"))]
 
 
-def create_app(session: ReviewSession, *, token: str, host: str = "127.0.0.1") -> Starlette:
+def create_app(session: ReviewSession, *, token: str, host: str = "127.0.0.1",
+               page_size: int = PAGE_SIZE) -> Starlette:
     def row_json(row: RowView | None) -> dict | None:
         if row is None:
             return None
@@ -48,18 +64,22 @@ def create_app(session: ReviewSession, *, token: str, host: str = "127.0.0.1") -
         return {**asdict(row), "status": row.status,
                 "urls": {k: file_url(r) if r is not None else None for k, r in rel.items()}}
 
-    def state(view: View | None = None) -> dict:
-        return {"summary": (view or session.view()).summary(), "waiting_updates": session.waiting_updates(),
-                "write_error": session.last_write_error, "held": session.last_held}
-
     async def index(request: Request) -> Response:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
+    def current_state(request: Request) -> Response:
+        return JSONResponse(session.state())
+
     def rows(request: Request) -> Response:
-        view = session.view()
+        params = request.query_params
+        limit = min(max(_whole(params, "limit") or page_size, 1), MAX_PAGE_SIZE)
+        anchors = {name: _whole(params, name) for name in ("around", "after", "before")}
+        page = session.view().page(_query(params), limit=limit, offset=_whole(params, "offset") or 0, **anchors)
         return JSONResponse({
-            "workbook": session.workbook.name, "sheet": view.sheet, "rows": [row_json(r) for r in view.rows],
-            "statuses": STATUSES, "modes": MODES, "formats": FORMATS, "families": FAMILIES, **state(view),
+            "workbook": session.workbook.name, "sheet": session.sheet, "rows": [row_json(r) for r in page.rows],
+            "offset": page.offset, "total": page.total, "focus": page.focus, "page_size": limit,
+            "statuses": STATUSES, "modes": MODES, "sorts": SORTS, "formats": FORMATS, "families": FAMILIES,
+            **session.state(),
         })
 
     def one_row(request: Request) -> Response:
@@ -80,7 +100,7 @@ def create_app(session: ReviewSession, *, token: str, host: str = "127.0.0.1") -
         number = request.path_params["row"]
         return await _act(lambda: {"row": row_json(session.verdict(number, str(body.get("verdict") or ""),
                                                                    seen=body.get("seen") or {},
-                                                                   row_id=body.get("row_id"))), **state()})
+                                                                   row_id=body.get("row_id"))), **session.state()})
 
     async def regenerate(request: Request) -> Response:
         body = await _json_body(request)
@@ -91,7 +111,7 @@ def create_app(session: ReviewSession, *, token: str, host: str = "127.0.0.1") -
         def run():
             row, moved = session.regenerate(number, seen=body.get("seen") or {}, row_id=body.get("row_id"))
             return {"row": row_json(row), "moved_to": moved.relative_to(session.base).as_posix() if moved else None,
-                    **state()}
+                    **session.state()}
         return await _act(run)
 
     async def export(request: Request) -> Response:
@@ -113,6 +133,7 @@ def create_app(session: ReviewSession, *, token: str, host: str = "127.0.0.1") -
 
     routes = [
         Route("/", index),
+        Route("/api/state", current_state),
         Route("/api/rows", rows),
         Route("/api/rows/{row:int}", one_row),
         Route("/api/rows/{row:int}/verdict", verdict, methods=["POST"]),
@@ -125,6 +146,36 @@ def create_app(session: ReviewSession, *, token: str, host: str = "127.0.0.1") -
     middleware = [Middleware(TrustedHostMiddleware, allowed_hosts=["*"] if wildcard else [*LOCAL_HOSTS, host]),
                   Middleware(TokenGate, token=token)]
     return Starlette(routes=routes, middleware=middleware, exception_handlers={EditForgeError: _user_error})
+
+
+def _query(params) -> Query:
+    """The filters and the order a request names (see the module docstring)."""
+    filters = {}
+    for name, spec in FIELDS.items():
+        if spec.choices is not None:
+            if params.get(name):
+                filters[name] = params[name]
+        else:
+            low, high = _number(params, f"{name}_min"), _number(params, f"{name}_max")
+            if low is not None or high is not None:
+                filters[name] = (low, high)
+    sort = params.get("sort") or "row"
+    return Query(filters, sort=sort.removeprefix("-"), descending=sort.startswith("-"))
+
+
+def _number(params, name: str) -> float | None:
+    text = params.get(name)
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise EditForgeError(f"{name} must be a number, not {text!r}") from None
+
+
+def _whole(params, name: str) -> int | None:
+    value = _number(params, name)
+    return None if value is None else int(value)
 
 
 async def _json_body(request: Request) -> dict | Response:
@@ -155,7 +206,7 @@ class ReviewServer:
     error before anything starts, and tells the real port for `url` (which carries the token)."""
 
     def __init__(self, session: ReviewSession, *, host: str = "127.0.0.1", port: int = 7860,
-                 token: str | None = None):
+                 token: str | None = None, page_size: int = PAGE_SIZE):
         import uvicorn
 
         self.session = session
@@ -164,7 +215,7 @@ class ReviewServer:
         shown = "127.0.0.1" if host in ("0.0.0.0", "") else "[::1]" if host == "::" else host
         shown = f"[{shown}]" if ":" in shown and not shown.startswith("[") else shown
         self.url = f"http://{shown}:{self.socket.getsockname()[1]}/?token={self.token}"
-        config = uvicorn.Config(create_app(session, token=self.token, host=host), log_level="warning",
+        config = uvicorn.Config(create_app(session, token=self.token, host=host, page_size=page_size), log_level="warning",
                                 access_log=False)
         self.server = uvicorn.Server(config)
 
@@ -183,7 +234,8 @@ class ReviewServer:
 
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on such sockets (else: 40 ms per kept-alive answer)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host.strip("[]"), port))

@@ -6,7 +6,12 @@ this app when none runs). A change names its row by id and carries the pictures 
 it lands on that row wherever a sort or an insert moved it, and never on a row that shows something
 else. A background thread writes queued changes with `apply_updates` (atomic save, into the file as
 it is on disk then) soon after a change, and again whenever it finds some waiting, e.g. once a synth
-run that held the workbook ends (that run also writes them itself, at its next save).
+run that held the workbook ends (that run also writes them itself, at its next save). Rewriting a
+big workbook takes a while (about a minute for 100,000 rows), so the thread spends at most a fifth
+of its time writing; the changes are safe in the journal, and shown, meanwhile.
+
+A click costs the journal entries the last workbook read lacks, not a pass over the sheet: the view
+(view.py) is rebuilt only when the journal or the file changed, and then only the rows they touch.
 
     session = ReviewSession("data.xlsx")
     session.start()                                  # the background writer
@@ -21,12 +26,15 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+import time
 from pathlib import Path
 from typing import Mapping
 
 from editforge.errors import EditForgeError
 from editforge.paths import BadPath, PathPolicy
-from editforge.review.view import RowView, View, WorkbookSource, read_view
+from editforge.review import worker
+from editforge.review.rows import RowView
+from editforge.review.view import View, WorkbookSource
 from editforge.sheet.journal import Journal
 from editforge.sheet.render import RenderStats, apply_updates
 from editforge.sheet.schema import ACCEPTED, IMAGE_KEYS, NEED_GEN, REJECTED, REVIEW
@@ -35,6 +43,7 @@ from editforge.sheet.workbook import file_stamp, workbook_file
 REJECTED_DIR = "rejected"
 POLL_S = 2.0       # how often the writer looks for updates that are still waiting
 DEBOUNCE_S = 0.5   # a burst of key presses becomes one workbook save
+WRITE_SHARE = 0.2  # the writer's pauses after a save last (1 / share - 1) times as long as the save
 SOURCE = "review"  # the journal's `source` of our updates
 
 
@@ -57,28 +66,49 @@ class ReviewSession:
         # Normalizes any cell path; confinement is checked where a file is served or moved.
         self.policy = PathPolicy(self.base, allow_outside=True)
         self.journal = Journal.for_workbook(self.workbook)
-        self.source = WorkbookSource(self.workbook, sheet=sheet, columns=columns, memory=self.journal)
+        self.source = WorkbookSource(self.workbook, sheet=sheet, columns=columns, policy=self.policy)
         self.sheet = self.source.load().sheet
         # Pin the sheet by name: saving in Excel may change which one is active.
         self.source.sheet_option = self.sheet or None
         self.last_write_error: str | None = None
         self.last_held: str | None = None  # queued changes that wait for their row, one line
         self._lock = threading.RLock()  # one sqlite connection, used from the server's threads
+        self._writing = threading.Lock()  # one workbook write at a time; views and clicks go on meanwhile
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._writer: threading.Thread | None = None
         self._written: tuple | None = None  # (changes left queued, file stamp) after the last write
+        self._recorded = 0   # changes this session recorded (its own commits do not move data_version)
+        self._writes = 0     # writes tried: their outcome is part of the page's state
+        self._view: View | None = None
+        self._view_key: tuple | None = None
 
     # -- reading -----------------------------------------------------------------------------------
     def view(self) -> View:
+        """The rows as the workbook is about to be: rebuilt only when the file or the journal changed."""
+        snapshot = self.source.latest()
         with self._lock:
-            return read_view(self.source, self.journal, self.policy)
+            key = (snapshot.serial, self.journal.data_version(), self._recorded)
+            if key != self._view_key:
+                same = self._view is not None and self._view.snapshot is snapshot
+                previous = self._view if same else View(snapshot, self.policy)
+                self._view = previous.over(self.journal.results_since(self.sheet, snapshot.marks),
+                                           self.journal.changes_since(self.sheet, snapshot.marks))
+                self._view_key = key
+            return self._view
 
     def waiting_updates(self) -> int:
         """Changes recorded but not in the workbook file yet (a synth run holds it, Excel does, or
         their row is gone or changed: `last_held` says)."""
+        return self.view().waiting
+
+    def state(self) -> dict:
+        """What the page's top bar shows, and `version`, which changes whenever the rows may have."""
         with self._lock:
-            return len(self.journal.pending_changes(self.sheet))
+            view = self.view()
+            return {"summary": view.summary(), "waiting_updates": view.waiting, "write_error": self.last_write_error,
+                    "held": self.last_held, "read_error": self.source.read_error,
+                    "version": ".".join(map(str, (*self._view_key, self._writes)))}
 
     def relative(self, text: str) -> str | None:
         """A cell's path relative to the base dir, or None when it points outside (or is no path)."""
@@ -100,6 +130,7 @@ class ReviewSession:
             current = self._current(row, seen, row_id)
             self.journal.record_change(self.sheet, current.row_id, {REVIEW: verdict or None}, row=row,
                                        expect=_shown(current), source=SOURCE)
+            self._recorded += 1
             self._wake.set()
             return self.view().row(row)
 
@@ -130,6 +161,7 @@ class ReviewSession:
                 if moved is not None:  # the row still points at the picture: put it back
                     shutil.move(moved, path)
                 raise
+            self._recorded += 1
             self._wake.set()
             return self.view().row(row), moved
 
@@ -154,44 +186,61 @@ class ReviewSession:
     def write(self) -> RenderStats | None:
         """Apply queued changes (and row ids a row lacks) to the workbook now. None: a synth run holds
         it (it writes them) or the file is open in Excel (`last_write_error` says so); they stay
-        queued either way. Changes whose row is gone or changed stay queued: `last_held` says so."""
-        # Under the lock: a view read meanwhile could see the old file but the changes as applied.
-        with self._lock:
+        queued either way. Changes whose row is gone or changed stay queued: `last_held` says so.
+
+        Views go on meanwhile: one read while the file is replaced still lays every change over the
+        version it read (see view.py), written or not."""
+        with self._writing:
+            before = self._pending_ids()
             try:
-                stats = apply_updates(self.workbook, sheet=self.source.sheet_option, columns=self.source.columns,
-                                      policy=self.policy)
+                stats = worker.run(apply_updates, self.workbook, big=worker.is_big(self.workbook), detach=True,
+                                   sheet=self.source.sheet_option, columns=self.source.columns, policy=self.policy)
             except EditForgeError as exc:
-                self.last_write_error = str(exc)
+                with self._lock:
+                    self.last_write_error = str(exc)
+                    self._writes += 1
                 return None
-            self.last_write_error = None
-            if stats is not None:
-                self.last_held = stats.held_line()
-                waiting = frozenset(c.id for c in self.journal.pending_changes(self.sheet))
-                self._written = (waiting, file_stamp(self.workbook))
+            with self._lock:
+                self.last_write_error = None
+                if stats is not None:
+                    self.last_held = stats.held_line()
+                    # the ones it left queued; a change recorded during the write is due for the next one
+                    self._written = (before & self._pending_ids(), file_stamp(self.workbook))
+                self._writes += 1
             return stats
 
-    def _write_due(self) -> bool:
-        """Whether a write could do something: never written, new changes, or the file changed (a row
-        a held change waits for may be back)."""
+    def _pending_ids(self) -> frozenset[int]:
         with self._lock:
+            return frozenset(c.id for c in self.journal.pending_changes(self.sheet))
+
+    def _write_due(self) -> bool:
+        """Whether a write could do something: rows without their id in the file yet, new changes, or
+        the file changed (a row a held change waits for may be back)."""
+        with self._lock:
+            waiting = self._pending_ids()
             if self._written is None:
-                return True
-            waiting = frozenset(c.id for c in self.journal.pending_changes(self.sheet))
+                return bool(waiting) or self.source.latest().ids_missing
             return bool(waiting) and (waiting, file_stamp(self.workbook)) != self._written
 
     def start(self) -> None:
-        """The background writer; its first write gives rows without an id theirs."""
+        """The background writer; its first write gives rows without an id theirs (in the file: changes
+        name rows by id, and an id only in memory would not follow its row when a person inserts one)."""
         self._wake.set()
         self._writer = threading.Thread(target=self._write_loop, name="review-writer", daemon=True)
         self._writer.start()
 
     def _write_loop(self) -> None:
+        quiet_until = 0.0
         while not self._stop.is_set():
             if self._wake.wait(POLL_S):
                 self._wake.clear()
                 self._stop.wait(DEBOUNCE_S)
-            if self._write_due():
+            self._stop.wait(max(0.0, quiet_until - time.monotonic()))
+            if not self._stop.is_set() and self._write_due():
+                started = time.monotonic()
                 self.write()
+                took = time.monotonic() - started
+                quiet_until = time.monotonic() + took * (1 / WRITE_SHARE - 1)
 
     def close(self) -> None:
         self._stop.set()

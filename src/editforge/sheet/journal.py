@@ -131,6 +131,21 @@ class RowChange:
     expect: dict[str, str] | None   # column -> text the row must still show, else the change waits
     source: str | None
     created: float
+    applied: float | None = None    # when it reached the workbook file; None while it waits
+
+
+@dataclass(frozen=True)
+class Marks:
+    """Where the journal stood when a reader began to read the workbook file: what that file may lack.
+
+    Taken before the file is read. Every result or change it may lack is newer than `last_result` /
+    `last_change`, or is listed here as not yet in the file (whatever happened to it since).
+    """
+
+    last_result: int
+    unrendered: frozenset[int]
+    last_change: int
+    pending: frozenset[int]
 
 
 _RESULT_COLUMNS = ("id, sheet, identity, generation, row, mode, target, output, status, seed, quality, "
@@ -139,6 +154,22 @@ _RESULT_COLUMNS = ("id, sheet, identity, generation, row, mode, target, output, 
 
 def _result(r: tuple) -> Result:
     return Result(*r[:10], json.loads(r[10]) if r[10] else None, *r[11:14], bool(r[14]), *r[15:])
+
+
+_CHANGE_COLUMNS = "id, sheet, row_id, row, cells, expect, source, created, applied"
+
+
+def _change(r: tuple) -> RowChange:
+    return RowChange(r[0], r[1], r[2], r[3], json.loads(r[4]), json.loads(r[5]) if r[5] else None, *r[6:])
+
+
+def _since(table: str, columns: str, where: str) -> str:
+    """Entries newer than a mark or listed in it (a JSON list), by primary key: two lookups, never a scan
+    (`+sheet` keeps SQLite from preferring the sheet index, which would visit every entry of the sheet).
+    Parameters: mark, sheet, listed ids, mark, sheet."""
+    return (f"SELECT {columns} FROM {table} WHERE id > ? AND {where} UNION ALL"
+            f" SELECT {columns} FROM {table} WHERE id IN (SELECT value FROM json_each(?)) AND id <= ? AND {where}"
+            " ORDER BY id")
 
 
 def journal_path(workbook: str | os.PathLike) -> Path:
@@ -244,6 +275,41 @@ class Journal:
             sql += " WHERE " + " AND ".join(where)
         return [_result(r) for r in self.db.execute(sql + " ORDER BY id", args)]
 
+    def marks(self) -> Marks:
+        """The journal now, for a reader about to read the workbook (see `Marks`)."""
+        # the newest ids first: an entry made between these queries is newer than them, so it is covered
+        last_result = self.db.execute("SELECT COALESCE(MAX(id), 0) FROM results").fetchone()[0]
+        last_change = self.db.execute("SELECT COALESCE(MAX(id), 0) FROM row_changes").fetchone()[0]
+        unrendered = frozenset(r[0] for r in self.db.execute(
+            "SELECT id FROM results WHERE rendered = 0 AND id <= ?", (last_result,)))
+        pending = frozenset(r[0] for r in self.db.execute(
+            "SELECT id FROM row_changes WHERE applied IS NULL AND id <= ?", (last_change,)))
+        return Marks(last_result, unrendered, last_change, pending)
+
+    def results_since(self, sheet: str, marks: Marks) -> list[Result]:
+        """Done and failed results of `sheet` that a workbook read at `marks` may lack."""
+        where = "+sheet = ? AND status IN ('done', 'failed')"
+        rows = self.db.execute(_since("results", _RESULT_COLUMNS, where),
+                               (marks.last_result, sheet, json.dumps(sorted(marks.unrendered)), marks.last_result, sheet))
+        return [_result(r) for r in rows]
+
+    def changes_since(self, sheet: str, marks: Marks) -> list[RowChange]:
+        """Changes to `sheet` that a workbook read at `marks` may lack, written to the file since or not."""
+        rows = self.db.execute(_since("row_changes", _CHANGE_COLUMNS, "+sheet = ?"),
+                               (marks.last_change, sheet, json.dumps(sorted(marks.pending)), marks.last_change, sheet))
+        return [_change(r) for r in rows]
+
+    def made(self, sheet: str) -> dict[str, tuple[int, str, int | None, str | None]]:
+        """Every picture made for `sheet` (done results) by output path: (result id, mode, seed,
+        quality as JSON text); light enough to hold for a 100,000-row sheet."""
+        rows = self.db.execute("SELECT output, id, mode, seed, quality FROM results WHERE sheet = ? AND status = 'done'"
+                               " ORDER BY id", (sheet,))
+        return {r[0]: r[1:] for r in rows}
+
+    def data_version(self) -> int:
+        """Changes when another connection (process) commits; this connection's own commits do not count."""
+        return self.db.execute("PRAGMA data_version").fetchone()[0]
+
     def begin(self, *, sheet: str, identity: str, generation: int, row: int, row_id: str, mode: str, target: str,
               output: str, seed: int, run_id: str, worker: int, input_stamp: str | None = None) -> int:
         """Reserve `output` for a row before any pixel is written; replaces an earlier failed try."""
@@ -310,11 +376,9 @@ class Journal:
             return cur.lastrowid
 
     def pending_changes(self, sheet: str) -> list[RowChange]:
-        rows = self.db.execute(
-            "SELECT id, sheet, row_id, row, cells, expect, source, created FROM row_changes"
-            " WHERE sheet = ? AND applied IS NULL ORDER BY id", (sheet,))
-        return [RowChange(r[0], r[1], r[2], r[3], json.loads(r[4]), json.loads(r[5]) if r[5] else None, r[6], r[7])
-                for r in rows]
+        rows = self.db.execute(f"SELECT {_CHANGE_COLUMNS} FROM row_changes WHERE sheet = ? AND applied IS NULL"
+                               " ORDER BY id", (sheet,))
+        return [_change(r) for r in rows]
 
     def mark_applied(self, change_ids: list[int]) -> None:
         now = time.time()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +28,8 @@ from editforge.train.config import Config
 from editforge.train.logs import RunLog, loss_curve, read_metrics
 from editforge.train.lora import save_lora
 from editforge.train.objective import collate, draw_noise
-from editforge.train.step import NonFiniteLoss, make_accelerator, make_optimizer, optimizer_step, prepare_model
+from editforge.train.host_values import HostValues, StepValues
+from editforge.train.step import make_accelerator, make_optimizer, optimizer_step, prepare_model
 from editforge.train.validation import prepare_previews, preview_options, run_validation
 
 log = logging.getLogger("editforge.train")
@@ -123,28 +123,41 @@ def train(config: Config, *, resume: str | None = None, progress: Progress | Non
             yield (batch, *draw_noise(batch["target"], tc, pipe.scheduler.config, seed=(
                 config.seed, step * tc.gradient_accumulation + micro, accelerator.process_index)))
 
+    # A step's loss reaches the host while the next step runs (editforge.train.host_values); it is checked
+    # for nan before any checkpoint is written, so a diverged run never saves its weights.
+    values = HostValues()
+
+    def report(done: StepValues) -> None:
+        if not done.finite:
+            latest = ckpt.checkpoints(out / "checkpoints")
+            raise TrainingDiverged(
+                f"loss is {done.loss} at step {done.step}; stopped. Last good checkpoint: "
+                f"{latest[-1] if latest else 'none yet'}. Lower train.learning_rate or check the data.")
+        result.losses.append(done.loss)
+        progress.advance(description=f"training · loss {done.loss:.4f}")
+        run_log.step(done.step, done.loss, done.lr, done.grad_norm)
+        if done.step % config.log_every == 0 and main:
+            log.info("step %d/%d  loss %.4f  lr %.3g", done.step, tc.steps, done.loss, done.lr)
+
     transformer.train()
     progress.start("training", total=tc.steps, unit="step", completed=step)
     while step < tc.steps:
-        try:
-            total, grad_norm = optimizer_step(accelerator, transformer, params, optimizer, micro_batches(step),
-                                              max_grad_norm=tc.max_grad_norm)
-        except NonFiniteLoss as exc:
-            latest = ckpt.checkpoints(out / "checkpoints")
-            raise TrainingDiverged(
-                f"loss is {exc.value} at step {step + 1}; stopped. Last good checkpoint: "
-                f"{latest[-1] if latest else 'none yet'}. Lower train.learning_rate or check the data.") from None
+        loss, grad_norm = optimizer_step(accelerator, transformer, params, optimizer, micro_batches(step),
+                                         max_grad_norm=tc.max_grad_norm)
         lr_scheduler.step()
         step += 1
-        result.losses.append(total)
-        progress.advance(description=f"training · loss {total:.4f}")
-        run_log.step(step, total, lr_scheduler.get_last_lr()[0], math.nan if grad_norm is None else grad_norm)
-        if step % config.log_every == 0 and main:
-            log.info("step %d/%d  loss %.4f  lr %.3g", step, tc.steps, total, lr_scheduler.get_last_lr()[0])
-        if step % config.checkpoint.every == 0 or step == tc.steps:
+        values.send(step, loss, grad_norm, lr_scheduler.get_last_lr()[0])
+        if len(values) > 1:
+            report(values.receive())
+        checkpoint = step % config.checkpoint.every == 0 or step == tc.steps
+        preview = previews and (step % config.validation.every == 0 or step == tc.steps)
+        if checkpoint or preview:
+            for done in values.drain():
+                report(done)
+        if checkpoint:
             ckpt.save_checkpoint(accelerator, out / "checkpoints", step, {"data": stream.state_dict()},
                                  config.checkpoint.keep)
-        if previews and (step % config.validation.every == 0 or step == tc.steps):
+        if preview:
             validate(pipe, previews, out / "validation" / f"step-{step:06d}", config, areas, run_log, step)
         accelerator.wait_for_everyone()
 

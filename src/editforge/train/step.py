@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 from typing import Iterable
 
@@ -15,14 +14,6 @@ from editforge.models.loading import quantize_transformer
 from editforge.models.speed import attention_for_mask, best_attention_backend
 from editforge.train.lora import add_lora
 from editforge.train.objective import flow_matching_loss
-
-
-class NonFiniteLoss(ArithmeticError):
-    """The loss of a micro-batch was nan or inf (checked before its backward pass)."""
-
-    def __init__(self, value: float):
-        super().__init__(value)
-        self.value = value
 
 
 def make_accelerator(mixed_precision: str, gradient_accumulation: int = 1):
@@ -96,14 +87,15 @@ def make_optimizer(params, tc) -> torch.optim.Optimizer:
 
 def optimizer_step(accelerator, model, params, optimizer,
                    micro_batches: Iterable[tuple[dict, torch.Tensor, torch.Tensor]],
-                   *, max_grad_norm: float) -> tuple[float, float | None]:
+                   *, max_grad_norm: float) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One optimizer step over `micro_batches` (batch, sigmas, noise), as many as the accelerator accumulates.
 
-    Returns (mean loss over micro-batches and processes, gradient norm before clipping). Raises
-    `NonFiniteLoss` before the backward pass of a micro-batch whose loss is nan or inf.
+    Returns, as tensors on the device, the mean loss over micro-batches and processes and the gradient norm
+    before clipping (None when DeepSpeed clips inside its engine). Nothing here reads a value on the host:
+    the GPU never waits for the host within a step (`editforge.train.host_values` reads them later).
     """
     transformer = accelerator.unwrap_model(model)
-    total, count, grad_norm = 0.0, 0, None
+    losses, grad_norm = [], None
     for batch, sigmas, noise in micro_batches:
         # accelerate's accumulate(): gradients are all-reduced (and the optimizer really steps) only on the
         # last micro-step; DeepSpeed does the same inside its engine. The recomputed forward of gradient
@@ -111,13 +103,10 @@ def optimizer_step(accelerator, model, params, optimizer,
         with accelerator.accumulate(model), attention_for_mask(transformer, batch["prompt_mask"]):
             with accelerator.autocast():
                 loss = flow_matching_loss(model, batch, sigmas, noise)
-            mean_loss = accelerator.reduce(loss.detach(), "mean").item()
-            if not math.isfinite(mean_loss):
-                raise NonFiniteLoss(mean_loss)
+            losses.append(accelerator.reduce(loss.detach(), "mean"))
             accelerator.backward(loss)
-            total, count = total + mean_loss, count + 1
             if accelerator.sync_gradients:
                 grad_norm = accelerator.clip_grad_norm_(params, max_grad_norm)  # DeepSpeed: its engine clips
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-    return total / count, None if grad_norm is None else float(grad_norm)
+    return torch.stack(losses).mean(), grad_norm

@@ -1,16 +1,19 @@
 // The review page: one row at a time, verdicts through the JSON API, keyboard first.
+// It holds one page of rows (the server filters, counts and sorts), polls /api/state and fetches its
+// page again only when the state's version says something changed.
 "use strict";
 
 const LABELS = {raw_image: "sample (raw_image)", ref_image_1: "reference 1", ref_image_2: "reference 2",
                 ref_image_3: "reference 3"};
-const REFRESH_MS = 5000;  // picks up what a running synth writes meanwhile
+const POLL_MS = 2000;  // picks up what a running synth writes meanwhile
 
-let rows = [];        // every reviewable row, from /api/rows
-let shown = [];       // rows passing the filters
+let page = {rows: [], offset: 0, total: 0};  // one page of the rows passing the filters, from /api/rows
+let version = null;   // the state the page was fetched at
 let current = null;   // the row number on screen (kept across refreshes and filter changes)
 let busy = false;
 let drawn = "";       // what is on screen, so a refresh that changed nothing does not reload images
 let modelOf = "";     // the picture whose model is shown: a refresh or filter change keeps it on screen
+let loads = 0;        // fetches of the page started: an answer to an older one (a poll's) is dropped
 
 const $ = (id) => document.getElementById(id);
 
@@ -34,19 +37,36 @@ function fillSelect(select, values) {
   for (const value of values) select.add(new Option(value, value));
 }
 
-async function load() {
-  const data = await api("/api/rows");
-  rows = data.rows;
+// anchor: {around: row} (that row's page, or the next row in the order), {after: row}, {before: row}
+async function load(anchor = {around: current}) {
+  const query = new URLSearchParams();
+  for (const [name, id] of [["status", "filter-status"], ["mode", "filter-mode"], ["sort", "sort"]]) {
+    if ($(id).value) query.set(name, $(id).value);
+  }
+  for (const [name, row] of Object.entries(anchor)) if (row !== null && row !== undefined) query.set(name, row);
+  const mine = ++loads;
+  const data = await api(`/api/rows?${query}`);
+  if (mine !== loads) return;  // a newer fetch (after a click, say) is under way
+  page = {rows: data.rows, offset: data.offset, total: data.total};
+  current = data.focus;
+  version = data.version;
   $("workbook").textContent = data.sheet ? `${data.workbook} · ${data.sheet}` : data.workbook;
   fillSelect($("filter-status"), data.statuses);
   fillSelect($("filter-mode"), data.modes);
+  if ($("sort").options.length === 0) for (const [value, label] of data.sorts) $("sort").add(new Option(label, value));
   for (const [id, values] of [["export-format", data.formats], ["export-family", data.families]]) {
     const select = $(id);
     if (select.options.length === 0) for (const v of values) select.add(new Option(v, v));
   }
   $("export").disabled = data.formats.length === 0;
   showState(data);
-  applyFilters();
+  render();
+}
+
+async function poll() {
+  const data = await api("/api/state");
+  showState(data);
+  if (data.version !== version) await load();
 }
 
 function showState(data) {
@@ -58,27 +78,18 @@ function showState(data) {
   if (data.write_error) note = `not written yet: ${data.write_error}`;
   else if (data.held) note = data.held;
   else if (data.waiting_updates) note = `${data.waiting_updates} change(s) safe in the journal, not in the workbook file yet`;
+  if (data.read_error) note = note ? `${note}; ${data.read_error}` : data.read_error;
   $("waiting").textContent = note;
 }
 
-function applyFilters() {
-  const status = $("filter-status").value, mode = $("filter-mode").value;
-  shown = rows.filter((r) => (!status || r.status === status) && (!mode || r.mode === mode));
-  if (!shown.some((r) => r.row === current)) {
-    // keep the place: the first shown row at or after the one we were on
-    const next = shown.find((r) => current === null || r.row >= current) || shown[shown.length - 1];
-    current = next ? next.row : null;
-  }
-  render();
-}
-
 function render() {
-  const index = shown.findIndex((r) => r.row === current);
-  const row = shown[index];
+  const index = page.rows.findIndex((r) => r.row === current);
+  const row = page.rows[index];
+  const place = page.offset + index;  // among all the rows the filters select
   $("card").hidden = !row;
   $("empty").hidden = !!row;
-  $("position").textContent = row ? `${index + 1} / ${shown.length}` : "";
-  const key = JSON.stringify([row, index, shown.length]);
+  $("position").textContent = row ? `${place + 1} / ${page.total}` : "";
+  const key = JSON.stringify([row, place, page.total]);
   if (!row || key === drawn) return;
   drawn = key;
   $("m-row").textContent = row.row;
@@ -101,8 +112,8 @@ function render() {
       if (modelOf === picture) $("m-model").textContent = data.params.model || "—";
     }).catch(() => { if (modelOf === picture) $("m-model").textContent = "—"; });
   }
-  $("prev").disabled = index <= 0;
-  $("next").disabled = index >= shown.length - 1;
+  $("prev").disabled = place <= 0;
+  $("next").disabled = place >= page.total - 1;
   $("regenerate").disabled = !row.generated;
   for (const id of ["accept", "reject", "undo"]) $(id).disabled = row.status === "queued";
 }
@@ -144,39 +155,37 @@ function showImages(row) {
   }
 }
 
-function move(step) {
-  const index = shown.findIndex((r) => r.row === current);
-  const next = shown[index + step];
-  if (next) { current = next.row; render(); }
-}
-
-function replaceRow(updated, number) {
-  const i = rows.findIndex((r) => r.row === number);
-  if (updated && i >= 0) rows[i] = updated;
-  else if (!updated && i >= 0) rows.splice(i, 1);
+async function move(step) {
+  const index = page.rows.findIndex((r) => r.row === current);
+  const next = page.rows[index + step];
+  if (next) { current = next.row; render(); return; }
+  const place = page.offset + index + step;
+  if (index < 0 || busy || place < 0 || place >= page.total) return;
+  busy = true;  // the neighbour is on another page
+  try {
+    await load(step > 0 ? {after: current} : {before: current});
+  } catch (error) {
+    say(error.message, "error");
+  } finally {
+    busy = false;
+  }
 }
 
 async function act(kind) {
-  const row = shown.find((r) => r.row === current);
+  const row = page.rows.find((r) => r.row === current);
   if (!row || busy) return;
   busy = true;
   try {
-    let data;
     if (kind === "regenerate") {
-      data = await api(`/api/rows/${row.row}/regenerate`, {seen: row.images, row_id: row.row_id});
+      const data = await api(`/api/rows/${row.row}/regenerate`, {seen: row.images, row_id: row.row_id});
       say(`row ${row.row}: ${data.moved_to ? `old picture moved to ${data.moved_to}; ` : ""}` +
           "the next editforge synth makes a new one");
     } else {
       const verdict = {accept: "accepted", reject: "rejected", undo: ""}[kind];
-      data = await api(`/api/rows/${row.row}/verdict`, {verdict, seen: row.images, row_id: row.row_id});
+      await api(`/api/rows/${row.row}/verdict`, {verdict, seen: row.images, row_id: row.row_id});
       say(`row ${row.row}: ${verdict || "verdict cleared"}`);
     }
-    replaceRow(data.row, row.row);
-    showState(data);
-    const index = shown.findIndex((r) => r.row === row.row);
-    const after = shown[index + 1];
-    if (kind !== "undo" && after) current = after.row;   // on to the next one
-    applyFilters();
+    await load(kind === "undo" ? {around: row.row} : {after: row.row});  // on to the next one
   } catch (error) {
     say(error.message, "error");
     if (error.message.includes("changed since")) await load();
@@ -207,9 +216,8 @@ document.addEventListener("keydown", (event) => {
 for (const kind of ["accept", "reject", "regenerate", "undo"]) $(kind).onclick = () => act(kind);
 $("prev").onclick = () => move(-1);
 $("next").onclick = () => move(1);
-$("filter-status").onchange = applyFilters;
-$("filter-mode").onchange = applyFilters;
+for (const id of ["filter-status", "filter-mode", "sort"]) $(id).onchange = () => load().catch((e) => say(e.message, "error"));
 $("export").onclick = exportAccepted;
 
 load().catch((error) => say(error.message, "error"));
-setInterval(() => { if (!busy && !document.hidden) load().catch(() => {}); }, REFRESH_MS);
+setInterval(() => { if (!busy && !document.hidden) poll().catch(() => {}); }, POLL_MS);

@@ -1,0 +1,103 @@
+"""A full-size model that cannot fit the GPU is refused before loading, in one line naming what would fit;
+the sizes come from the full-size plan (`editforge bench plan`), the GPU is stood in on the CPU."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from editforge.benchmark.architectures import FULL_TRANSFORMER
+from editforge.errors import EditForgeError
+from editforge.models import memory
+from editforge.models.loading import prepare_load
+from editforge.models.registry import FAMILIES
+
+GiB = 2**30
+CARD_24 = 24564 * 2**20  # what an RTX 4090's driver reports
+CARD_80 = 81559 * 2**20  # an H100 80GB's
+
+
+@pytest.fixture
+def full_size_folder(tmp_path):
+    """An Edit-2509 pipeline folder of the published shape, without weights: what `prepare_load` reads."""
+    folder = tmp_path / "Qwen-Image-Edit-2509"
+    (folder / "transformer").mkdir(parents=True)
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": "QwenImageEditPlusPipeline"}))
+    (folder / "transformer" / "config.json").write_text(json.dumps({**FULL_TRANSFORMER, "zero_cond_t": False}))
+    return folder
+
+
+@pytest.fixture
+def gpu_of(monkeypatch):
+    """Make torch report one CUDA GPU with `total` bytes."""
+    def gpu(total: int):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+        monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: SimpleNamespace(total_memory=total))
+    return gpu
+
+
+def test_the_measured_table_covers_every_family_and_synths_model_in_every_configuration():
+    table = memory.measured()
+    assert table["measured_for"] == {k: FULL_TRANSFORMER[k] for k in table["measured_for"]}
+    for name, family in FAMILIES.items():
+        needs = memory.needs(family, FULL_TRANSFORMER, None, None)
+        assert {"bf16/none", "bf16/model", "bf16/sequential"} <= set(needs), name
+        assert needs["bf16/sequential"] < needs["bf16/model"] < needs["bf16/none"], name  # offloading saves
+    needs = memory.needs(FAMILIES["qwen-image-edit-2509"], FULL_TRANSFORMER, None, None)
+    assert set(needs) == set(memory.PREFERENCE)
+    assert needs["fp8/none"] < needs["bf16/none"] and needs["int8/model"] < needs["bf16/model"]
+
+
+def test_synth_defaults_on_a_24gb_card_are_refused_with_what_fits(full_size_folder, gpu_of):
+    gpu_of(CARD_24)
+    with pytest.raises(EditForgeError) as refused:
+        prepare_load(str(full_size_folder), device="cuda", lightning=None)
+    message = str(refused.value)
+    assert "\n" not in message and "qwen-image-edit-2509 with a bf16 transformer and no offload needs about" in message
+    assert "this GPU has 24.0 GiB. What fits: " in message
+    table = memory.needs(FAMILIES["qwen-image-edit-2509"], FULL_TRANSFORMER, None, None)
+    first = next(k for k in memory.PREFERENCE if table[k] <= CARD_24)
+    dtype, offload = first.split("/")
+    assert f"`quantize={dtype}` with `offload={offload}` ({table[first] / GiB:.1f} GiB)" in message
+    # ... and what it offers does load
+    plan = prepare_load(str(full_size_folder), device="cuda", quantize=dtype, offload=offload)
+    assert plan.options.offload == offload
+
+
+def test_an_80gb_card_takes_the_defaults_and_the_check_can_be_skipped(full_size_folder, gpu_of):
+    gpu_of(CARD_80)
+    assert prepare_load(str(full_size_folder), device="cuda").device == "cuda"
+    gpu_of(CARD_24)
+    assert prepare_load(str(full_size_folder), device="cuda", skip_memory_check=True).device == "cuda"
+
+
+def test_other_shapes_and_fp32_are_not_checked(full_size_folder, gpu_of):
+    gpu_of(1 * GiB)
+    prepare_load("tiny-qwen-image-edit-2509", device="cuda")  # the tiny model: not the measured shape
+    prepare_load(str(full_size_folder), device="cuda", dtype="fp32")
+
+
+def test_the_refusal_names_flags_on_the_command_line(full_size_folder, gpu_of, cli, make_image):
+    gpu_of(CARD_24)
+    code, out, err = cli("edit", "--image", str(make_image()), "--prompt", "make it red", "--model", str(full_size_folder),
+                         "--device", "cuda", "--out", "out.png")
+    assert code == 2 and "Traceback" not in err
+    assert "What fits: --quantize fp8 with --offload model" in err and "--skip-memory-check loads anyway" in err
+
+
+def test_the_offer_prefers_speed_and_says_when_nothing_fits(monkeypatch):
+    table = {"bf16/none": 60 * GiB, "fp8/none": 30 * GiB, "int8/none": 27 * GiB, "bf16/model": 40 * GiB,
+             "fp8/model": 22 * GiB, "int8/model": 21 * GiB, "bf16/sequential": 5 * GiB,
+             "fp8/sequential": 4 * GiB, "int8/sequential": 4 * GiB}
+    monkeypatch.setattr(memory, "needs", lambda *args: table)
+    family = FAMILIES["qwen-image-edit-2509"]
+    with pytest.raises(EditForgeError, match=r"What fits: `quantize=fp8` with `offload=model` \(22.0 GiB\), "
+                                             r"`quantize=int8` with `offload=model` \(21.0 GiB\), `offload=sequential`"):
+        memory.check_fits(family, {}, None, None, 24 * GiB)
+    memory.check_fits(family, {}, "fp8", "model", 24 * GiB)  # fits: no error
+    with pytest.raises(EditForgeError, match="Nothing measured fits this card"):
+        memory.check_fits(family, {}, None, None, 3 * GiB)
