@@ -15,7 +15,7 @@ from editforge.errors import EditForgeError
 from editforge.judge import Pair, check_head, draft_instructions, explain_pairs, judge_from_pipeline, load_judge, score_pairs
 from editforge.judge.ask import answer_tokens
 from editforge.judge.model import Judge, judge_size
-from tests.helpers import noise_image
+from tests.helpers import noise_image, sharp_judge
 
 TINY = "tiny-qwen-image-edit-2509"
 
@@ -27,12 +27,7 @@ def judge(tiny_edit_plus):
 
 @pytest.fixture(scope="module")
 def sharp(judge):
-    """The tiny judge with its head scaled up: random weights answer ~0.49 for everything, and a bug that
-    moves a score by 1e-4 would hide there; scaled, scores spread over [0, 1]."""
-    model = copy.deepcopy(judge.model)
-    with torch.no_grad():
-        model.lm_head.weight.mul_(60)
-    return Judge(model, judge.processor, "sharp", judge.pixels)
+    return sharp_judge(judge)
 
 
 def pairs():
@@ -194,3 +189,9 @@ def test_judge_loaded_alone_or_as_a_separate_model_scores_like_the_pipeline(tmp_
 def test_judge_model_that_is_neither_folder_nor_hub_id():
     with pytest.raises(EditForgeError, match="not a folder, nor a hub id"):
         load_judge(judge_model="no/such/thing", device="cpu")
+
+
+def test_generated_text_is_one_line_a_workbook_cell_takes():
+    from editforge.judge.ask import cell_safe
+
+    assert cell_safe("\x01ginal\ufffd\ufffdser\nV  Gen\tx\x0b") == "ginalser V Gen x"

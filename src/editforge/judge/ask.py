@@ -13,6 +13,7 @@ own aspect (`judge_size`), with the same results as one at a time up to floating
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -85,10 +86,18 @@ def _answers(judge: Judge, pairs: Sequence[Pair], question, max_new_tokens: int,
                                           temperature=None, top_p=None, top_k=None,
                                           pad_token_id=tokenizer.pad_token_id)
         new = tokens[:, inputs["input_ids"].shape[1]:]
-        answers += [" ".join(text.split()) for text in tokenizer.batch_decode(new, skip_special_tokens=True)]
+        answers += [cell_safe(text) for text in tokenizer.batch_decode(new, skip_special_tokens=True)]
         if done:
             done(len(batch))
     return answers
+
+
+def cell_safe(text: str) -> str:
+    """Generated text as one line a workbook cell takes: control characters (which xlsx cannot hold) and the
+    replacement characters of cut-off byte sequences dropped, whitespace runs made one space."""
+    kept = "".join(" " if c.isspace() else c for c in text
+                   if c.isspace() or (unicodedata.category(c) != "Cc" and c != "\ufffd"))
+    return " ".join(kept.split())
 
 
 def _encode(judge: Judge, texts: list[str], batch: Sequence[Pair]):

@@ -36,7 +36,7 @@ PATCH_MULTIPLE = 28
 class Judge:
     model: Any            # Qwen2_5_VLForConditionalGeneration (with lm_head)
     processor: Any        # Qwen2VLProcessor / Qwen2_5_VLProcessor
-    name: str             # what was loaded, for the journal: a changed judge re-judges every row
+    name: str             # the model it came from, for the journal: another judge judges every row again
     pixels: int = JUDGE_PIXELS
 
     @property
@@ -94,36 +94,57 @@ def judge_from_pipeline(pipe, *, pixels: int | None = None) -> Judge:
                              "use an edit model or --judge-model")
     check_head(encoder.name_or_path)
     info = model_info(pipe)
-    return Judge(encoder, processor, f"{info.model}:text_encoder", pixels or default_pixels(info.max_pixels))
+    return Judge(encoder, processor, info.model, pixels or default_pixels(info.max_pixels))
+
+
+@dataclass(frozen=True)
+class JudgeSource:
+    """Where a judge's weights and processor are, checked (head included), nothing loaded yet."""
+
+    name: str
+    weights: Path
+    processor: Path
+    max_pixels: int | None  # the pipeline's output area (None: a separate judge model)
+
+
+def find_judge(model: str | None = None, *, judge_model: str | None = None) -> JudgeSource:
+    """`judge_model` (a Qwen2.5-VL folder or hub id) if given, else the text encoder and processor of pipeline
+    `model` (family, tiny name, hub id or folder); the head checked, no weights loaded."""
+    if (model is None) == (judge_model is None):
+        raise EditForgeError("give the judge one of `model` (a pipeline whose text encoder judges) or `judge_model`")
+    if judge_model is not None:
+        root = _judge_model_folder(judge_model)
+        source = JudgeSource(judge_model, root, root, None)
+    else:
+        root, max_pixels = _pipeline_folder(model)
+        source = JudgeSource(model, root / "text_encoder", root / "processor", max_pixels)
+    check_head(source.weights)
+    return source
 
 
 def load_judge(model: str | None = None, *, judge_model: str | None = None, device: str | None = None,
                dtype: str | None = None, pixels: int | None = None) -> Judge:
-    """Load a judge: `judge_model` (a Qwen2.5-VL folder or hub id) if given, else the text encoder and
-    processor of pipeline `model` (family, tiny name, hub id or folder) — not the rest of the pipeline."""
+    """Load the judge `find_judge` finds — for a pipeline, its text encoder and processor, not the rest."""
+    return load_judge_from(find_judge(model, judge_model=judge_model), device=device, dtype=dtype, pixels=pixels)
+
+
+def load_judge_from(source: JudgeSource, *, device: str | None = None, dtype: str | None = None,
+                    pixels: int | None = None) -> Judge:
     from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
 
     from editforge.models.loading import _resolve_dtype, resolve_device
     from editforge.models.text_encoder import allow_processor_without_video, fix_mrope_positions
     from editforge.quiet import no_progress_bars
 
-    if (model is None) == (judge_model is None):
-        raise EditForgeError("give the judge one of `model` (a pipeline whose text encoder judges) or `judge_model`")
     device = resolve_device(device)
-    if judge_model is not None:
-        root = _judge_model_folder(judge_model)
-        weights, processor_folder, name, max_pixels = root, root, judge_model, None
-    else:
-        root, max_pixels = _pipeline_folder(model)
-        weights, processor_folder, name = root / "text_encoder", root / "processor", model
-    check_head(weights)  # before loading gigabytes of weights
     allow_processor_without_video()
     with no_progress_bars():
-        encoder = Qwen2_5_VLForConditionalGeneration.from_pretrained(weights, dtype=_resolve_dtype(dtype, device))
-        processor = AutoProcessor.from_pretrained(processor_folder)
+        encoder = Qwen2_5_VLForConditionalGeneration.from_pretrained(source.weights,
+                                                                     dtype=_resolve_dtype(dtype, device))
+        processor = AutoProcessor.from_pretrained(source.processor)
     fix_mrope_positions(encoder)
     encoder.to(device).eval()
-    return Judge(encoder, processor, name, pixels or default_pixels(max_pixels))
+    return Judge(encoder, processor, source.name, pixels or default_pixels(source.max_pixels))
 
 
 def default_pixels(max_pixels: int | None) -> int:

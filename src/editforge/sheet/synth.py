@@ -125,7 +125,7 @@ def synth(workbook: str | Path, make_generator: Callable[[], Generator], options
     lock = RenderLock(path)
     if team.is_main:
         ensure_not_locked(workbook, path)
-        if not _acquire_within(lock, LOCK_WAIT_SECONDS):
+        if not acquire_within(lock, LOCK_WAIT_SECONDS):
             raise EditForgeError(f"another `editforge synth` is running on {path.name}; wait for it to finish")
     try:
         with Journal.for_workbook(path) as journal:
@@ -189,7 +189,7 @@ def check_workbook(workbook: str | Path, options: SynthOptions) -> None:
 LOCK_WAIT_SECONDS = 5.0
 
 
-def _acquire_within(lock: RenderLock, seconds: float) -> bool:
+def acquire_within(lock: RenderLock, seconds: float) -> bool:
     deadline = time.monotonic() + seconds
     while not lock.acquire(blocking=False):
         if time.monotonic() >= deadline:
@@ -326,7 +326,7 @@ class _Runner:
         self.options, self.team, self.run_id, self.base_seed = options, team, run_id, base_seed
         self.progress = progress
         self.shown = 0  # rows the progress bar counts as done
-        self.saver = _SaveSchedule(options.save_every_rows, options.save_every_seconds)
+        self.saver = SaveSchedule(options.save_every_rows, options.save_every_seconds)
         self.consecutive_errors = 0
         self.local: Counter[str] = Counter()  # this process's results, by status
         self.last: RenderStats | None = None
@@ -442,7 +442,7 @@ class _Runner:
         self.saver.saved(time.monotonic() - started if self.last.saved else 0.0)
 
 
-class _SaveSchedule:
+class SaveSchedule:
     """When to render: every N rows or T seconds, but never more often than 10x a save's duration."""
 
     def __init__(self, every_rows: int, every_seconds: float):
