@@ -41,7 +41,7 @@ def synth(
     generation: GenerationOptions = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="base seed; each row's seed derives from it and the row (default: random, printed, remembered in the journal)")] = None,
     max_rows: Annotated[Optional[int], typer.Option("--max-rows", min=0, help="generate at most this many rows")] = None,
-    retries: Annotated[int, typer.Option("--retries", min=0, help="new seeds to try when an output fails the quality gate")] = 2,
+    retries: Annotated[int, typer.Option("--retries", min=0, help="new seeds to try when an output fails the quality gate (or --judge-min)")] = 2,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan, write nothing, load no model")] = False,
     allow_outside: Annotated[bool, typer.Option("--allow-outside", help="accept image paths outside the base dir")] = False,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="try rows that failed in an earlier run again, although their inputs did not change")] = False,
@@ -49,6 +49,8 @@ def synth(
     out_ref: Annotated[str, typer.Option("--out-ref", help="folder for generated references, relative to the base dir")] = "generated/ref",
     save_every: Annotated[int, typer.Option("--save-every", min=1, help="write the workbook every N rows ...")] = 100,
     save_interval: Annotated[float, typer.Option("--save-interval", min=0, help="... or every T seconds")] = 60.0,
+    judge: Annotated[bool, typer.Option("--judge", help="score each new pair with the pipeline's own text encoder (judge_score; see docs/judge.md)")] = False,
+    judge_min: Annotated[Optional[float], typer.Option("--judge-min", min=0.0, max=1.0, help="make a pair scoring below this again with the next seed, within --retries (implies --judge)")] = None,
 ) -> None:
     """Generate the missing pictures of every need_gen row, crash-safe, on one GPU or many."""
     from editforge.cli.progress import RichProgress
@@ -58,7 +60,8 @@ def synth(
     options = SynthOptions(
         sheet=sheet, base_dir=base_dir, columns=parse_columns(columns), out_raw=out_raw, out_ref=out_ref,
         seed=seed, max_rows=max_rows, retries=retries, allow_outside=allow_outside, retry_failed=retry_failed,
-        save_every_rows=save_every, save_every_seconds=save_interval,
+        save_every_rows=save_every, save_every_seconds=save_interval, judge=judge or judge_min is not None,
+        judge_min=judge_min,
     )
     if dry_run:
         typer.echo(for_cli(plan_text(workbook, options)))

@@ -140,23 +140,67 @@ def judge_workbook(workbook: str | Path, judge_name: str, make_judge: Callable[[
 def sheet_pairs(book: Workbook, policy: PathPolicy) -> list[RowPair]:
     """Every row of `book` that holds a pair: a raw_image, at least one ref_image, an instruction, and no
     picture still to make."""
-    ref_keys = [k for k in REF_KEYS if book.column(k) is not None]
-    instruction_keys = [k for k in INSTRUCTION_COLUMNS if book.column(k) is not None]
+    keys = _pair_keys(book)
     pairs = []
-    for row, values in book.records([RAW_IMAGE, *ref_keys, *instruction_keys, NEED_GEN]):
-        texts = {k: cell_text(v) for k, v in values.items() if k != NEED_GEN}
-        refs = [k for k in ref_keys if texts[k]]
-        instruction_key = next((k for k in instruction_keys if texts[k]), None)
-        if not texts.get(RAW_IMAGE) or not refs or instruction_key is None or is_true(values[NEED_GEN]):
+    for row, values in book.records([*keys, NEED_GEN]):
+        if is_true(values[NEED_GEN]):
             continue
-        expect = {k: texts[k] for k in (RAW_IMAGE, *ref_keys, *instruction_keys)}  # empty ones too: filled, they win
-        common = dict(row=row, row_id=book.row_id(row), instruction=texts[instruction_key], expect=expect)
-        try:
-            inputs = tuple(_resolve(policy, k, texts[k]) for k in refs)
-            pairs.append(RowPair(inputs=inputs, output=_resolve(policy, RAW_IMAGE, texts[RAW_IMAGE]), **common))
-        except BadPath as exc:
-            pairs.append(RowPair(inputs=(), output=None, problem=str(exc), **common))
+        pair = row_pair(row, book.row_id(row), {k: cell_text(values[k]) for k in keys}, policy)
+        if pair is not None:
+            pairs.append(pair)
     return pairs
+
+
+def _pair_keys(book: Workbook) -> list[str]:
+    """The columns that define a pair, as the sheet has them: raw_image, the ref slots, the instruction columns."""
+    return [RAW_IMAGE, *(k for k in (*REF_KEYS, *INSTRUCTION_COLUMNS) if book.column(k) is not None)]
+
+
+def row_pair(row: int, row_id: str, texts: dict[str, str], policy: PathPolicy) -> RowPair | None:
+    """The pair of a row whose defining cells hold `texts` (see `_pair_keys`), or None if it holds none."""
+    refs = [k for k in REF_KEYS if texts.get(k)]
+    instruction = next((texts[k] for k in INSTRUCTION_COLUMNS if texts.get(k)), None)
+    if not texts.get(RAW_IMAGE) or not refs or instruction is None:
+        return None
+    # the empty instruction columns too: one filled meanwhile would change the instruction
+    common = dict(row=row, row_id=row_id, instruction=instruction, expect=dict(texts))
+    try:
+        inputs = tuple(_resolve(policy, k, texts[k]) for k in refs)
+        return RowPair(inputs=inputs, output=_resolve(policy, RAW_IMAGE, texts[RAW_IMAGE]), **common)
+    except BadPath as exc:
+        return RowPair(inputs=(), output=None, problem=str(exc), **common)
+
+
+def generated_pair(book: Workbook, job, output: Path, policy: PathPolicy) -> "GeneratedPair":
+    """The pair synth's `job` makes of its row once its picture is at `output`: the same pair (and fingerprint)
+    `editforge judge` will read from the sheet, so a later `judge` run finds it judged."""
+    texts = {k: cell_text(book.get(job.row, k)) for k in _pair_keys(book)}
+    texts[job.target] = policy.cell_value(output)
+    return GeneratedPair(row_pair(job.row, job.row_id, texts, policy))
+
+
+@dataclass
+class GeneratedPair:
+    pair: RowPair
+    score_value: float | None = None
+
+    def score(self, judge: Judge, known: Mapping[Path, object]) -> float:
+        """Score it with the images synth holds in memory (`known`, by path); any other is read from disk."""
+        p = self.pair
+        image = lambda path: known[path] if path in known else open_rgb(path)  # noqa: E731
+        pair = Pair(tuple(map(image, p.inputs)), image(p.output), p.instruction)
+        self.score_value = round(score_pairs(judge, [pair])[0], SCORE_DIGITS)
+        return self.score_value
+
+    def record(self, journal: Journal, sheet: str, judge_name: str, run_id: str) -> None:
+        record_score(journal, sheet, self.pair, judge_name, self.score_value, None, run_id)
+
+
+def record_score(journal: Journal, sheet: str, pair: RowPair, judge_name: str, score: float, reason: str | None,
+                 run_id: str) -> None:
+    journal.record_judgement(sheet, pair.row_id, pair.fingerprint(judge_name), row=pair.row,
+                             cells={JUDGE_SCORE: score, JUDGE_REASON: reason}, expect=pair.expect, score=score,
+                             reason=reason, run_id=run_id)
 
 
 def _resolve(policy: PathPolicy, column: str, text: str) -> Path:
@@ -204,13 +248,9 @@ class _Run:
         pairs = [p for _, p in readable]
         scores = score_pairs(judge, pairs, batch_size=len(pairs))
         reasons = explain_pairs(judge, pairs, batch_size=len(pairs)) if self.options.reason else [None] * len(pairs)
-        sheet = self.writer.book.sheet
-        for (row_pair, _), score, reason in zip(readable, scores, reasons):
+        for (pair, _), score, reason in zip(readable, scores, reasons):
             score = round(score, SCORE_DIGITS)
-            self.journal.record_judgement(
-                sheet, row_pair.row_id, row_pair.fingerprint(self.judge_name), row=row_pair.row,
-                cells={JUDGE_SCORE: score, JUDGE_REASON: reason}, expect=row_pair.expect, score=score, reason=reason,
-                run_id=self.run_id)
+            record_score(self.journal, self.writer.book.sheet, pair, self.judge_name, score, reason, self.run_id)
             self.summary.judged += 1
             self.summary.scores.append(score)
 

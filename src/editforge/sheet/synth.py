@@ -9,7 +9,10 @@ or an `accelerate launch` team.)
 `(images, prompt, seed) -> (image, params)`; the model lives behind it, so this module knows nothing
 of torch beyond recognising an out-of-memory error. A generator may also have `check(images, prompt)`,
 raising `EditForgeError` for input the model cannot take (a prompt too long for its tokenizer, an
-aspect ratio it cannot encode): it runs before any model work, and fails only that row.
+aspect ratio it cannot encode): it runs before any model work, and fails only that row. With `judge`, the
+generator's `judge()` (the pipeline's own text encoder, `editforge.judge`) scores the row's pair once its
+picture is made, as `editforge judge` would (`editforge.judge.workbook`); below `judge_min` the picture is
+made again with the next seed, like one the quality gate refuses.
 
 Crash safety, step by step for one row: the journal reserves the output name (`running`), the image
 goes to a temp name and is renamed (save_png_atomic), the journal says `done`. A kill at any point
@@ -52,7 +55,7 @@ from editforge.paths import BadPath, PathPolicy
 from editforge.progress import Progress
 from editforge.sheet.journal import Journal, RecalledFormulas, Result
 from editforge.sheet.plan import Job, Plan, RowIssue, check_columns, plan_workbook
-from editforge.sheet.quality import check_quality
+from editforge.sheet.quality import QualityReport, check_quality
 from editforge.sheet.render import RenderLock, RenderStats, SheetWriter
 from editforge.sheet.schema import GEN_SEED, GEN_STATUS, RAW_IMAGE
 from editforge.sheet.seeds import random_base_seed, row_seed
@@ -78,6 +81,8 @@ class SynthOptions:
     save_every_rows: int = 100
     save_every_seconds: float = 60.0
     max_inputs: int | None = None         # input images the model takes; rows with more fail before it loads
+    judge: bool = False                   # score each new pair with the generator's judge (judge_score)
+    judge_min: float | None = None        # a pair scoring below this is made again with the next seed (retries)
 
 
 @dataclass
@@ -328,6 +333,7 @@ class _Runner:
         self.shown = 0  # rows the progress bar counts as done
         self.saver = SaveSchedule(options.save_every_rows, options.save_every_seconds)
         self.consecutive_errors = 0
+        self.judge = None
         self.local: Counter[str] = Counter()  # this process's results, by status
         self.last: RenderStats | None = None
 
@@ -336,6 +342,7 @@ class _Runner:
         previous_sigterm = _sigterm_raises_interrupt()
         try:
             generate = make_generator() if mine else None
+            self.judge = _judge_of(generate) if generate is not None and self.options.judge else None
             # started once the model is loaded, so images/min and the ETA measure generation only
             if total:
                 self.progress.start("synth", total=total, unit="img", per_minute=True)
@@ -383,10 +390,20 @@ class _Runner:
             if check is not None:
                 check(images, job.prompt)
             failure = "error"
+            pair = None
+            if self.judge is not None:
+                from editforge.judge.workbook import generated_pair
+
+                pair = generated_pair(self.book, job, output, self.policy)
             for attempt in range(self.options.retries + 1):
                 seed = first_seed + attempt
                 image, params = generate(images, job.prompt, seed)
                 report = check_quality(image, images)
+                if report.ok and pair is not None:
+                    score = pair.score(self.judge, dict(zip(job.inputs, images)) | {output: image})
+                    if self.options.judge_min is not None and score < self.options.judge_min:
+                        report = QualityReport(False, f"judge score {score:.3f} below {self.options.judge_min}",
+                                               report.metrics)
                 if report.ok:
                     break
             self.consecutive_errors = 0  # the model ran: whatever the gate says, the setup works
@@ -397,6 +414,7 @@ class _Runner:
                 status, failure = "done", None
             else:
                 error, failure = f"quality gate: {report.reason} ({self.options.retries + 1} tries)", "quality"
+                pair = None
         except EditForgeError as exc:  # unreadable input, input the model cannot take: this row's problem
             error, failure = str(exc), "input"
         except Exception as exc:  # noqa: BLE001 - one row's crash must not end a 10-hour run ...
@@ -410,6 +428,8 @@ class _Runner:
                 raise EditForgeError(f"stopping: {MAX_CONSECUTIVE_ERRORS} rows in a row failed; last: {error}")
         self.journal.finish(result_id, status=status, seed=seed, error=error, failure=failure,
                             quality=report.metrics if report else None)
+        if status == "done" and pair is not None:  # after `finish`: its cells are written after the picture's
+            pair.record(self.journal, self.book.sheet, self.judge.name, self.run_id)
         self.local[status] += 1
 
     def _finished(self) -> None:
@@ -440,6 +460,13 @@ class _Runner:
             self.saver.saved(time.monotonic() - started)
             return
         self.saver.saved(time.monotonic() - started if self.last.saved else 0.0)
+
+
+def _judge_of(generate):
+    judge = getattr(generate, "judge", None)
+    if judge is None:
+        raise EditForgeError("`judge` needs a generator with a judge (a Qwen-Image edit pipeline); this one has none")
+    return judge()
 
 
 class SaveSchedule:
