@@ -194,3 +194,54 @@ def test_a_workbook_synth_holds_is_refused(book, sharp):
     with RenderLock(book):
         with pytest.raises(EditForgeError, match="is running on data.xlsx"):
             judge_workbook(book, "sharp", never)
+
+
+DRAFT_HEADERS = ["raw_image", "ref_image_1", "ref_image_2", "ref_image_3", "gen_edit_prompt", "edit_prompt", "need_gen"]
+DRAFT_ROWS = [
+    ["img/r0.png", "img/r1.png", None, None, "make a reference", None, False],     # 2 only the generation prompt
+    ["img/r1.png", "img/r2.png", None, None, "make the sample", "my words", False],  # 3 a person's instruction
+    ["img/r2.png", "img/r0.png", None, None, "p", None, False],                    # 4 filled by a person mid-run
+]
+
+
+def draft_book(folder):
+    from editforge.sheet.workbook import create_workbook
+
+    make_workbook(folder, [])
+    return create_workbook(folder / "drafts.xlsx", DRAFT_HEADERS, DRAFT_ROWS)
+
+
+class PersonTypesAnInstruction(Progress):
+    def __init__(self, path):
+        self.path, self.done = path, False
+
+    def advance(self, n=1, *, description=None):
+        if not self.done:
+            import openpyxl
+
+            time.sleep(0.05)
+            book = openpyxl.load_workbook(self.path)
+            book.active.cell(4, 6, "typed by me")
+            book.save(self.path)
+            self.done = True
+
+
+def test_write_instructions_drafts_only_empty_cells_marks_them_and_judges_with_them(tmp_path, sharp):
+    path = draft_book(tmp_path)
+    summary = judge_workbook(path, "sharp", lambda: sharp,
+                             JudgeOptions(write_instructions=True, batch_size=1, save_every_rows=1),
+                             progress=PersonTypesAnInstruction(path))
+    assert summary.drafted == 2  # rows 2 and 4: row 4 was empty when the run read it
+    book = open_workbook(path)
+    draft = book.get(2, "edit_prompt")
+    assert isinstance(draft, str) and draft and draft != "make a reference"
+    assert book.get(2, "edit_prompt_source") == "judge"
+    img = tmp_path / "img"
+    expected = score_pairs(sharp, [Pair((open_rgb(img / "r1.png"),), open_rgb(img / "r0.png"), draft)])[0]
+    assert book.get(2, "judge_score") == round(expected, 4)  # judged with the instruction it trains with now
+    assert (book.get(3, "edit_prompt"), book.get(3, "edit_prompt_source")) == ("my words", None)
+    assert (book.get(4, "edit_prompt"), book.get(4, "edit_prompt_source")) == ("typed by me", None)  # never overwritten
+
+    again = judge_workbook(path, "sharp", lambda: sharp, JudgeOptions(write_instructions=True))
+    assert again.drafted == 0 and again.judged == 1  # row 4, with the person's instruction
+    assert open_workbook(path).get(2, "edit_prompt") == draft

@@ -22,6 +22,7 @@ def judge(
     model: Annotated[str, typer.Option("--model", "-m", help=f"the pipeline whose text encoder judges: {MODEL_HELP}")] = "qwen-image-edit-2509",
     judge_model: Annotated[Optional[str], typer.Option("--judge-model", help="judge with this Qwen2.5-VL instead (folder or hub id, e.g. Qwen/Qwen2.5-VL-3B-Instruct)")] = None,
     reason: Annotated[bool, typer.Option("--reason", help="also write a short greedy-decoded reason into judge_reason")] = False,
+    write_instructions: Annotated[bool, typer.Option("--write-instructions", help="draft edit_prompt where a row has only a generation prompt (never over a filled cell; marked in edit_prompt_source)")] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="pairs per model call")] = 8,
     pixels: Annotated[Optional[int], typer.Option("--judge-pixels", min=28 * 28, help="area each image gets in the judge (default 384x384; tiny models 56x56)")] = None,
     device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda or cuda:N (default: cuda if present)")] = None,
@@ -39,7 +40,7 @@ def judge(
     from editforge.judge.workbook import JudgeOptions, judge_with_model
 
     options = JudgeOptions(sheet=sheet, base_dir=base_dir, columns=parse_columns(columns), allow_outside=allow_outside,
-                           reason=reason, batch_size=batch_size, save_every_rows=save_every,
+                           reason=reason, write_instructions=write_instructions, batch_size=batch_size, save_every_rows=save_every,
                            save_every_seconds=save_interval)
     with RichProgress(console) as progress:
         summary = judge_with_model(workbook, model, options, judge_model=judge_model, device=device, dtype=dtype,

@@ -23,20 +23,21 @@ import json
 import statistics
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from editforge.errors import EditForgeError
 from editforge.images import open_rgb
-from editforge.judge.ask import Pair, explain_pairs, score_pairs
+from editforge.judge.ask import Pair, draft_instructions, explain_pairs, score_pairs
 from editforge.judge.model import Judge
 from editforge.paths import BadPath, PathPolicy
 from editforge.progress import Progress
 from editforge.sheet.journal import Journal, Judgement
 from editforge.sheet.render import RenderLock, SheetWriter
 from editforge.sheet.schema import (
-    INSTRUCTION_COLUMNS, JUDGE_REASON, JUDGE_SCORE, NEED_GEN, RAW_IMAGE, REF_KEYS, cell_text, is_true,
+    DRAFTED_BY_JUDGE, EDIT_PROMPT, EDIT_PROMPT_SOURCE, INSTRUCTION_COLUMNS, JUDGE_REASON, JUDGE_SCORE, NEED_GEN,
+    RAW_IMAGE, REF_KEYS, cell_text, is_true,
 )
 from editforge.sheet.synth import LOCK_WAIT_SECONDS, SaveSchedule, acquire_within, input_stamp
 from editforge.sheet.workbook import Workbook, ensure_not_locked, open_workbook, workbook_file
@@ -51,6 +52,7 @@ class JudgeOptions:
     columns: Mapping[str, str] | None = None
     allow_outside: bool = False
     reason: bool = False                  # also a greedy one-sentence reason per pair
+    write_instructions: bool = False      # draft edit_prompt where a row has only a generation prompt
     batch_size: int = 8
     save_every_rows: int = 100
     save_every_seconds: float = 60.0
@@ -59,6 +61,7 @@ class JudgeOptions:
 @dataclass
 class JudgeSummary:
     judged: int = 0
+    drafted: int = 0                      # instructions drafted (--write-instructions)
     failed: int = 0
     already: int = 0                      # judged by an earlier run, pair unchanged
     scores: list[float] = field(default_factory=list)  # this run's
@@ -71,7 +74,8 @@ class JudgeSummary:
         return 130 if self.interrupted else (1 if self.failed else 0)
 
     def line(self) -> str:
-        text = f"judged {self.judged}, failed {self.failed}"
+        text = f"judged {self.judged}, failed {self.failed}" + (f", drafted {self.drafted} instructions"
+                                                                 if self.drafted else "")
         if self.already:
             text += f" (+{self.already} judged before, unchanged)"
         if self.scores:
@@ -91,6 +95,7 @@ class RowPair:
     instruction: str
     expect: dict[str, str]                # the cells that define the pair: a judgement is written only while they hold
     problem: str | None = None
+    draft_into: str | None = None         # the empty instruction column a drafted instruction goes into
 
     def fingerprint(self, judge_name: str) -> str:
         return pair_fingerprint(judge_name, self.instruction, [*self.inputs, *([self.output] if self.output else [])],
@@ -120,9 +125,10 @@ def judge_workbook(workbook: str | Path, judge_name: str, make_judge: Callable[[
         with Journal.for_workbook(path) as journal:
             writer = SheetWriter(workbook, journal, policy, sheet=options.sheet, columns=options.columns)
             writer.render(results=False)  # row ids first: judgements hang on them
-            pairs = sheet_pairs(writer.book, policy)
+            pairs = sheet_pairs(writer.book, policy, draft=options.write_instructions)
             latest = journal.latest_judgements(writer.book.sheet)
-            todo = [p for p in pairs if not _judged(latest.get(p.row_id), p.fingerprint(judge_name), options)]
+            todo = [p for p in pairs
+                    if p.draft_into or not _judged(latest.get(p.row_id), p.fingerprint(judge_name), options)]
             summary = JudgeSummary(already=len(pairs) - len(todo))
             progress.note(f"judge {path.name}: {len(todo)} pairs to judge, {summary.already} judged before")
             run = _Run(journal, writer, judge_name, options, uuid.uuid4().hex, summary, progress)
@@ -137,15 +143,20 @@ def judge_workbook(workbook: str | Path, judge_name: str, make_judge: Callable[[
         lock.release()
 
 
-def sheet_pairs(book: Workbook, policy: PathPolicy) -> list[RowPair]:
+def sheet_pairs(book: Workbook, policy: PathPolicy, *, draft: bool = False) -> list[RowPair]:
     """Every row of `book` that holds a pair: a raw_image, at least one ref_image, an instruction, and no
-    picture still to make."""
+    picture still to make. With `draft`, a pair whose only instruction is the generation prompt gets the
+    training-instruction column to draft into (`edit_prompt`, or `instruction` where only that exists)."""
     keys = _pair_keys(book)
+    draft_into = next((k for k in INSTRUCTION_COLUMNS[:-1] if book.column(k) is not None), EDIT_PROMPT)
     pairs = []
     for row, values in book.records([*keys, NEED_GEN]):
         if is_true(values[NEED_GEN]):
             continue
-        pair = row_pair(row, book.row_id(row), {k: cell_text(values[k]) for k in keys}, policy)
+        texts = {k: cell_text(values[k]) for k in keys}
+        pair = row_pair(row, book.row_id(row), texts, policy)
+        if pair is not None and draft and not any(texts.get(k) for k in INSTRUCTION_COLUMNS[:-1]):
+            pair = replace(pair, draft_into=draft_into, expect={**pair.expect, draft_into: ""})
         if pair is not None:
             pairs.append(pair)
     return pairs
@@ -197,10 +208,13 @@ class GeneratedPair:
 
 
 def record_score(journal: Journal, sheet: str, pair: RowPair, judge_name: str, score: float, reason: str | None,
-                 run_id: str) -> None:
-    journal.record_judgement(sheet, pair.row_id, pair.fingerprint(judge_name), row=pair.row,
-                             cells={JUDGE_SCORE: score, JUDGE_REASON: reason}, expect=pair.expect, score=score,
-                             reason=reason, run_id=run_id)
+                 run_id: str, draft: str | None = None) -> None:
+    """Journal a score, its cells queued for the row (with a drafted instruction, marked as the judge's)."""
+    cells = {JUDGE_SCORE: score, JUDGE_REASON: reason}
+    if draft is not None:
+        cells |= {pair.draft_into: draft, EDIT_PROMPT_SOURCE: DRAFTED_BY_JUDGE}
+    journal.record_judgement(sheet, pair.row_id, pair.fingerprint(judge_name), row=pair.row, cells=cells,
+                             expect=pair.expect, score=score, reason=reason, draft=draft, run_id=run_id)
 
 
 def _resolve(policy: PathPolicy, column: str, text: str) -> Path:
@@ -245,14 +259,36 @@ class _Run:
                 self.render()
 
     def _score(self, judge: Judge, readable: list[tuple[RowPair, Pair]]) -> None:
+        readable = self._draft(judge, readable)
         pairs = [p for _, p in readable]
         scores = score_pairs(judge, pairs, batch_size=len(pairs))
         reasons = explain_pairs(judge, pairs, batch_size=len(pairs)) if self.options.reason else [None] * len(pairs)
         for (pair, _), score, reason in zip(readable, scores, reasons):
             score = round(score, SCORE_DIGITS)
-            record_score(self.journal, self.writer.book.sheet, pair, self.judge_name, score, reason, self.run_id)
+            draft = pair.instruction if pair.draft_into else None
+            record_score(self.journal, self.writer.book.sheet, pair, self.judge_name, score, reason, self.run_id, draft)
             self.summary.judged += 1
             self.summary.scores.append(score)
+
+    def _draft(self, judge: Judge, readable: list[tuple[RowPair, Pair]]) -> list[tuple[RowPair, Pair]]:
+        """Draft the instructions the rows lack; a row is then judged with its draft, the instruction it trains
+        with from now on (an empty draft fails the row)."""
+        wanting = [(row, pair) for row, pair in readable if row.draft_into]
+        if not wanting:
+            return readable
+        drafts = dict(zip((row.row_id for row, _ in wanting),
+                          draft_instructions(judge, [pair for _, pair in wanting], batch_size=len(wanting))))
+        kept = []
+        for row, pair in readable:
+            draft = drafts.get(row.row_id)
+            if draft is None:
+                kept.append((row, pair))
+            elif not draft:
+                self._failed(replace(row, draft_into=None), "the judge drafted an empty instruction")
+            else:
+                kept.append((replace(row, instruction=draft), replace(pair, instruction=draft)))
+                self.summary.drafted += 1
+        return kept
 
     def _failed(self, pair: RowPair, error: str) -> None:
         self.journal.record_judgement(
