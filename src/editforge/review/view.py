@@ -22,14 +22,15 @@ from editforge.paths import BadPath, PathPolicy
 from editforge.sheet.journal import Journal, Result
 from editforge.sheet.render import apply_journal
 from editforge.sheet.schema import (
-    ACCEPTED, GEN_SEED, GEN_STATUS, IMAGE_KEYS, INSTRUCTION_COLUMNS, NEED_GEN, PROMPT, REJECTED, REVIEW, cell_text,
+    ACCEPTED, GEN_SEED, GEN_STATUS, IMAGE_KEYS, INSTRUCTION_COLUMNS, JUDGE_REASON, JUDGE_SCORE, NEED_GEN, PROMPT,
+    REJECTED, REVIEW, cell_text,
     is_true, normalize_header, parse_verdict,
 )
 from editforge.sheet.workbook import FormulaMemory, file_stamp, open_workbook
 
 STATUSES = ("pending", ACCEPTED, REJECTED, "queued")   # queued: need_gen is set, synth has work to do
 MODES = ("gen_raw", "gen_ref", "gen_extra_ref", "none")
-READ = (*IMAGE_KEYS, PROMPT, NEED_GEN, GEN_SEED, GEN_STATUS, REVIEW, *INSTRUCTION_COLUMNS)
+READ = (*IMAGE_KEYS, PROMPT, NEED_GEN, GEN_SEED, GEN_STATUS, REVIEW, *INSTRUCTION_COLUMNS, JUDGE_SCORE, JUDGE_REASON)
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,8 @@ class RowView:
     mode: str                       # gen_raw | gen_ref | gen_extra_ref | none
     seed: int | None
     quality: dict | None
+    judge_score: float | None = None  # `editforge judge`'s P(yes) for the row's pair (queued ones included)
+    judge_reason: str = ""            # its short reason, or why the row could not be judged
 
     @property
     def status(self) -> str:
@@ -166,6 +169,7 @@ def read_view(source: WorkbookSource, journal: Journal, policy: PathPolicy) -> V
             mode=result.mode if result else params.get("mode", "none") if params else "none",
             seed=result.seed if result else params.get("seed") if params else _int_or_none(seed),
             quality=result.quality if result else None,
+            judge_score=_float_or_none(book.get(row, JUDGE_SCORE)), judge_reason=cell_text(book.get(row, JUDGE_REASON)),
         ))
     return view
 
@@ -207,6 +211,15 @@ def png_params(path: Path) -> dict:
         except (OSError, ValueError, SyntaxError):
             _PARAMS_CACHE[stamp] = {}
     return _PARAMS_CACHE[stamp]
+
+
+def _float_or_none(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _int_or_none(value: Any) -> int | None:
