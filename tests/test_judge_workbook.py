@@ -102,11 +102,11 @@ def test_a_reason_is_added_when_asked_later(book, sharp):
     assert cells(book, "judge_reason")[2][0]
 
 
-class PersonEditsDuringTheRun(Progress):
-    """After the first judged pair, a person saves the workbook with edits of their own."""
+class PersonSavesDuringTheRun(Progress):
+    """After the first judged pair, a person saves the workbook with `cells` ({(row, column): value}) of theirs."""
 
-    def __init__(self, path):
-        self.path, self.done = path, False
+    def __init__(self, path, cells):
+        self.path, self.cells, self.done = path, cells, False
 
     def advance(self, n=1, *, description=None):
         if not self.done:
@@ -114,16 +114,18 @@ class PersonEditsDuringTheRun(Progress):
 
             time.sleep(0.05)
             book = openpyxl.load_workbook(self.path)
-            sheet = book.active
-            sheet.cell(2, 20, "my note")      # a cell of their own
-            sheet.cell(3, 6, "make it pink")  # row 3's instruction: its pending judgement no longer fits
+            for (row, column), value in self.cells.items():
+                book.active.cell(row, column, value)
             book.save(self.path)
             self.done = True
 
 
 def test_a_persons_edits_during_the_run_win(book, sharp):
     summary = judge_workbook(book, "sharp", lambda: sharp, JudgeOptions(batch_size=1, save_every_rows=1),
-                             progress=PersonEditsDuringTheRun(book))
+                             progress=PersonSavesDuringTheRun(book, {
+                                 (2, 20): "my note",       # a cell of their own
+                                 (3, 6): "make it pink",   # row 3's instruction: its pending judgement no longer fits
+                             }))
     workbook = open_workbook(book)
     got = cells(book, "judge_score", "judge_reason")
     assert workbook.get(3, "instruction") == "make it pink"
@@ -211,26 +213,11 @@ def draft_book(folder):
     return create_workbook(folder / "drafts.xlsx", DRAFT_HEADERS, DRAFT_ROWS)
 
 
-class PersonTypesAnInstruction(Progress):
-    def __init__(self, path):
-        self.path, self.done = path, False
-
-    def advance(self, n=1, *, description=None):
-        if not self.done:
-            import openpyxl
-
-            time.sleep(0.05)
-            book = openpyxl.load_workbook(self.path)
-            book.active.cell(4, 6, "typed by me")
-            book.save(self.path)
-            self.done = True
-
-
 def test_write_instructions_drafts_only_empty_cells_marks_them_and_judges_with_them(tmp_path, sharp):
     path = draft_book(tmp_path)
     summary = judge_workbook(path, "sharp", lambda: sharp,
                              JudgeOptions(write_instructions=True, batch_size=1, save_every_rows=1),
-                             progress=PersonTypesAnInstruction(path))
+                             progress=PersonSavesDuringTheRun(path, {(4, 6): "typed by me"}))
     assert summary.drafted == 2  # rows 2 and 4: row 4 was empty when the run read it
     book = open_workbook(path)
     draft = book.get(2, "edit_prompt")

@@ -6,14 +6,8 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-
 from editforge.cli import app
-from editforge.cli.flags import for_cli
 from editforge.cli.options import MODEL_HELP
-
-console = Console(stderr=True)
 
 
 @app.command()
@@ -36,7 +30,7 @@ def judge(
 ) -> None:
     """Score every pair (inputs, output, instruction) with P(yes) from a vision-language model: judge_score."""
     from editforge.cli.progress import RichProgress
-    from editforge.cli.synth import parse_columns
+    from editforge.cli.synth import console, parse_columns, report
     from editforge.judge.workbook import JudgeOptions, judge_with_model
 
     options = JudgeOptions(sheet=sheet, base_dir=base_dir, columns=parse_columns(columns), allow_outside=allow_outside,
@@ -45,11 +39,5 @@ def judge(
     with RichProgress(console) as progress:
         summary = judge_with_model(workbook, model, options, judge_model=judge_model, device=device, dtype=dtype,
                                    pixels=pixels, progress=progress)
-    for row, why in summary.failures[:20]:
-        console.print(f"[red]failed[/] row {row}: {escape(for_cli(why))}", highlight=False, emoji=False)
-    if len(summary.failures) > 20:
-        console.print(f"... and {len(summary.failures) - 20} more failures (see judge_reason)")
-    for note in summary.notes:
-        console.print(f"[yellow]note[/] {escape(for_cli(note))}", highlight=False)
-    typer.echo(for_cli(summary.line()))
+    report(summary, "judge_reason")
     raise typer.Exit(summary.exit_code)

@@ -73,14 +73,19 @@ def synth(
         summary = synth_with_model(workbook, model, options, load=load, generation=generation,
                                    make_generator=make_generator, progress=progress)
     if summary.main:  # under accelerate launch: one report, from the main process
-        for row, reason in summary.failures[:20]:
-            console.print(f"[red]failed[/] row {row}: {escape(for_cli(reason))}", highlight=False, emoji=False)
-        if len(summary.failures) > 20:
-            console.print(f"... and {len(summary.failures) - 20} more failures (see gen_status)")
-        for note in summary.notes:
-            console.print(f"[yellow]note[/] {escape(for_cli(note))}", highlight=False)
-        typer.echo(for_cli(summary.line()))
+        report(summary, "gen_status")
     raise typer.Exit(summary.exit_code)
+
+
+def report(summary, status_column: str, shown: int = 20) -> None:
+    """A run's failures (the first `shown`), notes and summary line: synth's and judge's."""
+    for row, reason in summary.failures[:shown]:
+        console.print(f"[red]failed[/] row {row}: {escape(for_cli(reason))}", highlight=False, emoji=False)
+    if len(summary.failures) > shown:
+        console.print(f"... and {len(summary.failures) - shown} more failures (see {status_column})")
+    for note in summary.notes:
+        console.print(f"[yellow]note[/] {escape(for_cli(note))}", highlight=False)
+    typer.echo(for_cli(summary.line()))
 
 
 def _import(seam: str):

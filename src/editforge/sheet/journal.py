@@ -380,9 +380,6 @@ class Journal:
                                " WHERE sheet = ? ORDER BY id", (sheet,))
         return {r[1]: Judgement(*r) for r in rows}
 
-    def judgement_count(self, sheet: str) -> int:
-        return self.db.execute("SELECT COUNT(*) FROM judgements WHERE sheet = ?", (sheet,)).fetchone()[0]
-
     # -- values of formula cells (openpyxl drops them when it saves) -------------------------------
     def formula_values(self, sheet: str) -> dict[tuple[str, str], tuple[str, Any]]:
         """{(row id, column): (formula, value)} as remembered for `sheet`."""
