@@ -11,6 +11,7 @@ import pytest
 from editforge.errors import EditForgeError
 from editforge.images import open_rgb
 from editforge.inference.generate import edit
+from editforge.inference.options import GenerationOptions
 from editforge.judge import Pair, judge_from_pipeline, score_pairs
 from editforge.judge.lora import judge_lora
 from tests.helpers import make_dataset_workbook, write_lora
@@ -28,12 +29,12 @@ def test_with_and_without_the_lora_scored_with_intervals_per_group(tmp_path, tin
     book.save()
     lora = tmp_path / "lora.safetensors"
     write_lora(lora, "diffusers")
-    report = judge_lora(TINY, str(lora), held_out, seed=5, group_column="category")
+    report = judge_lora(TINY, str(lora), held_out, seed=5, group_column="category", generation=GenerationOptions(steps=2))
 
     # "without" is the plain model: the same edits and scores as a pipeline that never saw the LoRA
     judge = judge_from_pipeline(tiny_edit_plus)
     samples = [(open_rgb(tmp_path / f"imgs/r{i}_0.png"), f"make it shade {i}") for i in range(4)]
-    plain = [edit(tiny_edit_plus, [image], text, seed=5 + i) for i, (image, text) in enumerate(samples)]
+    plain = [edit(tiny_edit_plus, [image], text, seed=5 + i, steps=2) for i, (image, text) in enumerate(samples)]
     expected = score_pairs(judge, [Pair((image,), out, text) for (image, text), out in zip(samples, plain)])
     assert report.base_scores == pytest.approx(expected, abs=1e-5)
     assert report.lora_scores != pytest.approx(report.base_scores, abs=1e-7)  # the LoRA changed the pictures

@@ -9,6 +9,7 @@ import pytest
 from editforge.judge import Pair, score_pairs
 from editforge.judge.workbook import judge_workbook
 from editforge.images import open_rgb
+from editforge.inference.options import GenerationOptions
 from editforge.models.options import LoadOptions
 from editforge.sheet.synth import SynthOptions
 from editforge.sheet.launch import synth_with_model
@@ -30,7 +31,8 @@ class Recorder:
     def __init__(self):
         from editforge.inference.generator import model_generator
 
-        self.make, _ = model_generator(TINY, LoadOptions(device="cpu"))
+        # 2 steps: the pictures are noise whatever the steps, and the judge's path is the same
+        self.make, _ = model_generator(TINY, LoadOptions(device="cpu"), GenerationOptions(steps=2))
         self.made, self.seeds = [], []
 
     def __call__(self):
