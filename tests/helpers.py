@@ -256,3 +256,18 @@ class Served:
     def stop(self) -> None:
         self.server.stop()
         self.thread.join(10)
+
+
+# --- the judge --------------------------------------------------------------------------------------------------
+
+def sharp_judge(judge):
+    """`judge` with its head scaled up 60x: the tiny model's random weights answer ~0.49 for everything, where a
+    bug that moves a score by 1e-4 hides; scaled, the scores of different pairs differ in the third decimal."""
+    import copy
+
+    from editforge.judge.model import Judge
+
+    model = copy.deepcopy(judge.model)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(60)
+    return Judge(model, judge.processor, "sharp", judge.pixels)

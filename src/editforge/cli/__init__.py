@@ -46,6 +46,7 @@ from editforge.cli import review  # noqa: E402,F401
 from editforge.cli import dataset  # noqa: E402,F401
 from editforge.cli import train  # noqa: E402,F401
 from editforge.cli import synth  # noqa: E402,F401
+from editforge.cli import judge  # noqa: E402,F401
 
 
 def _quiet_third_party_logs() -> None:

@@ -53,14 +53,14 @@ AllowOutside = Annotated[bool, typer.Option(
 
 
 def _load(src, source_format, target_column, control_columns, instruction_column, base_dir, sheet, only_accepted,
-          allow_outside):
+          allow_outside, min_judge=None):
     from editforge.dataset import Columns, load_samples
 
     controls = tuple(c.strip() for c in control_columns.split(",") if c.strip()) if control_columns else None
     columns = Columns(target=target_column, controls=controls, instruction=instruction_column)
     return load_samples(src, source_format=value(source_format),
                         columns=columns, base_dir=base_dir, sheet=sheet, only_accepted=only_accepted,
-                        allow_outside=allow_outside)
+                        allow_outside=allow_outside, min_judge=min_judge)
 
 
 def _print_skipped(skipped: list[tuple[str, str]], what: str) -> None:
@@ -136,6 +136,11 @@ def _print_report(report, data) -> None:
             examples = "\n".join(escape(for_cli(f"{i.sample}: {i.detail}")) for i in by_kind[kind][:EXAMPLES])
             table.add_row(f"[{style}]{severity}[/]", kind, str(count), examples)
         out_console.print(table)
+    if report.judge:
+        j = report.judge
+        out_console.print(f"judge_score: {j['judged']} judged ({j['not_judged']} not), min {j['min']}, q1 {j['q1']}, "
+                          f"median {j['median']}, q3 {j['q3']}, max {j['max']}; per tenth from 0: "
+                          + " ".join(map(str, j["histogram"])))
     verdict = "[red]errors[/]" if report.errors else ("[yellow]warnings only[/]" if report.warnings else "[green]clean[/]")
     out_console.print(f"{report.errors} errors, {report.warnings} warnings: {verdict}")
 
@@ -156,12 +161,14 @@ def export(
     sheet: Sheet = None,
     only_accepted: OnlyAccepted = False,
     allow_outside: AllowOutside = False,
+    min_judge: Annotated[Optional[float], typer.Option(
+        "--min-judge", min=0.0, max=1.0, help="workbook: only samples whose judge_score (editforge judge) is at least this")] = None,
 ) -> None:
     """Write the dataset in a trainer's layout; the source is never modified, re-exporting is safe."""
     from editforge.dataset import export_dataset
 
     data = _load(src, source_format, target_column, control_columns, instruction_column, base_dir, sheet, only_accepted,
-                 allow_outside)
+                 allow_outside, min_judge)
     _print_skipped(data.skipped, "left out while reading")
     result = export_dataset(data.samples, value(fmt), out,
                             model_family=value(model_family), link=link)

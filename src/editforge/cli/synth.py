@@ -41,7 +41,7 @@ def synth(
     generation: GenerationOptions = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="base seed; each row's seed derives from it and the row (default: random, printed, remembered in the journal)")] = None,
     max_rows: Annotated[Optional[int], typer.Option("--max-rows", min=0, help="generate at most this many rows")] = None,
-    retries: Annotated[int, typer.Option("--retries", min=0, help="new seeds to try when an output fails the quality gate")] = 2,
+    retries: Annotated[int, typer.Option("--retries", min=0, help="new seeds to try when an output fails the quality gate (or --judge-min)")] = 2,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan, write nothing, load no model")] = False,
     allow_outside: Annotated[bool, typer.Option("--allow-outside", help="accept image paths outside the base dir")] = False,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="try rows that failed in an earlier run again, although their inputs did not change")] = False,
@@ -52,6 +52,8 @@ def synth(
     ray: Annotated[Optional[str], typer.Option("--ray", rich_help_panel="Ray cluster", help="make the pictures on a Ray cluster: local (start one here), auto (join the one `ray start` runs on this machine) or its ADDRESS (host:port)")] = None,
     workers: Annotated[Optional[int], typer.Option("--workers", min=1, rich_help_panel="Ray cluster", help="Ray workers, each loading the model once (default: the cluster's GPUs / --gpus-per-worker; 1 without GPUs)")] = None,
     gpus_per_worker: Annotated[float, typer.Option("--gpus-per-worker", min=0.01, rich_help_panel="Ray cluster", help="GPUs each Ray worker takes")] = 1.0,
+    judge: Annotated[bool, typer.Option("--judge", help="score each new pair with the pipeline's own text encoder (judge_score; see docs/judge.md)")] = False,
+    judge_min: Annotated[Optional[float], typer.Option("--judge-min", min=0.0, max=1.0, help="make a pair scoring below this again with the next seed, within --retries (implies --judge)")] = None,
 ) -> None:
     """Generate the missing pictures of every need_gen row, crash-safe, on one GPU or many."""
     from editforge.cli.progress import RichProgress
@@ -61,7 +63,8 @@ def synth(
     options = SynthOptions(
         sheet=sheet, base_dir=base_dir, columns=parse_columns(columns), out_raw=out_raw, out_ref=out_ref,
         seed=seed, max_rows=max_rows, retries=retries, allow_outside=allow_outside, retry_failed=retry_failed,
-        save_every_rows=save_every, save_every_seconds=save_interval,
+        save_every_rows=save_every, save_every_seconds=save_interval, judge=judge or judge_min is not None,
+        judge_min=judge_min,
     )
     if dry_run:
         typer.echo(for_cli(plan_text(workbook, options)))
@@ -80,16 +83,21 @@ def synth(
         summary = synth_with_model(workbook, model, options, load=load, generation=generation,
                                    make_generator=make_generator, progress=progress, engine=engine)
     if summary.main:  # under accelerate launch: one report, from the main process
-        for row, reason in summary.failures[:20]:
-            console.print(f"[red]failed[/] row {row}: {escape(for_cli(reason))}", highlight=False, emoji=False)
-        if len(summary.failures) > 20:
-            console.print(f"... and {len(summary.failures) - 20} more failures (see gen_status)")
-        for note in summary.notes:
-            console.print(f"[yellow]note[/] {escape(for_cli(note))}", highlight=False)
-        if summary.workers_line():
-            console.print(escape(summary.workers_line()), highlight=False)
-        typer.echo(for_cli(summary.line()))
+        report(summary, "gen_status", extra=summary.workers_line())
     raise typer.Exit(summary.exit_code)
+
+
+def report(summary, status_column: str, shown: int = 20, extra: str | None = None) -> None:
+    """A run's failures (the first `shown`), notes, an `extra` line and the summary line: synth's and judge's."""
+    for row, reason in summary.failures[:shown]:
+        console.print(f"[red]failed[/] row {row}: {escape(for_cli(reason))}", highlight=False, emoji=False)
+    if len(summary.failures) > shown:
+        console.print(f"... and {len(summary.failures) - shown} more failures (see {status_column})")
+    for note in summary.notes:
+        console.print(f"[yellow]note[/] {escape(for_cli(note))}", highlight=False)
+    if extra:
+        console.print(escape(extra), highlight=False)
+    typer.echo(for_cli(summary.line()))
 
 
 def _import(seam: str):

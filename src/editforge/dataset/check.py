@@ -26,7 +26,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from editforge.dataset.sample import Sample
+from editforge.dataset.sample import Sample, judge_distribution
 from editforge.errors import EditForgeError
 from editforge.images import open_rgb
 from editforge.models.registry import FAMILIES, count_text
@@ -68,6 +68,7 @@ class CheckReport:
     images: int
     issues: list[Issue] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    judge: dict | None = None  # the judge score distribution (`judge_distribution`), when samples have scores
 
     @property
     def errors(self) -> int:
@@ -88,6 +89,7 @@ class CheckReport:
             "counts": {kind: n for (_, kind), n in self.counts().items()},
             "issues": [asdict(i) for i in self.issues],
             "skipped": [{"sample": k, "reason": r} for k, r in self.skipped],
+            "judge": self.judge,
         }
 
 
@@ -144,7 +146,7 @@ def check_samples(samples: list[Sample], options: CheckOptions = CheckOptions(),
     progress = progress or Progress()
     progress.start("checking images", total=len(paths), unit="img")
     infos = inspect_images(paths, workers=workers, on_done=progress.advance)
-    report = CheckReport(samples=len(samples), images=len(paths))
+    report = CheckReport(samples=len(samples), images=len(paths), judge=judge_distribution(samples))
     readable: list[Sample] = []
     for sample in samples:
         issues = list(_sample_issues(sample, infos, options))

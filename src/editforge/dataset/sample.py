@@ -10,6 +10,7 @@ samples out, so one bad row never stops the rest.
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -26,6 +27,7 @@ class Sample:
     # Other columns of the source (a category, a note), as text; carried by formats with a table.
     extra: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
     problems: tuple[str, ...] = ()
+    judge_score: float | None = field(default=None, compare=False, hash=False)  # `editforge judge`'s, if any
 
     @property
     def images(self) -> tuple[Path, ...]:
@@ -52,6 +54,37 @@ class Dataset:
     format: str
     samples: list[Sample]
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (key, reason)
+
+
+def keep_judged_at_least(dataset: Dataset, min_score: float) -> None:
+    """Leave out (into `dataset.skipped`, with the reason) every sample whose judge score is below `min_score`
+    or that has none; a source without any judge score is an error: nothing was judged."""
+    if not any(s.judge_score is not None for s in dataset.samples):
+        raise EditForgeError(f"`min_judge`: {dataset.source.name} has no judge scores; run `editforge judge` on it first")
+    kept = []
+    for sample in dataset.samples:
+        if sample.judge_score is None:
+            dataset.skipped.append((sample.key, "not judged (no judge_score)"))
+        elif sample.judge_score < min_score:
+            dataset.skipped.append((sample.key, f"judge_score {sample.judge_score} below {min_score}"))
+        else:
+            kept.append(sample)
+    dataset.samples = kept
+
+
+def judge_distribution(samples: list[Sample], bins: int = 10) -> dict | None:
+    """How the judge scored `samples`: how many have a score, min / quartiles / max, a histogram of `bins`
+    equal bins over [0, 1]; None when none has a score."""
+    scores = sorted(s.judge_score for s in samples if s.judge_score is not None)
+    if not scores:
+        return None
+    counts = [0] * bins
+    for score in scores:
+        counts[min(int(score * bins), bins - 1)] += 1
+    quartiles = statistics.quantiles(scores, n=4, method="inclusive") if len(scores) > 1 else [scores[0]] * 3
+    return {"judged": len(scores), "not_judged": len(samples) - len(scores), "min": scores[0],
+            "q1": round(quartiles[0], 4), "median": round(quartiles[1], 4), "q3": round(quartiles[2], 4),
+            "max": scores[-1], "histogram": counts}
 
 
 def extra_names(samples: list[Sample], reserved) -> list[str]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterator
 
 from editforge.dataset.formats import SOURCE_FORMATS, diffsynth, folders, hf, musubi, workbook
-from editforge.dataset.sample import Columns, Dataset
+from editforge.dataset.sample import Columns, Dataset, keep_judged_at_least
 from editforge.errors import EditForgeError
 from editforge.sheet.schema import STANDARD_KEYS, normalize_header
 from editforge.sheet.workbook import XLSX_SUFFIXES
@@ -24,9 +24,17 @@ from editforge.sheet.workbook import XLSX_SUFFIXES
 
 def load_samples(src: str | os.PathLike, *, source_format: str | None = None, columns: Columns = Columns(),
                  base_dir: str | os.PathLike | None = None, sheet: str | None = None,
-                 only_accepted: bool = False, allow_outside: bool = False) -> Dataset:
+                 only_accepted: bool = False, allow_outside: bool = False, min_judge: float | None = None) -> Dataset:
     """Read a dataset as samples. `base_dir`: where relative paths start (default: the source's folder);
-    a path leaving it is a sample's problem unless `allow_outside` (`editforge.paths.PathPolicy`)."""
+    a path leaving it is a sample's problem unless `allow_outside` (`editforge.paths.PathPolicy`).
+    `min_judge`: leave out samples whose `judge_score` (a workbook's) is below it, or missing."""
+    dataset = _read(src, source_format, columns, base_dir, sheet, only_accepted, allow_outside)
+    if min_judge is not None:
+        keep_judged_at_least(dataset, min_judge)
+    return dataset
+
+
+def _read(src, source_format, columns, base_dir, sheet, only_accepted, allow_outside) -> Dataset:
     src = Path(os.path.abspath(src))
     if not src.exists():
         raise EditForgeError(f"dataset not found: {src}")

@@ -21,6 +21,16 @@ from editforge.models.options import LoadOptions
 class PipelineGenerator:
     def __init__(self, pipe, options: GenerationOptions | None = None):
         self.pipe, self.options = pipe, options or GenerationOptions()
+        self._judge = None
+
+    def judge(self):
+        """The judge made of this pipeline's own text encoder: the same module, no second model
+        (`editforge.judge.judge_from_pipeline`)."""
+        if self._judge is None:
+            from editforge.judge.model import judge_from_pipeline
+
+            self._judge = judge_from_pipeline(self.pipe)
+        return self._judge
 
     def check(self, images: Sequence[Image.Image], prompt: str) -> None:
         """Raise `EditForgeError` for input this model cannot take (see `check_request`)."""

@@ -47,6 +47,18 @@ def pipeline_folder(repo_id: str, pipeline_class: type) -> Path:
                              "or pass `model` FOLDER") from exc
 
 
+def snapshot_folder(repo_id: str, *, what: str) -> Path:
+    """The local folder of a whole hub model repo (a transformers model), downloaded first if the hub is reachable."""
+    from huggingface_hub import snapshot_download
+
+    reason = offline_reason()
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=reason is not None))
+    except Exception as exc:
+        raise EditForgeError(_not_available(what, reason, exc) + f"; download it where there is internet "
+                             f"(`hf download {repo_id}`) or pass a folder") from exc
+
+
 def hub_file(repo_id: str, filename: str, *, what: str, instead: str) -> Path:
     """One file of a hub repo from the cache, downloaded first if the hub is reachable."""
     from huggingface_hub import hf_hub_download

@@ -54,6 +54,7 @@ FIELDS: dict[str, Field] = {f.name: f for f in (
     Field("mode", "mode", lambda row: row.mode, MODES),
     Field("contrast", "contrast", _quality("std")),
     Field("change", "change vs input", _quality("input_diff_p995")),
+    Field("judge", "judge score", lambda row: row.judge_score),
 )}
 
 

@@ -17,7 +17,8 @@ from typing import Any, Callable, NamedTuple
 from editforge.inference.metadata import read_params
 from editforge.paths import BadPath, PathPolicy
 from editforge.sheet.schema import (
-    ACCEPTED, GEN_SEED, GEN_STATUS, IMAGE_KEYS, NEED_GEN, PROMPT, REJECTED, REVIEW, cell_text, is_true, parse_verdict,
+    ACCEPTED, GEN_SEED, GEN_STATUS, IMAGE_KEYS, JUDGE_REASON, JUDGE_SCORE, NEED_GEN, PROMPT, REJECTED, REVIEW,
+    cell_text, is_true, parse_verdict,
 )
 
 STATUSES = ("pending", ACCEPTED, REJECTED, "queued")   # queued: need_gen is set, synth has work to do
@@ -38,6 +39,8 @@ class RowView:
     mode: str                       # gen_raw | gen_ref | gen_extra_ref | none
     seed: int | None
     quality: dict | None
+    judge_score: float | None = None  # `editforge judge`'s P(yes) for the row's pair (queued ones included)
+    judge_reason: str = ""            # its short reason, or why the row could not be judged
 
     @property
     def status(self) -> str:
@@ -78,6 +81,7 @@ def row_view(book, row: int, made: Callable[[str], Made | None], policy: PathPol
         mode=result.mode if result else params.get("mode", "none") if params else "none",
         seed=result.seed if result else params.get("seed") if params else _int_or_none(book.get(row, GEN_SEED)),
         quality=result.quality if result else None,
+        judge_score=_float_or_none(book.get(row, JUDGE_SCORE)), judge_reason=cell_text(book.get(row, JUDGE_REASON)),
     )
 
 
@@ -119,6 +123,13 @@ def png_params(path: Path) -> dict:
         except (OSError, ValueError, SyntaxError):
             _PARAMS_CACHE[stamp] = {}
     return _PARAMS_CACHE[stamp]
+
+
+def _float_or_none(value: Any) -> float | None:
+    try:
+        return float(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
 
 
 def _int_or_none(value: Any) -> int | None:

@@ -39,12 +39,13 @@ from editforge.review.rows import Made, RowView, row_view
 from editforge.sheet.journal import Journal, Marks, Result, RowChange
 from editforge.sheet.render import apply_journal
 from editforge.sheet.schema import (
-    GEN_SEED, GEN_STATUS, IMAGE_KEYS, INSTRUCTION_COLUMNS, NEED_GEN, PROMPT, REVIEW, ROW_ID, cell_text,
-    normalize_header,
+    GEN_SEED, GEN_STATUS, IMAGE_KEYS, INSTRUCTION_COLUMNS, JUDGE_REASON, JUDGE_SCORE, NEED_GEN, PROMPT, REVIEW,
+    ROW_ID, cell_text, normalize_header,
 )
 from editforge.sheet.workbook import file_stamp, open_workbook
 
-READ = (*IMAGE_KEYS, PROMPT, NEED_GEN, GEN_SEED, GEN_STATUS, REVIEW, ROW_ID, *INSTRUCTION_COLUMNS)
+READ = (*IMAGE_KEYS, PROMPT, NEED_GEN, GEN_SEED, GEN_STATUS, REVIEW, ROW_ID, *INSTRUCTION_COLUMNS, JUDGE_SCORE,
+        JUDGE_REASON)
 _SERIALS = itertools.count(1)
 
 

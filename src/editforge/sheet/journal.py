@@ -25,7 +25,11 @@ Result lifecycle (table `results`, one row per (sheet, identity, generation)):
     failed   -> `error` says why, `failure` what kind: `input` (the row's own input failed a check),
                 `quality` (the gate), `error` (a crash, out of memory) or `interrupted` (a killed run)
     superseded -> a done image whose row changed before it reached the workbook; file deleted
-`rendered` is set once the workbook saved with that result in it. `input_stamp` fingerprints the
+`rendered` is set once the workbook saved with that result in it.
+
+Judgements (table `judgements`, `editforge judge` and `synth --judge`): one row per judged pair, `pair`
+fingerprinting what was judged (judge, instruction, the files), so a row is judged again only when its
+pair changed. Its cells reach the workbook as a queued change recorded in the same transaction. `input_stamp` fingerprints the
 input files (size, mtime), so a failed row is tried again when its inputs change.
 
 Schema versions: 1 (EditForge before row ids: results and updates by row number) is migrated in
@@ -92,6 +96,19 @@ CREATE TABLE IF NOT EXISTS formula_values (
     value TEXT NOT NULL,
     PRIMARY KEY (sheet, row_id, column)
 );
+CREATE TABLE IF NOT EXISTS judgements (
+    id INTEGER PRIMARY KEY,
+    sheet TEXT NOT NULL,
+    row_id TEXT NOT NULL,
+    pair TEXT NOT NULL,
+    score REAL,
+    reason TEXT,
+    draft TEXT,
+    error TEXT,
+    run_id TEXT,
+    finished REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS judgements_row ON judgements (sheet, row_id, id);
 """
 # Version 1 journals: the columns and the queue it did not have.
 _V1_RESULT_COLUMNS = ("row_id TEXT", "input_stamp TEXT", "failure TEXT")
@@ -119,6 +136,18 @@ class Result:
     row_id: str | None = None       # None: journaled by EditForge before row ids
     input_stamp: str | None = None
     failure: str | None = None      # input | quality | error | interrupted (status failed)
+
+
+@dataclass(frozen=True)
+class Judgement:
+    id: int
+    row_id: str
+    pair: str                       # fingerprint of what was judged
+    score: float | None             # None: failed (`error` says why)
+    reason: str | None
+    draft: str | None               # an instruction drafted for the row
+    error: str | None
+    run_id: str | None
 
 
 @dataclass(frozen=True)
@@ -395,6 +424,25 @@ class Journal:
             self.db.executemany("UPDATE row_changes SET row_id = ?, expect = ? WHERE id = ?",
                                 [(row_id_of(row), json.dumps(expect_of(row)), change) for change, row in legacy
                                  if row_id_of(row)])
+
+    # -- judgements ---------------------------------------------------------------------------------
+    def record_judgement(self, sheet: str, row_id: str, pair: str, *, row: int, cells: dict[str, Any],
+                         expect: dict[str, str], score: float | None = None, reason: str | None = None,
+                         draft: str | None = None, error: str | None = None, run_id: str | None = None) -> int:
+        """Journal a judgement and queue its `cells` for the row (written while it still shows `expect`)."""
+        with self.transaction():
+            cur = self.db.execute(
+                "INSERT INTO judgements (sheet, row_id, pair, score, reason, draft, error, run_id, finished)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (sheet, row_id, pair, score, reason, draft, error, run_id, time.time()))
+            self.record_change(sheet, row_id, cells, row=row, expect=expect, source="judge")
+            return cur.lastrowid
+
+    def latest_judgements(self, sheet: str) -> dict[str, Judgement]:
+        """The newest judgement of every row id of `sheet`."""
+        rows = self.db.execute("SELECT id, row_id, pair, score, reason, draft, error, run_id FROM judgements"
+                               " WHERE sheet = ? ORDER BY id", (sheet,))
+        return {r[1]: Judgement(*r) for r in rows}
 
     # -- values of formula cells (openpyxl drops them when it saves) -------------------------------
     def formula_values(self, sheet: str) -> dict[tuple[str, str], tuple[str, Any]]:

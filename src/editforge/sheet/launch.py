@@ -50,6 +50,10 @@ def synth_with_model(workbook: str | Path, model: str, options: SynthOptions | N
             if load.device is None and team.device is not None:
                 load = dataclasses.replace(load, device=team.device)
             make_generator, max_inputs = model_generator(model, load, generation)
+        if options.judge:
+            from editforge.judge.model import find_judge
+
+            find_judge(model)  # the text encoder's head checked in its files, before the workbook is touched
         options = dataclasses.replace(options, max_inputs=max_inputs)
     if engine is not None:
         engine.connect()

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
 from editforge.errors import EditForgeError
-from editforge.sheet.engine import Generator, Outcome, Request, describe, make_picture
+from editforge.sheet.engine import Generator, Outcome, Request, describe, make_picture, start_generator
 
 IN_FLIGHT = 2  # requests per worker: the one it makes and the next, ready when it finishes
 MAX_DEATHS = 3  # workers a row may kill before it fails
@@ -39,10 +39,10 @@ MAX_DEATHS = 3  # workers a row may kill before it fails
 class _Worker:
     """A Ray actor: one loaded model, making one picture after another."""
 
-    def __init__(self, make_generator: Callable[[], Generator]):
+    def __init__(self, make_generator: Callable[[], Generator], judge: bool):
         self.generate, self.error = None, None
         try:
-            self.generate = make_generator()
+            self.generate = start_generator(make_generator, judge)
         except EditForgeError as exc:  # the model's one line (not cached here, a bad LoRA), as on one machine
             self.error = str(exc)
         except Exception as exc:  # noqa: BLE001 - told to the driver, which stops the run with it
@@ -120,14 +120,16 @@ class RayEngine:
         return [slot.pid for slot in self._slots if slot.pid is not None]
 
     # -- the engine --------------------------------------------------------------------------------------------
-    def start(self, make_generator: Callable[[], Generator]) -> None:
-        """Start every worker (each loads the model) and wait for the first: until then nothing is made."""
+    def start(self, make_generator: Callable[[], Generator], judge: bool = False) -> None:
+        """Start every worker (each loads the model, and its judge when `judge`) and wait for the first: until
+        then nothing is made."""
         import ray
 
         if not self.resources:
             self.connect()
         self._actor_class = ray.remote(_Worker).options(max_restarts=0, **self.resources)
         self._factory = ray.put(make_generator)  # sent once, loaded by every worker
+        self._judge = judge
         self._slots = [self._spawn() for _ in range(self.workers)]
         first = ray.wait([slot.ready for slot in self._slots], num_returns=1)[0][0]
         self._up(next(slot for slot in self._slots if slot.ready == first))
@@ -183,7 +185,7 @@ class RayEngine:
 
     # -- workers coming and going ------------------------------------------------------------------------------
     def _spawn(self) -> _Slot:
-        actor = self._actor_class.remote(self._factory)
+        actor = self._actor_class.remote(self._factory, self._judge)
         return _Slot(actor, actor.ready.remote())
 
     def _up(self, slot: _Slot) -> None:

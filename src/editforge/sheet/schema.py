@@ -12,6 +12,9 @@ Columns a person fills (found by header, see `editforge.sheet.workbook`):
 Columns EditForge writes, each created after the last used column the first time it is needed:
     gen_seed, gen_status       synth's seed and outcome per row
     review                     the review verdict (typed words count too, see ACCEPTED_WORDS)
+    judge_score, judge_reason  the judge's P(yes) for the row's pair, and its short reason or why it
+                               could not judge the row (`editforge.judge.workbook`)
+    edit_prompt_source         "judge" where `judge --write-instructions` drafted edit_prompt
     editforge_id               the row's identity: filled once per row, it travels with the row
                                through sorts and inserts (see `Workbook.row_id`)
 """
@@ -38,8 +41,13 @@ GEN_SEED = "gen_seed"
 GEN_STATUS = "gen_status"
 REVIEW = "review"
 ROW_ID = "editforge_id"
+JUDGE_SCORE = "judge_score"
+JUDGE_REASON = "judge_reason"
+EDIT_PROMPT = INSTRUCTION_COLUMNS[0]
+EDIT_PROMPT_SOURCE = "edit_prompt_source"
+DRAFTED_BY_JUDGE = "judge"  # the edit_prompt_source of a drafted instruction
 # Columns EditForge keeps for itself: never training metadata (dataset extra fields).
-BOOKKEEPING = {*STANDARD_KEYS, GEN_SEED, GEN_STATUS, REVIEW, ROW_ID}
+BOOKKEEPING = {*STANDARD_KEYS, GEN_SEED, GEN_STATUS, REVIEW, ROW_ID, JUDGE_SCORE, JUDGE_REASON, EDIT_PROMPT_SOURCE}
 
 ACCEPTED, REJECTED = "accepted", "rejected"
 # Verdicts as people type them (compared lower-cased); anything else counts as not reviewed.

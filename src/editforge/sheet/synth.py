@@ -9,7 +9,10 @@ an `accelerate launch` team or a Ray cluster.)
 and returns a callable `(images, prompt, seed) -> (image, params)`; the model lives behind it, so synth
 knows nothing of torch beyond recognising an out-of-memory error. A generator may also have `check(images, prompt)`,
 raising `EditForgeError` for input the model cannot take (a prompt too long for its tokenizer, an
-aspect ratio it cannot encode): it runs before any model work, and fails only that row.
+aspect ratio it cannot encode): it runs before any model work, and fails only that row. With `judge`, the
+generator's `judge()` (the pipeline's own text encoder, `editforge.judge`) scores the row's pair once its
+picture is made, as `editforge judge` would (`editforge.judge.workbook`); below `judge_min` the picture is
+made again with the next seed, like one the quality gate refuses.
 
 Where the model runs is the engine's business (`editforge.sheet.engine`): this process (`LocalEngine`, the
 default) or the workers of a Ray cluster (`editforge.sheet.ray_engine.RayEngine`). Either way this process
@@ -52,7 +55,7 @@ from editforge.files import remove_stale_temps
 from editforge.inference.metadata import write_png_atomic
 from editforge.paths import BadPath, PathPolicy
 from editforge.progress import Progress
-from editforge.sheet.engine import Engine, Generator, LocalEngine, Outcome, Request
+from editforge.sheet.engine import NEW, Engine, Generator, JudgeTask, LocalEngine, Outcome, Request
 from editforge.sheet.journal import Journal, RecalledFormulas, Result
 from editforge.sheet.plan import Job, Plan, RowIssue, check_columns, plan_workbook
 from editforge.sheet.render import RenderLock, RenderStats, SheetWriter
@@ -79,6 +82,8 @@ class SynthOptions:
     save_every_rows: int = 100
     save_every_seconds: float = 60.0
     max_inputs: int | None = None         # input images the model takes; rows with more fail before it loads
+    judge: bool = False                   # score each new pair with the generator's judge (judge_score)
+    judge_min: float | None = None        # a pair scoring below this is made again with the next seed (retries)
 
 
 @dataclass
@@ -135,7 +140,7 @@ def synth(workbook: str | Path, make_generator: Callable[[], Generator], options
     lock = RenderLock(path)
     if team.is_main:
         ensure_not_locked(workbook, path)
-        if not _acquire_within(lock, LOCK_WAIT_SECONDS):
+        if not acquire_within(lock, LOCK_WAIT_SECONDS):
             raise EditForgeError(f"another `editforge synth` is running on {path.name}; wait for it to finish")
     try:
         with Journal.for_workbook(path) as journal:
@@ -199,7 +204,7 @@ def check_workbook(workbook: str | Path, options: SynthOptions) -> None:
 LOCK_WAIT_SECONDS = 5.0
 
 
-def _acquire_within(lock: RenderLock, seconds: float) -> bool:
+def acquire_within(lock: RenderLock, seconds: float) -> bool:
     deadline = time.monotonic() + seconds
     while not lock.acquire(blocking=False):
         if time.monotonic() >= deadline:
@@ -336,11 +341,12 @@ class _Runner:
         self.options, self.team, self.run_id, self.base_seed = options, team, run_id, base_seed
         self.progress = progress
         self.shown = 0  # rows the progress bar counts as done
-        self.saver = _SaveSchedule(options.save_every_rows, options.save_every_seconds)
+        self.saver = SaveSchedule(options.save_every_rows, options.save_every_seconds)
         self.consecutive_errors = 0
         self.local: Counter[str] = Counter()  # this process's results, by status
         self.workers: Counter[str] = Counter()  # rows generated, by the worker process that made them
         self.pending: dict[int, Path] = {}  # result id -> output file, for the rows the engine is working on
+        self.pairs: dict = {}  # result id -> the pair synth --judge scores (editforge.judge.workbook.GeneratedPair)
         self.last: RenderStats | None = None
 
     def run(self, mine: list[Todo], make_generator, engine: Engine, total: int) -> Summary:
@@ -348,7 +354,7 @@ class _Runner:
         previous_sigterm = _sigterm_raises_interrupt()
         try:
             if mine:
-                engine.start(make_generator)
+                engine.start(make_generator, judge=self.options.judge)
             # started once the model is loaded, so images/min and the ETA measure generation only
             if total:
                 self.progress.start("synth", total=total, unit="img", per_minute=True)
@@ -396,12 +402,31 @@ class _Runner:
             self.pending[result_id] = output
             try:
                 inputs = tuple((str(path), path.read_bytes()) for path in job.inputs)
+                judge = self._judge_task(result_id, job, output) if self.options.judge else None
             except OSError as exc:  # gone or unreadable since the plan looked
                 self._settle(result_id, Outcome("failed", seed, error=f"image not readable: {exc}", failure="input"))
                 continue
             yield Request(result_id, inputs, job.prompt, seed, self.options.retries,
                           {"mode": job.mode, "workbook": self.book.path.name, "sheet": self.book.sheet,
-                           "row": job.row, "row_id": job.row_id})
+                           "row": job.row, "row_id": job.row_id}, judge)
+
+    def _judge_task(self, result_id: int, job: Job, output: Path) -> JudgeTask | None:
+        """The pair `editforge judge` will read from this row once its picture is in (`generated_pair`): its
+        images by name, the new picture as `NEW`, the files it needs besides the row's inputs as bytes."""
+        from editforge.judge.workbook import generated_pair
+
+        pair = generated_pair(self.book, job, output, self.policy)
+        if pair.pair.problem is not None:
+            return None  # a bad path in the row: `editforge judge` will say so
+        self.pairs[result_id] = pair
+        name = lambda path: NEW if path == output else str(path)  # noqa: E731
+        given = {str(path) for path in job.inputs}
+        files = tuple((str(path), path.read_bytes()) for path in dict.fromkeys(pair.pair.inputs)
+                      if path != output and str(path) not in given)
+        if pair.pair.output != output and str(pair.pair.output) not in given:
+            files += ((str(pair.pair.output), pair.pair.output.read_bytes()),)
+        return JudgeTask(pair.pair.instruction, tuple(map(name, pair.pair.inputs)), name(pair.pair.output), files,
+                         self.options.judge_min)
 
     def _settle(self, result_id: int, outcome: Outcome) -> None:
         """Write what the engine made and journal it."""
@@ -415,6 +440,10 @@ class _Runner:
             self.workers[outcome.worker] += 1
         self.journal.finish(result_id, status=outcome.status, seed=outcome.seed, error=outcome.error,
                             failure=outcome.failure, quality=outcome.quality)
+        pair = self.pairs.pop(result_id, None)
+        if outcome.status == "done" and pair is not None and outcome.judged is not None:
+            pair.score_value, judge_name = outcome.judged  # after `finish`: its cells go after the picture's
+            pair.record(self.journal, self.book.sheet, judge_name, self.run_id)
         self.local[outcome.status] += 1
         if self.consecutive_errors >= MAX_CONSECUTIVE_ERRORS:
             raise EditForgeError(f"stopping: {MAX_CONSECUTIVE_ERRORS} rows in a row failed; last: {outcome.error}")
@@ -449,7 +478,8 @@ class _Runner:
         self.saver.saved(time.monotonic() - started if self.last.saved else 0.0)
 
 
-class _SaveSchedule:
+
+class SaveSchedule:
     """When to render: every N rows or T seconds, but never more often than 10x a save's duration."""
 
     def __init__(self, every_rows: int, every_seconds: float):

@@ -3,7 +3,8 @@
 Target = `raw_image`, controls = `ref_image_1..3` in slot order (empty slots skipped), instruction =
 `--instruction-column`, else a column named `edit_prompt` or `instruction`, else `gen_edit_prompt`.
 Rows whose `gen_status` says failed/rejected or whose `review` says rejected are left out;
-`only_accepted` keeps only rows whose `review` says accepted. Paths are relative to the workbook's
+`only_accepted` keeps only rows whose `review` says accepted. A `judge_score` (`editforge judge`) travels
+with its sample. Paths are relative to the workbook's
 folder (or `base_dir`), as `editforge synth` reads them.
 """
 
@@ -16,7 +17,7 @@ from editforge.errors import EditForgeError
 from editforge.paths import PathPolicy
 from editforge.sheet.journal import RecalledFormulas
 from editforge.sheet.schema import (
-    BOOKKEEPING, GEN_STATUS, INSTRUCTION_COLUMNS, PROMPT, RAW_IMAGE, REF_KEYS, REJECTED_WORDS, REVIEW, ACCEPTED_WORDS,
+    BOOKKEEPING, GEN_STATUS, INSTRUCTION_COLUMNS, JUDGE_SCORE, PROMPT, RAW_IMAGE, REF_KEYS, REJECTED_WORDS, REVIEW, ACCEPTED_WORDS,
     cell_text, normalize_header,
 )
 from editforge.sheet.workbook import Uncomputed, open_workbook
@@ -42,7 +43,7 @@ def _read(book, path: Path, columns: Columns, base_dir: Path | None, only_accept
     extra_headers = [h for h in book.headers.values() if normalize_header(h) not in used]
     policy = PathPolicy(base_dir or book.path.parent, allow_outside=allow_outside)
     dataset = Dataset(source=path, format="workbook", samples=[])
-    names = [target, *controls, instruction, GEN_STATUS, REVIEW, *extra_headers]
+    names = [target, *controls, instruction, GEN_STATUS, REVIEW, JUDGE_SCORE, *extra_headers]
     for row, values in book.records(names):
         text = {name: cell_text(values[name]) for name in names}
         key = f"row {row}"
@@ -68,5 +69,17 @@ def _read(book, path: Path, columns: Columns, base_dir: Path | None, only_accept
             instruction=text[instruction],
             extra={h: text[h] for h in extra_headers if text[h] and not isinstance(values[h], Uncomputed)},
             problems=tuple(dict.fromkeys(problems)),
+            judge_score=_score(values[JUDGE_SCORE]),
         ))
     return dataset
+
+
+def _score(value) -> float | None:
+    """A judge_score cell as a number in [0, 1], else None (empty, a failed row, something typed)."""
+    if isinstance(value, bool):
+        return None
+    try:
+        score = float(value)
+    except (TypeError, ValueError):
+        return None
+    return score if 0.0 <= score <= 1.0 else None

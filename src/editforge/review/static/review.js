@@ -98,6 +98,8 @@ function render() {
   $("m-mode").textContent = row.mode;
   $("m-seed").textContent = row.seed ?? "—";
   $("m-quality").textContent = quality(row.quality);
+  $("m-judge").textContent = row.judge_score === null || row.judge_score === undefined
+    ? (row.judge_reason || "—") : `${row.judge_score.toFixed(3)}${row.judge_reason ? " · " + row.judge_reason : ""}`;
   $("m-prompt").textContent = row.prompt || "—";
   $("m-instruction").textContent = row.instruction;
   $("m-instruction-line").hidden = !row.instruction || row.instruction === row.prompt;

@@ -1,0 +1,33 @@
+"""The review app's row data carries the judge's score and reason, including judgements still queued in the
+journal (not yet in the workbook)."""
+
+from __future__ import annotations
+
+from editforge.judge import judge_from_pipeline
+from editforge.judge.workbook import JudgeOptions, judge_workbook
+from editforge.sheet.journal import Journal
+from editforge.sheet.workbook import open_workbook
+from tests.helpers import Served
+
+
+def test_rows_carry_judge_score_and_reason(tmp_path, tiny_edit_plus):
+    served = Served(tmp_path)
+    try:
+        judge = judge_from_pipeline(tiny_edit_plus)
+        judge_workbook(served.path, "tiny", lambda: judge, JudgeOptions(reason=True))
+        book = open_workbook(served.path)
+        _, data = served.json("GET", "/api/rows")
+        rows = {r["row"]: r for r in data["rows"]}
+        judged = [n for n in rows if book.get(n, "judge_score") is not None]
+        assert judged == [2, 3, 4, 5]
+        for n in judged:
+            assert rows[n]["judge_score"] == book.get(n, "judge_score")
+            assert rows[n]["judge_reason"] == book.get(n, "judge_reason") != ""
+        assert rows[6]["judge_score"] is None and rows[6]["judge_reason"] == ""
+
+        with Journal.for_workbook(served.path) as journal:  # a judgement queued, not yet rendered
+            journal.record_change(book.sheet, book.row_id(2), {"judge_score": 0.125, "judge_reason": "queued"}, row=2)
+        _, data = served.json("GET", "/api/rows/2")
+        assert (data["row"]["judge_score"], data["row"]["judge_reason"]) == (0.125, "queued")
+    finally:
+        served.stop()
