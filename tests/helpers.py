@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -189,6 +190,14 @@ def write_samples(root: Path) -> list[dict]:
 
 
 # --- the command line -------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port free now on this machine (for `accelerate launch --main_process_port`): parallel test runs
+    must not share a fixed one."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300, env=None) -> subprocess.CompletedProcess:

@@ -15,7 +15,7 @@ import pytest
 
 from editforge.sheet.journal import Journal, journal_path
 from editforge.sheet.workbook import create_workbook, open_workbook
-from tests.helpers import FAKE_GENERATOR, ONE_OF_EACH, cell_paths, make_workbook, outputs
+from tests.helpers import FAKE_GENERATOR, ONE_OF_EACH, cell_paths, free_port, make_workbook, outputs
 
 FAKE = FAKE_GENERATOR
 INPUTS = {"img/r0.png", "img/r1.png", "img\\r2.png"}
@@ -166,7 +166,7 @@ def test_two_processes_share_the_rows(tmp_path):
     path = make_workbook(tmp_path, rows=[ONE_OF_EACH[i % 3] for i in range(rows)])
     launch = subprocess.run(
         [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517",
+         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
          "-m", "editforge", "synth", str(path), "--seed", "4"],
         env={**os.environ, **FAKE, "EDITFORGE_FAKE_DELAY": "0.05"}, capture_output=True, text=True, timeout=120)
     assert launch.returncode == 0, launch.stderr[-3000:]
@@ -227,8 +227,9 @@ def test_a_symlink_to_the_workbook_is_the_same_workbook(tmp_path):
     path = make_workbook(tmp_path, rows=[ONE_OF_EACH[i % 3] for i in range(6)])
     alias = tmp_path / "alias.xlsx"
     alias.symlink_to(path.name)
-    # slower than the 5 s a second run waits for a review app's save to finish
-    first = editforge(path, "--seed", "1", env={**FAKE, "EDITFORGE_FAKE_DELAY": "1.2"})
+    hold = tmp_path / "hold"  # the first run makes no picture while this exists: it runs as long as needed
+    hold.touch()
+    first = editforge(path, "--seed", "1", env={**FAKE, "EDITFORGE_FAKE_HOLD": str(hold)})
     try:
         deadline = time.monotonic() + 60
         while not journal_path(path).exists() and time.monotonic() < deadline:
@@ -237,6 +238,7 @@ def test_a_symlink_to_the_workbook_is_the_same_workbook(tmp_path):
         out, err = second.communicate(timeout=60)
         assert second.returncode == 2 and "another `editforge synth` is running on data.xlsx" in err
         assert first.poll() is None, "the first run ended before the second started: the test proves nothing"
+        hold.unlink()
         first.communicate(timeout=60)
     finally:
         first.kill() if first.poll() is None else None

@@ -6,7 +6,6 @@ path goes without it (gloo does the all-reduce), so a launch takes about 20 s on
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +17,7 @@ import yaml
 from safetensors.torch import load_file
 
 from editforge.train.logs import read_metrics
-from tests.helpers import write_samples
+from tests.helpers import free_port, write_samples
 
 pytest.importorskip("deepspeed", reason="DeepSpeed is not installed (pip install deepspeed)")
 
@@ -27,9 +26,7 @@ MODEL = "tiny-qwen-image-edit-2509"
 
 
 def launch(run_yaml: Path, *extra: str, extensions: Path) -> subprocess.CompletedProcess:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     # The example config as shipped (8 GPUs, bf16), cut down on the command line to 2 CPU processes in fp32.
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "examples/accelerate-zero2.yaml",
            "--num_processes", "2", "--mixed_precision", "no", "--main_process_port", str(port),

@@ -4,7 +4,6 @@ and a 2-process accelerate run."""
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ from editforge.train import TrainingDiverged, train
 from editforge.train.config import DEFAULT_TARGET_MODULES, validate
 from editforge.train.logs import read_metrics
 from editforge.train.validation import LABEL_HEIGHT
-from tests.helpers import write_image, write_samples
+from tests.helpers import free_port, write_image, write_samples
 
 MODEL = "tiny-qwen-image-edit-2509"
 AREAS = {"max_pixels": 64 * 64, "condition_pixels": 56 * 56}
@@ -299,9 +298,7 @@ def test_two_process_accelerate_launch_on_cpu(data, tmp_path):
                                                       train={"steps": 3}, checkpoint={"every": 2}))
     # `--multi_gpu` is accelerate's torchrun launcher; without CUDA, train() asks for cpu=True and the two
     # processes form a gloo group. (`--cpu --num_processes 2` starts ONE process unless MPI is configured.)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
               "--num_machines", "1", "--main_process_port", str(port), "--mixed_precision", "no",
               "--dynamo_backend", "no", "-m", "editforge", "train", str(path)]
