@@ -1,5 +1,5 @@
 """The review app's row data carries the judge's score and reason, including judgements still queued in the
-journal (not yet in the workbook)."""
+journal (not yet in the workbook); the server sorts and filters by the score."""
 
 from __future__ import annotations
 
@@ -29,5 +29,12 @@ def test_rows_carry_judge_score_and_reason(tmp_path, tiny_edit_plus):
             journal.record_change(book.sheet, book.row_id(2), {"judge_score": 0.125, "judge_reason": "queued"}, row=2)
         _, data = served.json("GET", "/api/rows/2")
         assert (data["row"]["judge_score"], data["row"]["judge_reason"]) == (0.125, "queued")
+
+        scores = {n: book.get(n, "judge_score") for n in judged} | {2: 0.125}
+        _, data = served.json("GET", "/api/rows?sort=judge")  # lowest first, the unjudged row last
+        assert [r["row"] for r in data["rows"]] == sorted(judged, key=scores.get) + [6]
+        _, data = served.json("GET", "/api/rows?sort=-judge&judge_min=0.2")
+        assert [r["row"] for r in data["rows"]] == sorted((n for n in judged if scores[n] >= 0.2),
+                                                          key=scores.get, reverse=True)
     finally:
         served.stop()
