@@ -315,16 +315,21 @@ def test_two_process_accelerate_launch_on_cpu(data, tmp_path):
     assert "3 samples (3 encoded now, 0 reused)" in proc.stderr
 
 
-def test_init_from_an_existing_lora_file(data, tmp_path):
-    """Start from the (Lightning-layout) tiny LoRA: the trained file begins at the same weight deltas."""
+def test_init_from_an_existing_lora_file(data, tmp_path, caplog):
+    """Start from the (Lightning-layout) tiny LoRA: the trained file begins at the same weight deltas. Its layers on
+    the last block's discarded text output are kept as they are, and the run says they do not learn."""
     from editforge.models.registry import FAMILIES
     from editforge.models.tiny import LIGHTNING_ALPHA, LIGHTNING_RANK, TINY_LIGHTNING_DIR, tiny_model_dir
     from safetensors.torch import load_file
 
     source = tiny_model_dir(MODEL) / TINY_LIGHTNING_DIR / FAMILIES["qwen-image-edit-2509"].lightning_files[8]
     raw = config(tmp_path / "out", data, lora={"init_from": str(source)},
-                 train={"steps": 1, "learning_rate": 1e-12, "weight_decay": 0.0}, checkpoint={"every": 100})
-    saved = load_file(str(train(validate(raw)).lora))
+                 train={"steps": 3, "learning_rate": 1e-12, "weight_decay": 0.0}, checkpoint={"every": 100})
+    with caplog.at_level("WARNING", logger="editforge.train"):
+        saved = load_file(str(train(validate(raw)).lora))
+    [dead] = [r.getMessage() for r in caplog.records if "gradient of exactly 0" in r.getMessage()]
+    assert dead.startswith("4 LoRA parameters got a gradient of exactly 0 in the first 3 steps")
+    assert "transformer_blocks.1.attn.add_q_proj.lora_A.editforge.weight" in dead
     original = load_file(str(source))
     name = "transformer_blocks.1.attn.add_v_proj"
     ours = saved[f"transformer.{name}.lora_B.weight"] @ saved[f"transformer.{name}.lora_A.weight"]

@@ -27,12 +27,15 @@ from editforge.train.buckets import BatchStream
 from editforge.train.cache import CacheReport, build_cache, load_cached
 from editforge.train.config import Config
 from editforge.train.logs import RunLog, loss_curve, read_metrics
-from editforge.train.lora import save_lora
+from editforge.train.lora import ZeroGradientWatch, save_lora
 from editforge.train.objective import collate, draw_noise
 from editforge.train.step import NonFiniteLoss, make_accelerator, make_optimizer, optimizer_step, prepare_model
 from editforge.train.validation import prepare_previews, preview_options, run_validation
 
 log = logging.getLogger("editforge.train")
+# Optimizer steps (after warmup, whose first step has a zero learning rate) in which every LoRA parameter must
+# have had a nonzero gradient: lora_B leaves zero in the first, lora_A gets its gradient from the second on.
+ZERO_GRADIENT_STEPS = 3
 WEIGHT_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "no": torch.float32}
 
 
@@ -89,6 +92,8 @@ def train(config: Config, *, resume: str | None = None, progress: Progress | Non
     tc = config.train
     params = prepare_model(pipe, config.lora, quantize=tc.quantize, gradient_checkpointing=tc.gradient_checkpointing)
     optimizer = make_optimizer(params, tc)
+    # before accelerator.prepare: its hooks must see each gradient before DDP or DeepSpeed takes it over
+    watch = ZeroGradientWatch(pipe.transformer, params, steps=tc.warmup_steps + ZERO_GRADIENT_STEPS) if main else None
     from diffusers.optimization import get_scheduler
 
     lr_scheduler = get_scheduler(tc.lr_scheduler, optimizer, num_warmup_steps=tc.warmup_steps,
@@ -136,6 +141,9 @@ def train(config: Config, *, resume: str | None = None, progress: Progress | Non
                 f"{latest[-1] if latest else 'none yet'}. Lower train.learning_rate or check the data.") from None
         lr_scheduler.step()
         step += 1
+        if watch is not None:
+            watch.step()
+            watch.report()
         result.losses.append(total)
         progress.advance(description=f"training · loss {total:.4f}")
         run_log.step(step, total, lr_scheduler.get_last_lr()[0], math.nan if grad_norm is None else grad_norm)

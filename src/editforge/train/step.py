@@ -37,7 +37,8 @@ def make_accelerator(mixed_precision: str, gradient_accumulation: int = 1):
     # cpu=True on a machine without CUDA makes any multi-process launch (torchrun, `accelerate launch
     # --multi_gpu`) form a gloo group instead of silently running N independent single-process copies.
     # find_unused_parameters: the last block's text-stream output is discarded by the model, so LoRA layers
-    # on its text MLP / to_add_out never get a gradient, which plain DDP treats as an error.
+    # there never get a gradient, which plain DDP treats as an error. A fresh LoRA has none there
+    # (train.lora.dead_end_modules), but one started from a file (`lora.init_from`) may.
     # DeepSpeed (`accelerate launch` with a DEEPSPEED config) without CUDA: cpu=True would make accelerate
     # drop DeepSpeed silently and run plain DDP, and cpu=False alone leaves it no backend (every process then
     # believes it is rank 0 of 1). Naming gloo makes accelerate start DeepSpeed's process group on gloo,
