@@ -16,12 +16,13 @@ from pathlib import Path
 import torch
 
 from editforge.errors import EditForgeError
-from editforge.models import lightning as lightning_lib
+from editforge.models import lightning as lightning_lib, single_file
 from editforge.models.hub import pipeline_folder
 from editforge.models.info import ATTRIBUTE as INFO_ATTRIBUTE, ModelInfo
 from editforge.models.lora import LoraSpec, activate_and_fuse, load_lora, lora_keys, parse_lora_arg
 from editforge.models.options import LoadOptions, with_overrides
 from editforge.models.registry import ModelSpec, resolve_model
+from editforge.models.single_file import SingleFile
 from editforge.models.speed import apply_fast_path
 from editforge.models.text_encoder import allow_processor_without_video, fix_mrope_positions
 from editforge.models.tiny import TINY_LIGHTNING_DIR
@@ -48,6 +49,12 @@ class LoadPlan:
     dtype: torch.dtype
     device: str
     compile: bool
+    files: tuple[SingleFile, ...] = ()  # single-file components that replace the folder's
+
+    @property
+    def keeps_gguf(self) -> bool:
+        """A GGUF transformer stays quantized unless something must be fused into it or it is quantized anew."""
+        return not (self.lightning_file or self.loras or self.options.quantize)
 
     @property
     def family(self):
@@ -66,6 +73,7 @@ class LoadPlan:
             lightning=self.lightning, lightning_file=self.lightning_file.name if self.lightning_file else None,
             loras=tuple(lora.label for lora in self.loras) + spec.fused, dtype=str(self.dtype).removeprefix("torch."),
             quantize=self.options.quantize, fast_path=dict(fast_path or {}),
+            files={file.component: file.label for file in self.files},
         )
 
     def scheduler_config(self) -> dict:
@@ -122,8 +130,10 @@ def prepare_load(model: str, options: LoadOptions | None = None, **overrides) ->
         lightning_file = lightning_lib.resolve_file(spec.family, lightning, path=options.lightning_path,
                                                     local_dir=local, force=options.force)
     compile = device.startswith("cuda") if options.compile is None else options.compile
+    files = tuple(single_file.inspect(component, path, folder) for component, path in
+                  (("transformer", options.transformer), ("text_encoder", options.text_encoder)) if path)
     return LoadPlan(model=model, spec=spec, folder=folder, options=options, lightning_file=lightning_file, loras=loras,
-                    dtype=torch_dtype, device=device, compile=compile)
+                    dtype=torch_dtype, device=device, compile=compile, files=files)
 
 
 def build_pipeline(plan: LoadPlan):
@@ -207,7 +217,10 @@ def _from_pretrained(plan: LoadPlan):
     logging.getLogger("diffusers").setLevel(logging.ERROR)
     try:
         with no_progress_bars():
-            return _pipeline_class(plan.spec).from_pretrained(plan.folder, dtype=plan.dtype)
+            components = {file.component: single_file.load_component(file, plan.folder, plan.dtype,
+                                                                     keep_quantized=plan.keeps_gguf)
+                          for file in plan.files}
+            return _pipeline_class(plan.spec).from_pretrained(plan.folder, dtype=plan.dtype, **components)
     except OSError as exc:
         raise EditForgeError(f"could not load the pipeline folder {plan.folder}: {str(exc).splitlines()[0]}") from exc
 
