@@ -3,6 +3,7 @@ with the weights they hold (fp8 and GGUF: exactly what their format decodes to, 
 the originals) and make the same picture; a wrong file is one line before anything loads."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,9 +13,11 @@ from safetensors.torch import load_file, save_file
 import editforge
 from editforge.errors import EditForgeError
 from editforge.models.info import model_info
-from editforge.train.cache import settings_fingerprint
 from editforge.models.tiny import tiny_model_dir
-from tests.helpers import noise_image
+from editforge.train import train
+from editforge.train.cache import settings_fingerprint
+from editforge.train.config import apply_override, validate
+from tests.helpers import noise_image, write_samples
 
 MODEL = "tiny-qwen-image-edit-2509"
 FP8 = torch.float8_e4m3fn
@@ -238,3 +241,63 @@ def test_cli_names_the_flag(cli, tmp_path, make_image):
     code, _, err = cli("edit", "--model", MODEL, "--image", str(make_image()), "--prompt", "p", "--out", "o.png",
                        "--transformer", "nope.safetensors")
     assert code == 2 and len(err.strip().splitlines()) == 1 and "--transformer file not found: nope.safetensors" in err, err
+
+
+def training_config(tmp_path, name: str, **model) -> dict:
+    samples = write_samples(tmp_path / "data")
+    return {"model": {"name": MODEL, **model} if model else MODEL, "output_dir": str(tmp_path / name), "seed": 0,
+            "data": {"samples": samples, "max_pixels": 64 * 64, "condition_pixels": 56 * 56,
+                     "cache_dir": str(tmp_path / f"cache-{name}")},
+            "lora": {"rank": 4, "alpha": 4},
+            "train": {"steps": 3, "learning_rate": 1e-3, "mixed_precision": "no", "gradient_checkpointing": False},
+            "checkpoint": {"every": 100}}
+
+
+def test_training_on_a_single_file_transformer_is_training_on_its_weights(tmp_path, originals, monkeypatch, caplog):
+    """`model.transformer` (here an fp32 ComfyUI-layout file: the same weights as the folder's) gives the losses of the
+    folder's model; a GGUF base stays quantized and its LoRA learns (every LoRA parameter gets a gradient)."""
+    from gguf import GGMLQuantizationType
+
+    fp32 = tmp_path / "qwen_image_edit_2509_fp32.safetensors"
+    save_file({f"model.diffusion_model.{k}": v.float() for k, v in originals["transformer"].items()}, str(fp32))
+    base = train(validate(training_config(tmp_path, "base"))).losses
+    from_file = train(validate(training_config(tmp_path, "file", transformer=str(fp32)))).losses
+    assert from_file == base and len(set(base)) == 3
+
+    gguf_path = tmp_path / "q4.gguf"
+    write_gguf(gguf_path, originals["transformer"], GGMLQuantizationType.Q4_0)
+    raw = training_config(tmp_path, "gguf", transformer=str(gguf_path))
+    import editforge.train.loop as loop
+    import editforge.train.step as step
+    from diffusers.quantizers.gguf.utils import GGUFParameter
+
+    quantized = []
+
+    def prepare_model(pipe, *args, **kwargs):
+        quantized.extend(n for n, p in pipe.transformer.named_parameters() if isinstance(p, GGUFParameter))
+        return step.prepare_model(pipe, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "prepare_model", prepare_model)
+    with caplog.at_level("WARNING", logger="editforge.train"):
+        result = train(validate(raw))
+    assert len(quantized) == 5  # the base trains quantized, as GGUF inference runs it
+    assert all(np.isfinite(result.losses)) and result.losses != base  # other (Q4-rounded) weights
+    assert not [r for r in caplog.records if "gradient of exactly 0" in r.getMessage()]  # every LoRA weight learns
+
+
+def test_training_config_names_a_missing_model_file(tmp_path, originals):
+    from gguf import GGMLQuantizationType
+
+    raw = training_config(tmp_path, "x", transformer=str(tmp_path / "nope.safetensors"))
+    with pytest.raises(EditForgeError, match=r"model.transformer: not found: .*nope.safetensors"):
+        train(validate(raw))
+    gguf_path = tmp_path / "q8.gguf"
+    write_gguf(gguf_path, originals["transformer"], GGMLQuantizationType.Q8_0)
+    raw = training_config(tmp_path, "z", transformer=str(gguf_path))
+    raw["train"]["quantize"] = "int8"
+    with pytest.raises(EditForgeError, match="train.quantize: the GGUF transformer is quantized already"):
+        train(validate(raw))
+    # `model: NAME` and `--set model.transformer=...` together: the short form becomes the section
+    raw = training_config(tmp_path, "y")
+    apply_override(raw, "model.text_encoder=te.safetensors")
+    assert validate(raw).model.text_encoder == Path("te.safetensors") and validate(raw).model.name == MODEL

@@ -69,10 +69,13 @@ def train(config: Config, *, resume: str | None = None, progress: Progress | Non
     progress = progress if progress is not None and main else Progress()
     out = config.output_dir
     # Every training sample's prompt and images are distinct: an embedding cache would only hold memory.
-    plan = prepare_load(config.model, dtype=WEIGHT_DTYPES[config.train.mixed_precision], reuse_embeddings=False,
-                        device=str(accelerator.device))
+    plan = prepare_load(config.model.name, dtype=WEIGHT_DTYPES[config.train.mixed_precision], reuse_embeddings=False,
+                        device=str(accelerator.device), transformer=config.model.transformer,
+                        text_encoder=config.model.text_encoder)
     family = plan.family
     config.check_family(family)
+    if config.train.quantize and plan.keeps_gguf and any(f.is_gguf for f in plan.files):
+        raise EditForgeError("train.quantize: the GGUF transformer is quantized already; drop train.quantize")
     samples, unfit = training_samples(config, family)  # the dataset is read before the model loads
     if not samples:
         raise EditForgeError(f"no usable training samples ({len(unfit)} set aside: {'; '.join(unfit[:3])})")
@@ -158,7 +161,7 @@ def train(config: Config, *, resume: str | None = None, progress: Progress | Non
 
     # 4. Export.
     if main:
-        metadata = {"model": config.model, "family": family.name, "steps": step, "rank": config.lora.rank}
+        metadata = {"model": config.model.name, "family": family.name, "steps": step, "rank": config.lora.rank}
         save_lora(pipe.transformer, result.lora, "diffusers", metadata)
         if config.export_format == "comfyui":
             save_lora(pipe.transformer, out / "lora-comfyui.safetensors", "comfyui", metadata)
