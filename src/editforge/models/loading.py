@@ -172,6 +172,32 @@ def build_pipeline(plan: LoadPlan):
     return pipe
 
 
+def build_encoders(plan: LoadPlan):
+    """The pipeline without its transformer (text encoder, VAE, processor, scheduler) on the plan's device: what
+    encoding a dataset needs. Training caches with it and frees the text encoder before `load_transformer`, so the
+    two never share the GPU. Takes no LoRA, Lightning or quantization (they act on the transformer)."""
+    pipe = _from_pretrained(plan, without=("transformer",))
+    fix_mrope_positions(pipe.text_encoder)
+    pipe.to(plan.device)
+    pipe.set_progress_bar_config(disable=True)
+    setattr(pipe, INFO_ATTRIBUTE, plan.info())
+    return pipe
+
+
+def load_transformer(plan: LoadPlan):
+    """The plan's transformer alone (its single file, else the folder's), on the plan's device."""
+    from diffusers import QwenImageTransformer2DModel
+
+    file = next((f for f in plan.files if f.component == "transformer"), None)
+    with no_progress_bars():
+        if file is not None:
+            transformer = single_file.load_component(file, plan.folder, plan.dtype, keep_quantized=plan.keeps_gguf)
+        else:
+            transformer = QwenImageTransformer2DModel.from_pretrained(plan.folder, subfolder="transformer",
+                                                                      dtype=plan.dtype)
+    return transformer.to(plan.device)
+
+
 def resolve_device(device: str | None) -> str:
     """`device` checked against what this machine has (default: cuda if present)."""
     if device is None:
@@ -211,7 +237,7 @@ def _pipeline_class(spec: ModelSpec):
     return getattr(diffusers, spec.family.pipeline_class)
 
 
-def _from_pretrained(plan: LoadPlan):
+def _from_pretrained(plan: LoadPlan, without: tuple[str, ...] = ()):
     allow_processor_without_video()
     # Loading a 20B model prints a wall of progress bars and notices; keep the user's terminal readable.
     logging.getLogger("diffusers").setLevel(logging.ERROR)
@@ -219,7 +245,8 @@ def _from_pretrained(plan: LoadPlan):
         with no_progress_bars():
             components = {file.component: single_file.load_component(file, plan.folder, plan.dtype,
                                                                      keep_quantized=plan.keeps_gguf)
-                          for file in plan.files}
+                          for file in plan.files if file.component not in without}
+            components.update(dict.fromkeys(without))  # None: diffusers leaves the component out
             return _pipeline_class(plan.spec).from_pretrained(plan.folder, dtype=plan.dtype, **components)
     except OSError as exc:
         raise EditForgeError(f"could not load the pipeline folder {plan.folder}: {str(exc).splitlines()[0]}") from exc

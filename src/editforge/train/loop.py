@@ -19,7 +19,7 @@ import torch
 
 from editforge.errors import EditForgeError
 from editforge.models.info import model_info
-from editforge.models.loading import build_pipeline, prepare_load
+from editforge.models.loading import build_encoders, load_transformer, prepare_load
 from editforge.models.registry import count_text
 from editforge.progress import Progress
 from editforge.train import checkpoint as ckpt
@@ -79,12 +79,13 @@ def train(config: Config, *, resume: str | None = None, progress: Progress | Non
     samples, unfit = training_samples(config, family)  # the dataset is read before the model loads
     if not samples:
         raise EditForgeError(f"no usable training samples ({len(unfit)} set aside: {'; '.join(unfit[:3])})")
-    pipe = build_pipeline(plan)
+    pipe = build_encoders(plan)  # the transformer loads after caching, when the text encoder is gone
     info = model_info(pipe)
     areas = dict(max_pixels=config.data.max_pixels or info.max_pixels,
                  condition_pixels=config.data.condition_pixels or info.condition_pixels)
 
-    # 1. Encode the data once; then the text encoder goes away and the VAE off the GPU (back only to preview).
+    # 1. Encode the data once, before the transformer exists; then the text encoder (16 GB at full size) is freed,
+    # no reference left, and the VAE leaves the GPU (back only to preview).
     cache, previews = encode_data(pipe, config, samples, unfit, areas, accelerator, progress)
     pipe.text_encoder = None
     pipe.vae.to("cpu")
@@ -92,6 +93,7 @@ def train(config: Config, *, resume: str | None = None, progress: Progress | Non
     torch.cuda.empty_cache()
 
     # 2. The model: frozen (optionally quantized) base, trainable LoRA, optimizer, schedule.
+    pipe.transformer = load_transformer(plan)
     tc = config.train
     params = prepare_model(pipe, config.lora, quantize=tc.quantize, gradient_checkpointing=tc.gradient_checkpointing)
     optimizer = make_optimizer(params, tc)
