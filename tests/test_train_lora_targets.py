@@ -3,8 +3,6 @@ go there; a LoRA parameter whose gradient stays exactly zero is reported; the sa
 layers, loads in diffusers and in EditForge."""
 
 import logging
-from types import SimpleNamespace
-
 import pytest
 import torch
 
@@ -12,9 +10,9 @@ import editforge
 from editforge.benchmark.train import tiny_transformer
 from editforge.models.registry import FAMILIES
 from editforge.train import lora as lora_lib
-from editforge.train.config import DEFAULT_TARGET_MODULES, LoraConfig, TrainConfig
+from editforge.train.config import DEFAULT_TARGET_MODULES, LoraConfig
 from editforge.train.lora import ZeroGradientWatch
-from editforge.train.step import make_accelerator, make_optimizer, optimizer_step, prepare_model
+from tests.helpers import train_tiny_transformer
 
 TARGETS = [*DEFAULT_TARGET_MODULES, "img_mod.1", "txt_mod.1"]  # every Linear of a block
 LAST_BLOCK_TEXT_OUTPUT = {"attn.add_q_proj", "attn.to_add_out", "txt_mlp.net.0.proj", "txt_mlp.net.2"}
@@ -33,33 +31,21 @@ def ours(caplog):
 
 
 def train_steps(steps: int = 3, watch_steps: int = 3):
-    """`steps` optimizer steps of the tiny Edit-2509 transformer as `editforge train` makes them (prepare_model,
-    optimizer_step) on random latents; returns (transformer, {LoRA parameter: summed |grad|}, the watch)."""
-    torch.manual_seed(0)
-    transformer = tiny_transformer(FAMILIES["qwen-image-edit-2509"], torch.float32)
-    tc = TrainConfig(mixed_precision="no", learning_rate=1e-2)
-    accelerator = make_accelerator(tc.mixed_precision)
-    params = prepare_model(SimpleNamespace(transformer=transformer), LoraConfig(rank=4, alpha=4, target_modules=TARGETS),
-                           quantize=None, gradient_checkpointing=True)
-    names = {id(p): name for name, p in transformer.named_parameters()}
-    grads = {names[id(p)]: 0.0 for p in params}
+    """`steps` training steps of the tiny transformer with every Linear of a block targeted; returns (transformer,
+    {LoRA parameter: summed |grad|}, the watch)."""
+    grads, watches = {}, []
 
-    def record(p):
-        grads[names[id(p)]] += p.grad.abs().sum().item()
+    def watch(transformer, params):
+        names = {id(p): name for name, p in transformer.named_parameters()}
+        grads.update({names[id(p)]: 0.0 for p in params})
+        for p in params:
+            p.register_post_accumulate_grad_hook(
+                lambda p: grads.__setitem__(names[id(p)], grads[names[id(p)]] + p.grad.abs().sum().item()))
+        watches.append(ZeroGradientWatch(transformer, params, steps=watch_steps))
 
-    for p in params:
-        p.register_post_accumulate_grad_hook(record)
-    watch = ZeroGradientWatch(transformer, params, steps=watch_steps)
-    model, optimizer = accelerator.prepare(transformer, make_optimizer(params, tc))
-    model.train()
-    channels = transformer.config.in_channels // 4
-    batch = {"target": torch.randn(1, channels, 4, 4), "controls": [torch.randn(1, channels, 4, 4)],
-             "prompt_embeds": torch.randn(1, 7, transformer.config.joint_attention_dim), "prompt_mask": None}
-    for _ in range(steps):
-        micro_batch = (batch, torch.rand(1), torch.randn_like(batch["target"]))
-        optimizer_step(accelerator, model, params, optimizer, [micro_batch], max_grad_norm=1.0)
-        watch.step()
-    return transformer, grads, watch
+    transformer, _, _ = train_tiny_transformer(steps, lora=LoraConfig(rank=4, alpha=4, target_modules=TARGETS),
+                                               on_prepared=watch, after_step=lambda: watches[0].step())
+    return transformer, grads, watches[0]
 
 
 def test_the_last_blocks_text_output_layers_get_no_lora_and_every_lora_parameter_learns(caplog):

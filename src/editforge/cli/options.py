@@ -98,6 +98,9 @@ LOAD = OptionGroup(
         Flag("quantize", Annotated[Quantize, typer.Option(
             "--quantize", help="int8 (optimum-quanto) or fp8 (torchao), after fusing")], Quantize.NONE),
         Flag("offload", Annotated[Offload, typer.Option("--offload", help="CPU offload (GPU only)")], Offload.NONE),
+        Flag("blocks_to_swap", Annotated[int, typer.Option(
+            "--blocks-to-swap", min=0, help="keep N transformer blocks' weights in CPU memory, copied to the GPU "
+                                            "ahead of each use")], 0),
         Flag("transformer", Annotated[Optional[str], typer.Option(
             "--transformer", help="a single-file transformer instead of the model's: ComfyUI .safetensors (bf16, "
                                   "fp8, scaled fp8) or GGUF (Q8_0, Q4_K, ...)")], None),

@@ -17,6 +17,7 @@ import torch
 
 from editforge.errors import EditForgeError
 from editforge.models import lightning as lightning_lib, single_file
+from editforge.models.block_swap import swap_blocks
 from editforge.models.hub import pipeline_folder
 from editforge.models.info import ATTRIBUTE as INFO_ATTRIBUTE, ModelInfo
 from editforge.models.lora import LoraSpec, activate_and_fuse, load_lora, lora_keys, parse_lora_arg
@@ -113,6 +114,9 @@ def prepare_load(model: str, options: LoadOptions | None = None, **overrides) ->
     loras = tuple(parse_lora_arg(x) if isinstance(x, str) else x for x in options.loras)
     if options.offload and not device.startswith("cuda"):
         raise EditForgeError("`offload` moves weights between CPU and GPU; it needs a CUDA device")
+    if options.blocks_to_swap and (options.offload or options.quantize):
+        raise EditForgeError(f"`blocks_to_swap` does not combine with `{'offload' if options.offload else 'quantize'}`"
+                             " (it swaps plain weights itself)")
     if options.quantize and not options.fuse and (options.lightning or loras):
         raise EditForgeError("LoRAs must be fused before quantizing (quantized layers ignore fuse_lora)")
     for lora in loras:
@@ -161,6 +165,12 @@ def build_pipeline(plan: LoadPlan):
         pipe.enable_model_cpu_offload(device=device)
     elif options.offload == "sequential":
         pipe.enable_sequential_cpu_offload(device=device)
+    elif options.blocks_to_swap:  # the transformer is still on the CPU: only its unswapped part goes over
+        for name, component in pipe.components.items():
+            if isinstance(component, torch.nn.Module) and name != "transformer":
+                component.to(device)
+        pipe.transformer.requires_grad_(False)  # swapping moves frozen weights; generation trains nothing
+        swap_blocks(pipe.transformer, options.blocks_to_swap, device)
     else:
         pipe.to(device)
     if options.vae_tiling:
@@ -184,8 +194,8 @@ def build_encoders(plan: LoadPlan):
     return pipe
 
 
-def load_transformer(plan: LoadPlan):
-    """The plan's transformer alone (its single file, else the folder's), on the plan's device."""
+def load_transformer(plan: LoadPlan, device: str | None = None):
+    """The plan's transformer alone (its single file, else the folder's), on `device` (default: the plan's)."""
     from diffusers import QwenImageTransformer2DModel
 
     file = next((f for f in plan.files if f.component == "transformer"), None)
@@ -195,7 +205,7 @@ def load_transformer(plan: LoadPlan):
         else:
             transformer = QwenImageTransformer2DModel.from_pretrained(plan.folder, subfolder="transformer",
                                                                       dtype=plan.dtype)
-    return transformer.to(plan.device)
+    return transformer.to(device or plan.device)
 
 
 def resolve_device(device: str | None) -> str:

@@ -84,6 +84,7 @@ class TrainConfig(Strict):
     max_grad_norm: float = Field(1.0, gt=0)
     mixed_precision: Literal["bf16", "fp16", "no"] = "bf16"
     gradient_checkpointing: bool = True
+    blocks_to_swap: int = Field(0, ge=0)  # transformer blocks whose frozen weights stay in CPU memory between uses
     quantize: Optional[Literal["int8", "fp8"]] = None  # quantize the frozen base; the LoRA trains in full precision
     timestep_sampling: Literal["uniform", "logit_normal", "shift"] = "shift"
     shift: Union[float, Literal["auto"]] = "auto"  # "auto": the inference scheduler's shift for the image size
@@ -94,6 +95,15 @@ class TrainConfig(Strict):
     @classmethod
     def _yaml_no(cls, value):
         return "no" if value is False else value  # YAML reads an unquoted `no` (and `--set ...=no`) as false
+
+    @model_validator(mode="after")
+    def _swap_needs_checkpointing(self):
+        if self.blocks_to_swap and not self.gradient_checkpointing:
+            raise ValueError("blocks_to_swap needs gradient_checkpointing: true (without it the backward pass reads "
+                             "the weights of swapped blocks after they went back to the CPU)")
+        if self.blocks_to_swap and self.quantize:
+            raise ValueError("blocks_to_swap does not combine with quantize (quantized weights are not swapped)")
+        return self
 
     @field_validator("shift")
     @classmethod

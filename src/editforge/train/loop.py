@@ -93,9 +93,11 @@ def train(config: Config, *, resume: str | None = None, progress: Progress | Non
     torch.cuda.empty_cache()
 
     # 2. The model: frozen (optionally quantized) base, trainable LoRA, optimizer, schedule.
-    pipe.transformer = load_transformer(plan)
     tc = config.train
-    params = prepare_model(pipe, config.lora, quantize=tc.quantize, gradient_checkpointing=tc.gradient_checkpointing)
+    # with block swap the transformer stays on the CPU until prepare_model has sent all but the swapped weights over
+    pipe.transformer = load_transformer(plan, device="cpu" if tc.blocks_to_swap else None)
+    params = prepare_model(pipe, config.lora, quantize=tc.quantize, gradient_checkpointing=tc.gradient_checkpointing,
+                           blocks_to_swap=tc.blocks_to_swap, device=str(accelerator.device))
     optimizer = make_optimizer(params, tc)
     # before accelerator.prepare: its hooks must see each gradient before DDP or DeepSpeed takes it over
     watch = ZeroGradientWatch(pipe.transformer, params, steps=tc.warmup_steps + ZERO_GRADIENT_STEPS) if main else None
@@ -111,7 +113,9 @@ def train(config: Config, *, resume: str | None = None, progress: Progress | Non
             train_micro_batch_size_per_gpu=config.data.batch_size, gradient_accumulation_steps=tc.gradient_accumulation,
             gradient_clipping=tc.max_grad_norm)
         accelerator.gradient_accumulation_steps = tc.gradient_accumulation
-    transformer, optimizer = accelerator.prepare(pipe.transformer, optimizer)
+    # no device placement under block swap: moving the model would bring the swapped weights onto the GPU
+    transformer, optimizer = accelerator.prepare(pipe.transformer, optimizer,
+                                                 device_placement=[not tc.blocks_to_swap, True])
     accelerator.register_for_checkpointing(lr_scheduler)  # stepped by hand: once per optimizer step
     ckpt.register_lora_hooks(accelerator, pipe.transformer)
     stream = BatchStream([s.bucket for s in cache.samples], batch_size=config.data.batch_size,
