@@ -24,12 +24,7 @@ FP8 = torch.float8_e4m3fn
 FP8_MAX = torch.finfo(FP8).max
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -297,6 +292,11 @@ def test_training_config_names_a_missing_model_file(tmp_path, originals):
     raw["train"]["quantize"] = "int8"
     with pytest.raises(EditForgeError, match="train.quantize: the GGUF transformer is quantized already"):
         train(validate(raw))
+    raw["train"].update(quantize=None, blocks_to_swap=1)
+    with pytest.raises(EditForgeError, match="train.blocks_to_swap: the blocks of a GGUF transformer"):
+        train(validate(raw))
+    with pytest.raises(EditForgeError, match="`blocks_to_swap` swaps plain weights; a GGUF transformer"):
+        editforge.load_pipeline(MODEL, device="cpu", transformer=str(gguf_path), blocks_to_swap=1)
     # `model: NAME` and `--set model.transformer=...` together: the short form becomes the section
     raw = training_config(tmp_path, "y")
     apply_override(raw, "model.text_encoder=te.safetensors")

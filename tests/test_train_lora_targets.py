@@ -18,12 +18,7 @@ TARGETS = [*DEFAULT_TARGET_MODULES, "img_mod.1", "txt_mod.1"]  # every Linear of
 LAST_BLOCK_TEXT_OUTPUT = {"attn.add_q_proj", "attn.to_add_out", "txt_mlp.net.0.proj", "txt_mlp.net.2"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def ours(caplog):

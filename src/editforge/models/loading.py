@@ -128,16 +128,22 @@ def prepare_load(model: str, options: LoadOptions | None = None, **overrides) ->
         raise EditForgeError(f"{model} already has Lightning {spec.fused_lightning}-step fused in; drop `lightning`")
     if options.lightning_path and not lightning:
         raise EditForgeError("`lightning_path` needs `lightning=4` or `lightning=8` (the steps it was distilled for)")
-    lightning_file = None
-    if lightning:
-        local = Path(spec.source) / TINY_LIGHTNING_DIR if spec.is_local else None
-        lightning_file = lightning_lib.resolve_file(spec.family, lightning, path=options.lightning_path,
-                                                    local_dir=local, force=options.force)
+    lightning_file = find_lightning(spec, lightning, path=options.lightning_path, force=options.force) \
+        if lightning else None
     compile = device.startswith("cuda") if options.compile is None else options.compile
     files = tuple(single_file.inspect(component, path, folder) for component, path in
                   (("transformer", options.transformer), ("text_encoder", options.text_encoder)) if path)
+    if options.blocks_to_swap and any(f.is_gguf for f in files) and not (lightning_file or loras):
+        raise EditForgeError("`blocks_to_swap` swaps plain weights; a GGUF transformer stays quantized (give a "
+                             ".safetensors `transformer`)")
     return LoadPlan(model=model, spec=spec, folder=folder, options=options, lightning_file=lightning_file, loras=loras,
                     dtype=torch_dtype, device=device, compile=compile, files=files)
+
+
+def find_lightning(spec: ModelSpec, steps: int, *, path=None, force: bool = False) -> Path:
+    """The Lightning file of `spec`'s family for `steps`: `path`, the tiny model's own, or the hub cache's."""
+    local = Path(spec.source) / TINY_LIGHTNING_DIR if spec.is_local else None
+    return lightning_lib.resolve_file(spec.family, steps, path=path, local_dir=local, force=force)
 
 
 def build_pipeline(plan: LoadPlan):

@@ -124,6 +124,7 @@ class ValidationConfig(Strict):
     steps: int = Field(20, ge=1)  # denoising steps of each preview
     cfg: float = Field(4.0, ge=1)
     seed: int = 0
+    lightning: Optional[Literal[4, 8]] = None  # previews with the family's Lightning LoRA on top, its steps, cfg 1
 
 
 class Config(Strict):

@@ -19,7 +19,8 @@ import torch
 
 from editforge.errors import EditForgeError
 from editforge.models.info import model_info
-from editforge.models.loading import build_encoders, load_transformer, prepare_load
+from editforge.models.lightning import CFG as LIGHTNING_CFG
+from editforge.models.loading import build_encoders, find_lightning, load_transformer, prepare_load
 from editforge.models.registry import count_text
 from editforge.progress import Progress
 from editforge.train import checkpoint as ckpt
@@ -28,6 +29,7 @@ from editforge.train.cache import CacheReport, build_cache, load_cached
 from editforge.train.config import Config
 from editforge.train.logs import RunLog, loss_curve, read_metrics
 from editforge.train.lora import ZeroGradientWatch, save_lora
+from editforge.train.validation import add_lightning, lightning_on
 from editforge.train.objective import collate, draw_noise
 from editforge.train.step import NonFiniteLoss, make_accelerator, make_optimizer, optimizer_step, prepare_model
 from editforge.train.validation import prepare_previews, preview_options, run_validation
@@ -74,8 +76,15 @@ def train(config: Config, *, resume: str | None = None, progress: Progress | Non
                         text_encoder=config.model.text_encoder)
     family = plan.family
     config.check_family(family)
-    if config.train.quantize and plan.keeps_gguf and any(f.is_gguf for f in plan.files):
-        raise EditForgeError("train.quantize: the GGUF transformer is quantized already; drop train.quantize")
+    if any(f.is_gguf for f in plan.files):
+        if config.train.quantize:
+            raise EditForgeError("train.quantize: the GGUF transformer is quantized already; drop train.quantize")
+        if config.train.blocks_to_swap:
+            raise EditForgeError("train.blocks_to_swap: the blocks of a GGUF transformer (quantized) are not swapped; "
+                                 "use a .safetensors transformer")
+    vc = config.validation
+    # the Lightning LoRA the previews stack on the trained one: found (or refused) before anything loads
+    lightning_file = find_lightning(plan.spec, vc.lightning) if vc.lightning and vc.samples else None
     samples, unfit = training_samples(config, family)  # the dataset is read before the model loads
     if not samples:
         raise EditForgeError(f"no usable training samples ({len(unfit)} set aside: {'; '.join(unfit[:3])})")
@@ -98,6 +107,8 @@ def train(config: Config, *, resume: str | None = None, progress: Progress | Non
     pipe.transformer = load_transformer(plan, device="cpu" if tc.blocks_to_swap else None)
     params = prepare_model(pipe, config.lora, quantize=tc.quantize, gradient_checkpointing=tc.gradient_checkpointing,
                            blocks_to_swap=tc.blocks_to_swap, device=str(accelerator.device))
+    if lightning_file:
+        add_lightning(pipe, lightning_file)
     optimizer = make_optimizer(params, tc)
     # before accelerator.prepare: its hooks must see each gradient before DDP or DeepSpeed takes it over
     watch = ZeroGradientWatch(pipe.transformer, params, steps=tc.warmup_steps + ZERO_GRADIENT_STEPS) if main else None
@@ -205,6 +216,8 @@ def encode_data(pipe, config: Config, samples: list, unfit: list[str], areas: di
 
 def validation_options(pipe, config: Config, areas: dict):
     vc = config.validation
+    if vc.lightning:  # as the user's fast pipeline runs it
+        return preview_options(pipe, steps=vc.lightning, cfg=LIGHTNING_CFG, **areas)
     return preview_options(pipe, steps=vc.steps, cfg=vc.cfg, **areas)
 
 
@@ -241,7 +254,7 @@ def validate(pipe, previews, folder: Path, config: Config, areas: dict, run_log:
     device = pipe.transformer.device
     pipe.transformer.eval()  # LoRA dropout off
     pipe.vae.to(device)
-    with original_forward(pipe.transformer):
+    with original_forward(pipe.transformer), lightning_on(pipe, config.validation.lightning):
         sheets = run_validation(pipe, previews, folder, validation_options(pipe, config, areas),
                                 seed=config.validation.seed)
     pipe.vae.to("cpu")
