@@ -43,6 +43,12 @@ def add_lightning(pipe, path: Path) -> None:
     it on for previews only. Loaded before the optimizer and accelerate see the model, so they never see it."""
     with quiet_adapter_loading():
         load_lora(pipe, LoraSpec(path), LIGHTNING_ADAPTER)
+    # peft puts a new adapter on its base layer's device, which in a swapped block (train.blocks_to_swap) is the
+    # CPU; like the trained LoRA it belongs on the compute device (that of img_in, which is never swapped)
+    device = next(pipe.transformer.parameters()).device
+    for name, param in pipe.transformer.named_parameters():
+        if f".{LIGHTNING_ADAPTER}." in name:
+            param.data = param.data.to(device)
     # peft's set_adapter makes the active adapters' weights trainable and the others frozen
     pipe.transformer.set_adapters([ADAPTER])
 
