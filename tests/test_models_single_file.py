@@ -292,7 +292,7 @@ def test_training_config_names_a_missing_model_file(tmp_path, originals):
     raw["train"]["quantize"] = "int8"
     with pytest.raises(EditForgeError, match="train.quantize: the GGUF transformer is quantized already"):
         train(validate(raw))
-    raw["train"].update(quantize=None, blocks_to_swap=1)
+    raw["train"].update(quantize=None, blocks_to_swap=1, gradient_checkpointing=True)
     with pytest.raises(EditForgeError, match="train.blocks_to_swap: the blocks of a GGUF transformer"):
         train(validate(raw))
     with pytest.raises(EditForgeError, match="`blocks_to_swap` swaps plain weights; a GGUF transformer"):

@@ -219,9 +219,9 @@ def test_the_text_encoder_caches_and_is_gone_before_the_transformer_loads(tmp_pa
         seen["transformer while caching"] = pipe.transformer
         return real_build_cache(pipe, *args, **kwargs)
 
-    def load_transformer(plan):
+    def load_transformer(plan, **kwargs):
         seen["text encoder when the transformer loads"] = seen["text_encoder"]()
-        return real_load_transformer(plan)
+        return real_load_transformer(plan, **kwargs)
 
     real_build_cache, real_load_transformer = loop.build_cache, loop.load_transformer
     monkeypatch.setattr(loop, "build_cache", build_cache)

@@ -76,6 +76,9 @@ def train(config: Config, *, resume: str | None = None, progress: Progress | Non
                         text_encoder=config.model.text_encoder)
     family = plan.family
     config.check_family(family)
+    if config.train.blocks_to_swap and accelerator.distributed_type == "DEEPSPEED":
+        raise EditForgeError("train.blocks_to_swap does not combine with DeepSpeed (it places the model itself); "
+                             "use DDP or one process")
     if any(f.is_gguf for f in plan.files):
         if config.train.quantize:
             raise EditForgeError("train.quantize: the GGUF transformer is quantized already; drop train.quantize")
@@ -125,8 +128,8 @@ def train(config: Config, *, resume: str | None = None, progress: Progress | Non
             gradient_clipping=tc.max_grad_norm)
         accelerator.gradient_accumulation_steps = tc.gradient_accumulation
     # no device placement under block swap: moving the model would bring the swapped weights onto the GPU
-    transformer, optimizer = accelerator.prepare(pipe.transformer, optimizer,
-                                                 device_placement=[not tc.blocks_to_swap, True])
+    placement = {"device_placement": [False, True]} if tc.blocks_to_swap else {}
+    transformer, optimizer = accelerator.prepare(pipe.transformer, optimizer, **placement)
     accelerator.register_for_checkpointing(lr_scheduler)  # stepped by hand: once per optimizer step
     ckpt.register_lora_hooks(accelerator, pipe.transformer)
     stream = BatchStream([s.bucket for s in cache.samples], batch_size=config.data.batch_size,
