@@ -15,6 +15,18 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("HF_HOME", str(Path(os.environ["EDITFORGE_HOME"]) / "hf"))
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """torch on one thread for a module (`pytestmark = pytest.mark.usefixtures("one_thread")`): tiny matmuls gain
+    nothing from threads, and on a shared 2-core box threads spin against each other."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def make_image(tmp_path):
     """Write a small noise PNG (or other format) under tmp_path and return its path."""

@@ -189,6 +189,43 @@ def write_samples(root: Path) -> list[dict]:
 
 
 
+def train_tiny_transformer(steps: int, *, lora=None, on_prepared=None, after_step=None, **prepare):
+    """`steps` optimizer steps of the tiny Edit-2509 transformer as `editforge train` makes them (prepare_model,
+    accelerate, optimizer_step), gradient checkpointing on, on fixed random latents (a target and one control);
+    `prepare`: more prepare_model arguments. `on_prepared(transformer, params)` runs before accelerator.prepare,
+    `after_step()` after each step. Returns (transformer, LoRA parameters, losses)."""
+    from types import SimpleNamespace
+
+    from editforge.benchmark.train import tiny_transformer
+    from editforge.models.registry import FAMILIES
+    from editforge.train.config import LoraConfig, TrainConfig
+    from editforge.train.step import make_accelerator, make_optimizer, optimizer_step, prepare_model
+
+    torch.manual_seed(0)
+    transformer = tiny_transformer(FAMILIES["qwen-image-edit-2509"], torch.float32)
+    tc = TrainConfig(mixed_precision="no", learning_rate=1e-2)
+    accelerator = make_accelerator(tc.mixed_precision)
+    params = prepare_model(SimpleNamespace(transformer=transformer), lora or LoraConfig(rank=4, alpha=4),
+                           quantize=None, gradient_checkpointing=prepare.pop("gradient_checkpointing", True), **prepare)
+    if on_prepared:
+        on_prepared(transformer, params)
+    model, optimizer = accelerator.prepare(transformer, make_optimizer(params, tc))
+    model.train()
+    generator = torch.Generator().manual_seed(1)
+    channels = transformer.config.in_channels // 4
+    batch = {"target": torch.randn(1, channels, 4, 4, generator=generator),
+             "controls": [torch.randn(1, channels, 4, 4, generator=generator)],
+             "prompt_embeds": torch.randn(1, 7, transformer.config.joint_attention_dim, generator=generator),
+             "prompt_mask": None}
+    losses = []
+    for _ in range(steps):
+        micro_batch = (batch, torch.rand(1, generator=generator), torch.randn(batch["target"].shape, generator=generator))
+        losses.append(optimizer_step(accelerator, model, params, optimizer, [micro_batch], max_grad_norm=1.0)[0])
+        if after_step:
+            after_step()
+    return transformer, params, losses
+
+
 # --- the command line -------------------------------------------------------------------------------------------
 
 

@@ -200,3 +200,38 @@ def test_2511_condition_tokens_get_timestep_0_in_training_as_in_generation(model
         assert torch.equal(training[1], generation[1])
     else:
         assert training[0].tolist() == [1.0] and training[1] is None and generation[1] is None
+
+
+def test_the_text_encoder_caches_and_is_gone_before_the_transformer_loads(tmp_path, monkeypatch):
+    """Caching is its own phase: while it runs there is no transformer; when the transformer loads, the text encoder
+    object no longer exists (no reference kept anywhere: its weakref is dead), so the two never share memory."""
+    import weakref
+
+    import editforge.train.loop as loop
+    from editforge.train import train
+    from editforge.train.config import validate
+    from tests.helpers import write_samples
+
+    seen = {}
+
+    def build_cache(pipe, *args, **kwargs):
+        seen["text_encoder"] = weakref.ref(pipe.text_encoder)
+        seen["transformer while caching"] = pipe.transformer
+        return real_build_cache(pipe, *args, **kwargs)
+
+    def load_transformer(plan, **kwargs):
+        seen["text encoder when the transformer loads"] = seen["text_encoder"]()
+        return real_load_transformer(plan, **kwargs)
+
+    real_build_cache, real_load_transformer = loop.build_cache, loop.load_transformer
+    monkeypatch.setattr(loop, "build_cache", build_cache)
+    monkeypatch.setattr(loop, "load_transformer", load_transformer)
+    samples = write_samples(tmp_path / "data")
+    raw = {"model": "tiny-qwen-image-edit-2509", "output_dir": str(tmp_path / "out"),
+           "data": {"samples": samples, "max_pixels": 64 * 64, "condition_pixels": 56 * 56},
+           "validation": {"samples": [samples[0]], "every": 1, "steps": 2},
+           "lora": {"rank": 4, "alpha": 4}, "train": {"steps": 1, "mixed_precision": "no"}}
+    result = train(validate(raw))
+    assert seen["transformer while caching"] is None
+    assert seen["text encoder when the transformer loads"] is None
+    assert len(result.losses) == 1 and (tmp_path / "out" / "validation" / "step-000001" / "0.png").is_file()

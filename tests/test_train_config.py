@@ -26,7 +26,7 @@ def minimal():
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_print_config_is_complete_and_valid(family):
     config = validate(default_config(family))
-    assert config.model == family
+    assert config.model.name == family
     assert config.lora.target_modules == DEFAULT_TARGET_MODULES
     assert bool(config.validation.samples[0].controls) == FAMILIES[family].is_edit
 
@@ -82,7 +82,7 @@ def test_needs_data_and_too_many_controls_is_an_error(tmp_path):
                                   "train-qwen-image-edit-2509.yaml"])
 def test_examples_validate_and_their_files_exist(name):
     config = load_config(EXAMPLES / name)
-    assert config.model.startswith("tiny-")
+    assert config.model.name.startswith("tiny-")
     root = EXAMPLES.parent
     for sample in [*config.data.samples, *config.validation.samples]:
         for path in [sample.target, *sample.controls]:
@@ -96,7 +96,7 @@ def test_cli_print_config_and_missing_file():
 
     result = CliRunner().invoke(app, ["train", "--print-config", "--family", "qwen-image"])
     assert result.exit_code == 0
-    assert validate(yaml.safe_load(result.output)).model == "qwen-image"
+    assert validate(yaml.safe_load(result.output)).model.name == "qwen-image"
     result = CliRunner().invoke(app, ["train", "nope.yaml"])
     assert "config file not found" in str(result.exception)
 

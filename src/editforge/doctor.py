@@ -14,7 +14,7 @@ from editforge.models.registry import FAMILIES, TINY_MODELS, tiny_folder
 # optional packages some settings need: bitsandbytes (train.optimizer adamw8bit), deepspeed (ZeRO-2).
 PACKAGES = ("editforge", "torch", "diffusers", "transformers", "tokenizers", "huggingface-hub", "peft", "accelerate",
             "safetensors", "numpy", "pillow", "openpyxl", "typer", "rich", "pydantic", "pyyaml", "imagehash", "pyarrow",
-            "psutil", "filelock", "defusedxml", "optimum-quanto", "torchao", "starlette", "uvicorn", "tensorboard",
+            "psutil", "filelock", "gguf", "defusedxml", "optimum-quanto", "torchao", "starlette", "uvicorn", "tensorboard",
             "bitsandbytes", "deepspeed")
 
 

@@ -98,6 +98,14 @@ LOAD = OptionGroup(
         Flag("quantize", Annotated[Quantize, typer.Option(
             "--quantize", help="int8 (optimum-quanto) or fp8 (torchao), after fusing")], Quantize.NONE),
         Flag("offload", Annotated[Offload, typer.Option("--offload", help="CPU offload (GPU only)")], Offload.NONE),
+        Flag("blocks_to_swap", Annotated[int, typer.Option(
+            "--blocks-to-swap", min=0, help="keep N transformer blocks' weights in CPU memory, copied to the GPU "
+                                            "ahead of each use")], 0),
+        Flag("transformer", Annotated[Optional[str], typer.Option(
+            "--transformer", help="a single-file transformer instead of the model's: ComfyUI .safetensors (bf16, "
+                                  "fp8, scaled fp8) or GGUF (Q8_0, Q4_K, ...)")], None),
+        Flag("text_encoder", Annotated[Optional[str], typer.Option(
+            "--text-encoder", help="a single-file text encoder (ComfyUI's qwen_2.5_vl_7b*.safetensors)")], None),
         Flag("vae_tiling", Annotated[bool, typer.Option(
             "--vae-tiling", help="tiled VAE decode for very large outputs")], False),
         Flag("device", Annotated[Optional[str], typer.Option(

@@ -98,6 +98,7 @@ def generate(pipe, images: Sequence[Image.Image], prompt: str, *, seed: int,
         "condition_pixels": run.condition_pixels,
         "input_sizes": [list(img.size) for img in images],
         "quantize": info.quantize,
+        **({"files": dict(info.files)} if info.files else {}),
     }
     return image, params
 

@@ -29,6 +29,7 @@ class ModelInfo:
     loras: tuple[str, ...] = ()  # `path:scale` of every LoRA in the weights, fused before included
     dtype: str | None = None
     quantize: str | None = None
+    files: Mapping[str, str] = field(default_factory=dict)  # single-file components: {"transformer": "x.gguf (gguf Q8_0)"}
     fast_path: Mapping[str, Any] = field(default_factory=dict)  # what `apply_fast_path` switched on
 
     @property

@@ -16,13 +16,15 @@ from pathlib import Path
 import torch
 
 from editforge.errors import EditForgeError
-from editforge.models import lightning as lightning_lib
+from editforge.models import lightning as lightning_lib, single_file
+from editforge.models.block_swap import swap_blocks
 from editforge.models.hub import pipeline_folder
 from editforge.models.info import ATTRIBUTE as INFO_ATTRIBUTE, ModelInfo
 from editforge.models.memory import check_fits
 from editforge.models.lora import LoraSpec, activate_and_fuse, load_lora, lora_keys, parse_lora_arg
 from editforge.models.options import LoadOptions, with_overrides
 from editforge.models.registry import ModelSpec, resolve_model
+from editforge.models.single_file import SingleFile
 from editforge.models.speed import apply_fast_path, cuda_capability
 from editforge.models.text_encoder import allow_processor_without_video, fix_mrope_positions
 from editforge.models.tiny import TINY_LIGHTNING_DIR
@@ -49,6 +51,12 @@ class LoadPlan:
     dtype: torch.dtype
     device: str
     compile: bool
+    files: tuple[SingleFile, ...] = ()  # single-file components that replace the folder's
+
+    @property
+    def keeps_gguf(self) -> bool:
+        """A GGUF transformer stays quantized unless something must be fused into it or it is quantized anew."""
+        return not (self.lightning_file or self.loras or self.options.quantize)
 
     @property
     def family(self):
@@ -67,6 +75,7 @@ class LoadPlan:
             lightning=self.lightning, lightning_file=self.lightning_file.name if self.lightning_file else None,
             loras=tuple(lora.label for lora in self.loras) + spec.fused, dtype=str(self.dtype).removeprefix("torch."),
             quantize=self.options.quantize, fast_path=dict(fast_path or {}),
+            files={file.component: file.label for file in self.files},
         )
 
     def scheduler_config(self) -> dict:
@@ -106,6 +115,9 @@ def prepare_load(model: str, options: LoadOptions | None = None, **overrides) ->
     loras = tuple(parse_lora_arg(x) if isinstance(x, str) else x for x in options.loras)
     if options.offload and not device.startswith("cuda"):
         raise EditForgeError("`offload` moves weights between CPU and GPU; it needs a CUDA device")
+    if options.blocks_to_swap and (options.offload or options.quantize):
+        raise EditForgeError(f"`blocks_to_swap` does not combine with `{'offload' if options.offload else 'quantize'}`"
+                             " (it swaps plain weights itself)")
     if options.quantize and not options.fuse and (options.lightning or loras):
         raise EditForgeError("LoRAs must be fused before quantizing (quantized layers ignore fuse_lora)")
     for lora in loras:
@@ -117,17 +129,27 @@ def prepare_load(model: str, options: LoadOptions | None = None, **overrides) ->
         raise EditForgeError(f"{model} already has Lightning {spec.fused_lightning}-step fused in; drop `lightning`")
     if options.lightning_path and not lightning:
         raise EditForgeError("`lightning_path` needs `lightning=4` or `lightning=8` (the steps it was distilled for)")
-    lightning_file = None
-    if lightning:
-        local = Path(spec.source) / TINY_LIGHTNING_DIR if spec.is_local else None
-        lightning_file = lightning_lib.resolve_file(spec.family, lightning, path=options.lightning_path,
-                                                    local_dir=local, force=options.force)
-    if device.startswith("cuda") and torch_dtype == torch.bfloat16 and not options.skip_memory_check:
+    lightning_file = find_lightning(spec, lightning, path=options.lightning_path, force=options.force) \
+        if lightning else None
+    # measured for the model's own transformer, whole on the GPU or offloaded: not a single file, not swapped
+    unmeasured = options.skip_memory_check or options.blocks_to_swap or options.transformer
+    if device.startswith("cuda") and torch_dtype == torch.bfloat16 and not unmeasured:
         check_fits(spec.family, _transformer_config(folder), options.quantize, options.offload,
                    torch.cuda.get_device_properties(torch.device(device)).total_memory)
     compile = device.startswith("cuda") if options.compile is None else options.compile
+    files = tuple(single_file.inspect(component, path, folder) for component, path in
+                  (("transformer", options.transformer), ("text_encoder", options.text_encoder)) if path)
+    if options.blocks_to_swap and any(f.is_gguf for f in files) and not (lightning_file or loras):
+        raise EditForgeError("`blocks_to_swap` swaps plain weights; a GGUF transformer stays quantized (give a "
+                             ".safetensors `transformer`)")
     return LoadPlan(model=model, spec=spec, folder=folder, options=options, lightning_file=lightning_file, loras=loras,
-                    dtype=torch_dtype, device=device, compile=compile)
+                    dtype=torch_dtype, device=device, compile=compile, files=files)
+
+
+def find_lightning(spec: ModelSpec, steps: int, *, path=None, force: bool = False) -> Path:
+    """The Lightning file of `spec`'s family for `steps`: `path`, the tiny model's own, or the hub cache's."""
+    local = Path(spec.source) / TINY_LIGHTNING_DIR if spec.is_local else None
+    return lightning_lib.resolve_file(spec.family, steps, path=path, local_dir=local, force=force)
 
 
 def build_pipeline(plan: LoadPlan):
@@ -155,6 +177,12 @@ def build_pipeline(plan: LoadPlan):
         pipe.enable_model_cpu_offload(device=device)
     elif options.offload == "sequential":
         pipe.enable_sequential_cpu_offload(device=device)
+    elif options.blocks_to_swap:  # the transformer is still on the CPU: only its unswapped part goes over
+        for name, component in pipe.components.items():
+            if isinstance(component, torch.nn.Module) and name != "transformer":
+                component.to(device)
+        pipe.transformer.requires_grad_(False)  # swapping moves frozen weights; generation trains nothing
+        swap_blocks(pipe.transformer, options.blocks_to_swap, device)
     else:
         pipe.to(device)
     if options.vae_tiling:
@@ -164,6 +192,32 @@ def build_pipeline(plan: LoadPlan):
                            reuse_embeddings=options.reuse_embeddings)
     setattr(pipe, INFO_ATTRIBUTE, plan.info(fast))
     return pipe
+
+
+def build_encoders(plan: LoadPlan):
+    """The pipeline without its transformer (text encoder, VAE, processor, scheduler) on the plan's device: what
+    encoding a dataset needs. Training caches with it and frees the text encoder before `load_transformer`, so the
+    two never share the GPU. Takes no LoRA, Lightning or quantization (they act on the transformer)."""
+    pipe = _from_pretrained(plan, without=("transformer",))
+    fix_mrope_positions(pipe.text_encoder)
+    pipe.to(plan.device)
+    pipe.set_progress_bar_config(disable=True)
+    setattr(pipe, INFO_ATTRIBUTE, plan.info())
+    return pipe
+
+
+def load_transformer(plan: LoadPlan, device: str | None = None):
+    """The plan's transformer alone (its single file, else the folder's), on `device` (default: the plan's)."""
+    from diffusers import QwenImageTransformer2DModel
+
+    file = next((f for f in plan.files if f.component == "transformer"), None)
+    with no_progress_bars():
+        if file is not None:
+            transformer = single_file.load_component(file, plan.folder, plan.dtype, keep_quantized=plan.keeps_gguf)
+        else:
+            transformer = QwenImageTransformer2DModel.from_pretrained(plan.folder, subfolder="transformer",
+                                                                      dtype=plan.dtype)
+    return transformer.to(device or plan.device)
 
 
 def resolve_device(device: str | None) -> str:
@@ -212,13 +266,17 @@ def _pipeline_class(spec: ModelSpec):
     return getattr(diffusers, spec.family.pipeline_class)
 
 
-def _from_pretrained(plan: LoadPlan):
+def _from_pretrained(plan: LoadPlan, without: tuple[str, ...] = ()):
     allow_processor_without_video()
     # Loading a 20B model prints a wall of progress bars and notices; keep the user's terminal readable.
     logging.getLogger("diffusers").setLevel(logging.ERROR)
     try:
         with no_progress_bars():
-            return _pipeline_class(plan.spec).from_pretrained(plan.folder, dtype=plan.dtype)
+            components = {file.component: single_file.load_component(file, plan.folder, plan.dtype,
+                                                                     keep_quantized=plan.keeps_gguf)
+                          for file in plan.files if file.component not in without}
+            components.update(dict.fromkeys(without))  # None: diffusers leaves the component out
+            return _pipeline_class(plan.spec).from_pretrained(plan.folder, dtype=plan.dtype, **components)
     except OSError as exc:
         raise EditForgeError(f"could not load the pipeline folder {plan.folder}: {str(exc).splitlines()[0]}") from exc
 

@@ -5,8 +5,9 @@ measured on the published architectures (docs/benchmarks.md, "Fit").
 transformer precision and offload mode, the GPU bytes a generation needs at the most demanding measured
 reference count, CUDA context and allocator slack included. A run whose configuration needs more than the card
 has is refused with one line naming what would fit, instead of an out-of-memory error minutes into loading.
-Only checkpoints of the measured shape are checked (the tiny models and other shapes are not), and only in
-bf16 (fp32 weights on a GPU are a choice this table does not cover).
+Only checkpoints of the measured shape are checked (the tiny models and other shapes are not), only in bf16
+(fp32 weights on a GPU are a choice this table does not cover), and not with a single-file transformer or
+`blocks_to_swap` (configurations the plan has not measured).
 """
 
 from __future__ import annotations

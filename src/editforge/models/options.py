@@ -64,8 +64,11 @@ class LoadOptions:
     dtype: Any = None  # "bf16", "fp32" or a torch.dtype; default bf16 on a GPU, fp32 on a CPU
     quantize: str | None = None  # "int8" or "fp8", after the LoRAs are fused
     offload: str | None = None  # "model" or "sequential" CPU offload (CUDA only)
+    blocks_to_swap: int = 0  # transformer blocks whose weights stay in CPU memory, copied in for each use
     device: str | None = None  # "cuda", "cuda:1", "cpu"; default: cuda if present
     vae_tiling: bool = False
+    transformer: str | Path | None = None  # a single-file transformer (ComfyUI .safetensors, fp8, GGUF) for the model's
+    text_encoder: str | Path | None = None  # ... and text encoder (ComfyUI's qwen_2.5_vl_7b*.safetensors)
     fuse: bool = True  # fuse LoRAs into the weights (needed before quantizing)
     force: bool = False  # load a Lightning file whose name says another family, an unknown model or other steps
     strict_lora: bool = False  # refuse a LoRA that matches the transformer only partly

@@ -63,7 +63,9 @@ def tiny_model_dir(name: str) -> Path:
             print(f"building the offline tiny model {name} (once)", file=sys.stderr, flush=True)
             staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
             try:
-                with no_progress_bars():
+                # fork_rng: building seeds torch's global generator; a caller's seeded run (training's LoRA
+                # init, noise) must not depend on whether this was the model's first use
+                with no_progress_bars(), torch.random.fork_rng(devices=[]):
                     build_tiny_pipeline(family).save_pretrained(staging)
                 save_tiny_lightning(family, staging / TINY_LIGHTNING_DIR)
                 meta = {"family": family.name, "max_pixels": TINY_MAX_PIXELS, "tiny": True}

@@ -27,6 +27,10 @@ DEFAULT_TARGET_MODULES = [
 ]
 
 
+# Sections that may be written as their one main value: `model: qwen-image-edit-2509` is `model: {name: ...}`.
+SHORTHANDS = {"model": "name"}
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -37,6 +41,14 @@ class SampleConfig(Strict):
     target: Optional[Path] = None  # the edited image; for validation, the reference shown beside the preview
     controls: list[Path] = Field(default_factory=list, max_length=max(f.max_images for f in FAMILIES.values()))
     instruction: str
+
+
+class ModelConfig(Strict):
+    """`model: NAME` is short for `model: {name: NAME}`; the files replace the named model's components."""
+
+    name: str  # family, tiny model, hub id or local pipeline folder
+    transformer: Optional[Path] = None  # a single-file transformer: ComfyUI .safetensors (bf16, fp8, scaled fp8), GGUF
+    text_encoder: Optional[Path] = None  # a single-file text encoder (ComfyUI's qwen_2.5_vl_7b*.safetensors)
 
 
 class DataConfig(Strict):
@@ -72,6 +84,7 @@ class TrainConfig(Strict):
     max_grad_norm: float = Field(1.0, gt=0)
     mixed_precision: Literal["bf16", "fp16", "no"] = "bf16"
     gradient_checkpointing: bool = True
+    blocks_to_swap: int = Field(0, ge=0)  # transformer blocks whose frozen weights stay in CPU memory between uses
     quantize: Optional[Literal["int8", "fp8"]] = None  # quantize the frozen base; the LoRA trains in full precision
     timestep_sampling: Literal["uniform", "logit_normal", "shift"] = "shift"
     shift: Union[float, Literal["auto"]] = "auto"  # "auto": the inference scheduler's shift for the image size
@@ -82,6 +95,15 @@ class TrainConfig(Strict):
     @classmethod
     def _yaml_no(cls, value):
         return "no" if value is False else value  # YAML reads an unquoted `no` (and `--set ...=no`) as false
+
+    @model_validator(mode="after")
+    def _swap_needs_checkpointing(self):
+        if self.blocks_to_swap and not self.gradient_checkpointing:
+            raise ValueError("blocks_to_swap needs gradient_checkpointing: true (without it autograd keeps every "
+                             "swapped block's GPU copy until the backward pass, so nothing is saved)")
+        if self.blocks_to_swap and self.quantize:
+            raise ValueError("blocks_to_swap does not combine with quantize (quantized weights are not swapped)")
+        return self
 
     @field_validator("shift")
     @classmethod
@@ -102,10 +124,11 @@ class ValidationConfig(Strict):
     steps: int = Field(20, ge=1)  # denoising steps of each preview
     cfg: float = Field(4.0, ge=1)
     seed: int = 0
+    lightning: Optional[Literal[4, 8]] = None  # previews with the family's Lightning LoRA on top, its steps, cfg 1
 
 
 class Config(Strict):
-    model: str
+    model: ModelConfig
     output_dir: Path
     seed: int = 0
     data: DataConfig = Field(default_factory=DataConfig)
@@ -115,6 +138,11 @@ class Config(Strict):
     validation: ValidationConfig = Field(default_factory=ValidationConfig)
     log_every: int = Field(10, ge=1)  # optimizer steps between TensorBoard / console logs
     export_format: Literal["diffusers", "comfyui"] = "diffusers"
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model_name(cls, value):
+        return {SHORTHANDS["model"]: value} if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _has_data(self):
@@ -135,7 +163,8 @@ class Config(Strict):
         for key, path in (("output_dir", self.output_dir), ("data.cache_dir", self.data.cache_dir)):
             if path is not None and path.exists() and not path.is_dir():
                 raise EditForgeError(f"{key}: {where(path)} is a file; give a folder")
-        wanted = [("data.source", self.data.source), ("lora.init_from", self.lora.init_from)]
+        wanted = [("model.transformer", self.model.transformer), ("model.text_encoder", self.model.text_encoder),
+                  ("data.source", self.data.source), ("lora.init_from", self.lora.init_from)]
         for section, samples in (("data.samples", self.data.samples), ("validation.samples", self.validation.samples)):
             for i, sample in enumerate(samples):
                 wanted.append((f"{section}[{i}].target", sample.target))
@@ -164,7 +193,7 @@ def default_config(family: str = "qwen-image-edit-2509") -> dict:
     if FAMILIES[family].is_edit:
         sample["controls"] = ["data/source/0001.png"]
     config = Config(
-        model=family, output_dir=Path(f"runs/{family}-lora"),
+        model=ModelConfig(name=family), output_dir=Path(f"runs/{family}-lora"),
         data=DataConfig(source=Path("data/metadata.csv")), validation=ValidationConfig(samples=[sample]),
     )
     return config.model_dump(mode="json")
@@ -193,6 +222,8 @@ def apply_override(raw: dict, override: str) -> None:
     *parents, leaf = key.strip().split(".")
     node = raw
     for part in parents:
+        if part in SHORTHANDS and isinstance(node.get(part), str):  # `model: NAME` given, `model.transformer` set
+            node[part] = {SHORTHANDS[part]: node[part]}
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise EditForgeError(f"`overrides` {override}: {part} is not a section")

@@ -18,7 +18,8 @@ import torch
 
 from editforge.errors import EditForgeError
 from editforge.models.info import model_info
-from editforge.models.loading import build_pipeline, prepare_load
+from editforge.models.lightning import CFG as LIGHTNING_CFG
+from editforge.models.loading import build_encoders, find_lightning, load_transformer, prepare_load
 from editforge.models.registry import count_text
 from editforge.progress import Progress
 from editforge.train import checkpoint as ckpt
@@ -26,13 +27,17 @@ from editforge.train.buckets import BatchStream
 from editforge.train.cache import CacheReport, build_cache, load_cached
 from editforge.train.config import Config
 from editforge.train.logs import RunLog, loss_curve, read_metrics
-from editforge.train.lora import save_lora
+from editforge.train.lora import ZeroGradientWatch, save_lora
+from editforge.train.validation import add_lightning, lightning_on
 from editforge.train.objective import collate, draw_noise
 from editforge.train.host_values import HostValues, StepValues
 from editforge.train.step import make_accelerator, make_optimizer, optimizer_step, prepare_model
 from editforge.train.validation import prepare_previews, preview_options, run_validation
 
 log = logging.getLogger("editforge.train")
+# Optimizer steps (after warmup, whose first step has a zero learning rate) in which every LoRA parameter must
+# have had a nonzero gradient: lora_B leaves zero in the first, lora_A gets its gradient from the second on.
+ZERO_GRADIENT_STEPS = 3
 WEIGHT_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "no": torch.float32}
 
 
@@ -66,19 +71,33 @@ def train(config: Config, *, resume: str | None = None, progress: Progress | Non
     progress = progress if progress is not None and main else Progress()
     out = config.output_dir
     # Every training sample's prompt and images are distinct: an embedding cache would only hold memory.
-    plan = prepare_load(config.model, dtype=WEIGHT_DTYPES[config.train.mixed_precision], reuse_embeddings=False,
-                        device=str(accelerator.device))
+    plan = prepare_load(config.model.name, dtype=WEIGHT_DTYPES[config.train.mixed_precision], reuse_embeddings=False,
+                        device=str(accelerator.device), transformer=config.model.transformer,
+                        text_encoder=config.model.text_encoder)
     family = plan.family
     config.check_family(family)
+    if config.train.blocks_to_swap and accelerator.distributed_type == "DEEPSPEED":
+        raise EditForgeError("train.blocks_to_swap does not combine with DeepSpeed (it places the model itself); "
+                             "use DDP or one process")
+    if any(f.is_gguf for f in plan.files):
+        if config.train.quantize:
+            raise EditForgeError("train.quantize: the GGUF transformer is quantized already; drop train.quantize")
+        if config.train.blocks_to_swap:
+            raise EditForgeError("train.blocks_to_swap: the blocks of a GGUF transformer (quantized) are not swapped; "
+                                 "use a .safetensors transformer")
+    vc = config.validation
+    # the Lightning LoRA the previews stack on the trained one: found (or refused) before anything loads
+    lightning_file = find_lightning(plan.spec, vc.lightning) if vc.lightning and vc.samples else None
     samples, unfit = training_samples(config, family)  # the dataset is read before the model loads
     if not samples:
         raise EditForgeError(f"no usable training samples ({len(unfit)} set aside: {'; '.join(unfit[:3])})")
-    pipe = build_pipeline(plan)
+    pipe = build_encoders(plan)  # the transformer loads after caching, when the text encoder is gone
     info = model_info(pipe)
     areas = dict(max_pixels=config.data.max_pixels or info.max_pixels,
                  condition_pixels=config.data.condition_pixels or info.condition_pixels)
 
-    # 1. Encode the data once; then the text encoder goes away and the VAE off the GPU (back only to preview).
+    # 1. Encode the data once, before the transformer exists; then the text encoder (16 GB at full size) is freed,
+    # no reference left, and the VAE leaves the GPU (back only to preview).
     cache, previews = encode_data(pipe, config, samples, unfit, areas, accelerator, progress)
     pipe.text_encoder = None
     pipe.vae.to("cpu")
@@ -87,8 +106,15 @@ def train(config: Config, *, resume: str | None = None, progress: Progress | Non
 
     # 2. The model: frozen (optionally quantized) base, trainable LoRA, optimizer, schedule.
     tc = config.train
-    params = prepare_model(pipe, config.lora, quantize=tc.quantize, gradient_checkpointing=tc.gradient_checkpointing)
+    # with block swap the transformer stays on the CPU until prepare_model has sent all but the swapped weights over
+    pipe.transformer = load_transformer(plan, device="cpu" if tc.blocks_to_swap else None)
+    params = prepare_model(pipe, config.lora, quantize=tc.quantize, gradient_checkpointing=tc.gradient_checkpointing,
+                           blocks_to_swap=tc.blocks_to_swap, device=str(accelerator.device))
+    if lightning_file:
+        add_lightning(pipe, lightning_file)
     optimizer = make_optimizer(params, tc)
+    # before accelerator.prepare: its hooks must see each gradient before DDP or DeepSpeed takes it over
+    watch = ZeroGradientWatch(pipe.transformer, params, steps=tc.warmup_steps + ZERO_GRADIENT_STEPS) if main else None
     from diffusers.optimization import get_scheduler
 
     lr_scheduler = get_scheduler(tc.lr_scheduler, optimizer, num_warmup_steps=tc.warmup_steps,
@@ -101,7 +127,9 @@ def train(config: Config, *, resume: str | None = None, progress: Progress | Non
             train_micro_batch_size_per_gpu=config.data.batch_size, gradient_accumulation_steps=tc.gradient_accumulation,
             gradient_clipping=tc.max_grad_norm)
         accelerator.gradient_accumulation_steps = tc.gradient_accumulation
-    transformer, optimizer = accelerator.prepare(pipe.transformer, optimizer)
+    # no device placement under block swap: moving the model would bring the swapped weights onto the GPU
+    placement = {"device_placement": [False, True]} if tc.blocks_to_swap else {}
+    transformer, optimizer = accelerator.prepare(pipe.transformer, optimizer, **placement)
     accelerator.register_for_checkpointing(lr_scheduler)  # stepped by hand: once per optimizer step
     ckpt.register_lora_hooks(accelerator, pipe.transformer)
     stream = BatchStream([s.bucket for s in cache.samples], batch_size=config.data.batch_size,
@@ -146,6 +174,9 @@ def train(config: Config, *, resume: str | None = None, progress: Progress | Non
                                          max_grad_norm=tc.max_grad_norm)
         lr_scheduler.step()
         step += 1
+        if watch is not None:
+            watch.step()
+            watch.report()
         values.send(step, loss, grad_norm, lr_scheduler.get_last_lr()[0])
         if len(values) > 1:
             report(values.receive())
@@ -163,7 +194,7 @@ def train(config: Config, *, resume: str | None = None, progress: Progress | Non
 
     # 4. Export.
     if main:
-        metadata = {"model": config.model, "family": family.name, "steps": step, "rank": config.lora.rank}
+        metadata = {"model": config.model.name, "family": family.name, "steps": step, "rank": config.lora.rank}
         save_lora(pipe.transformer, result.lora, "diffusers", metadata)
         if config.export_format == "comfyui":
             save_lora(pipe.transformer, out / "lora-comfyui.safetensors", "comfyui", metadata)
@@ -201,6 +232,8 @@ def encode_data(pipe, config: Config, samples: list, unfit: list[str], areas: di
 
 def validation_options(pipe, config: Config, areas: dict):
     vc = config.validation
+    if vc.lightning:  # as the user's fast pipeline runs it
+        return preview_options(pipe, steps=vc.lightning, cfg=LIGHTNING_CFG, **areas)
     return preview_options(pipe, steps=vc.steps, cfg=vc.cfg, **areas)
 
 
@@ -237,7 +270,7 @@ def validate(pipe, previews, folder: Path, config: Config, areas: dict, run_log:
     device = pipe.transformer.device
     pipe.transformer.eval()  # LoRA dropout off
     pipe.vae.to(device)
-    with original_forward(pipe.transformer):
+    with original_forward(pipe.transformer), lightning_on(pipe, config.validation.lightning):
         sheets = run_validation(pipe, previews, folder, validation_options(pipe, config, areas),
                                 seed=config.validation.seed)
     pipe.vae.to("cpu")

@@ -10,6 +10,7 @@ from typing import Iterable
 import torch
 
 from editforge.errors import EditForgeError
+from editforge.models.block_swap import recompute_whole_block, swap_blocks
 from editforge.models.loading import quantize_transformer
 from editforge.models.speed import attention_for_mask, best_attention_backend
 from editforge.train.lora import add_lora
@@ -28,7 +29,8 @@ def make_accelerator(mixed_precision: str, gradient_accumulation: int = 1):
     # cpu=True on a machine without CUDA makes any multi-process launch (torchrun, `accelerate launch
     # --multi_gpu`) form a gloo group instead of silently running N independent single-process copies.
     # find_unused_parameters: the last block's text-stream output is discarded by the model, so LoRA layers
-    # on its text MLP / to_add_out never get a gradient, which plain DDP treats as an error.
+    # there never get a gradient, which plain DDP treats as an error. A fresh LoRA has none there
+    # (train.lora.dead_end_modules), but one started from a file (`lora.init_from`) may.
     # DeepSpeed (`accelerate launch` with a DEEPSPEED config) without CUDA: cpu=True would make accelerate
     # drop DeepSpeed silently and run plain DDP, and cpu=False alone leaves it no backend (every process then
     # believes it is rank 0 of 1). Naming gloo makes accelerate start DeepSpeed's process group on gloo,
@@ -53,8 +55,12 @@ def _no_deepspeed_shm_op() -> None:
     importlib.import_module("deepspeed.comm.torch").build_shm_op = lambda: None
 
 
-def prepare_model(pipe, lora, *, quantize: str | None, gradient_checkpointing: bool) -> list[torch.nn.Parameter]:
+def prepare_model(pipe, lora, *, quantize: str | None, gradient_checkpointing: bool, blocks_to_swap: int = 0,
+                  device: str | None = None) -> list[torch.nn.Parameter]:
     """Make `pipe.transformer` trainable as a run trains it; returns the LoRA's parameters.
+
+    With `blocks_to_swap`, the transformer comes on the CPU: the frozen weights of that many blocks stay there
+    (`editforge.models.block_swap`), everything else, the LoRA included, goes to `device`.
 
     Frozen base, quantized (weight-only) before the LoRA is added: quantizing after would turn the LoRA's own
     layers into frozen quantized ones that get no gradient. The LoRA stays fp32; activations are recomputed in
@@ -68,7 +74,9 @@ def prepare_model(pipe, lora, *, quantize: str | None, gradient_checkpointing: b
         quantize_transformer(transformer, quantize)
     params = add_lora(pipe, lora)
     if gradient_checkpointing:
-        transformer.enable_gradient_checkpointing()
+        transformer.enable_gradient_checkpointing(recompute_whole_block if blocks_to_swap else None)
+    if blocks_to_swap:
+        swap_blocks(transformer, blocks_to_swap, device)
     device = str(next(transformer.parameters()).device)
     transformer.set_attention_backend(best_attention_backend(device, dtype, training=True))
     return params

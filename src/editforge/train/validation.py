@@ -8,6 +8,7 @@ saved file.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,8 +19,14 @@ from editforge.images import open_rgb
 from editforge.inference.call import Prompt, call_arguments, run_call
 from editforge.inference.options import GenerationOptions
 from editforge.inference.sizes import default_size
+from editforge.models import lightning
 from editforge.models.info import family_of, model_info
+from editforge.models.lora import LoraSpec, load_lora
+from editforge.quiet import quiet_adapter_loading
 from editforge.train.cache import condition_inputs, encode_prompt
+from editforge.train.lora import ADAPTER
+
+LIGHTNING_ADAPTER = "lightning"
 
 
 @dataclass
@@ -29,6 +36,37 @@ class Preview:
     prompt: Prompt  # (embeds, mask) from the pipeline's encode_prompt
     negative: Prompt | None
     size: tuple[int, int]
+
+
+def add_lightning(pipe, path: Path) -> None:
+    """Load the Lightning LoRA beside the trained one (peft adapter "lightning"), inactive: `lightning_on` switches
+    it on for previews only. Loaded before the optimizer and accelerate see the model, so they never see it."""
+    with quiet_adapter_loading():
+        load_lora(pipe, LoraSpec(path), LIGHTNING_ADAPTER)
+    # peft puts a new adapter on its base layer's device, which in a swapped block (train.blocks_to_swap) is the
+    # CPU; like the trained LoRA it belongs on the compute device (that of img_in, which is never swapped)
+    device = next(pipe.transformer.parameters()).device
+    for name, param in pipe.transformer.named_parameters():
+        if f".{LIGHTNING_ADAPTER}." in name:
+            param.data = param.data.to(device)
+    # peft's set_adapter makes the active adapters' weights trainable and the others frozen
+    pipe.transformer.set_adapters([ADAPTER])
+
+
+@contextlib.contextmanager
+def lightning_on(pipe, steps: int | None):
+    """Previews as `editforge edit --lightning N --lora trained` makes them: both LoRAs, the distillation scheduler."""
+    if not steps:
+        yield
+        return
+    scheduler = pipe.scheduler
+    pipe.scheduler = lightning.scheduler()
+    pipe.transformer.set_adapters([ADAPTER, LIGHTNING_ADAPTER])
+    try:
+        yield
+    finally:
+        pipe.transformer.set_adapters([ADAPTER])
+        pipe.scheduler = scheduler
 
 
 def preview_options(pipe, *, steps: int, cfg: float, max_pixels: int, condition_pixels: int | None):

@@ -1,0 +1,303 @@
+"""Single-file checkpoints: the tiny transformer and text encoder written as ComfyUI and GGUF users have them load
+with the weights they hold (fp8 and GGUF: exactly what their format decodes to, within its quantization error of
+the originals) and make the same picture; a wrong file is one line before anything loads."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import editforge
+from editforge.errors import EditForgeError
+from editforge.models.info import model_info
+from editforge.models.tiny import tiny_model_dir
+from editforge.train import train
+from editforge.train.cache import settings_fingerprint
+from editforge.train.config import apply_override, validate
+from tests.helpers import noise_image, write_samples
+
+MODEL = "tiny-qwen-image-edit-2509"
+FP8 = torch.float8_e4m3fn
+FP8_MAX = torch.finfo(FP8).max
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def originals():
+    folder = tiny_model_dir(MODEL)
+    transformer = load_file(str(folder / "transformer" / "diffusion_pytorch_model.safetensors"))
+    text_encoder = load_file(str(folder / "text_encoder" / "model.safetensors"))
+    return {"transformer": transformer, "text_encoder": text_encoder}
+
+
+def is_matrix(name: str, tensor: torch.Tensor) -> bool:
+    return name.endswith(".weight") and tensor.dim() == 2
+
+
+def scaled_fp8(tensors: dict, scale_name: str) -> tuple[dict, dict]:
+    """ComfyUI's scaled fp8: each matrix divided by a per-tensor scale (absmax / 448) and stored in fp8, the scale
+    beside it. Returns (file tensors, what the model must get: fp8 value times scale)."""
+    out, decoded = {}, {}
+    for name, tensor in tensors.items():
+        if is_matrix(name, tensor):
+            # a scale far from 1 (the tiny weights are ~0.02): a loader that forgets it is off by ~10^4
+            scale = tensor.abs().max().float() / FP8_MAX
+            stored = (tensor.float() / scale).to(FP8)
+            out[name] = stored
+            out[name.removesuffix(".weight") + scale_name] = scale.reshape(())
+            decoded[name] = stored.float() * scale
+        else:
+            out[name] = tensor.to(torch.bfloat16)
+            decoded[name] = out[name].float()
+    return out, decoded
+
+
+def comfyui_transformer(layout: str, tensors: dict) -> tuple[dict, dict]:
+    """(file tensors, the weights the loaded model must hold) for one of ComfyUI's layouts."""
+    if layout == "bf16":
+        file = {k: v.to(torch.bfloat16) for k, v in tensors.items()}
+        decoded = {k: v.float() for k, v in file.items()}
+    elif layout == "fp8":  # plain float8_e4m3fn matrices, the rest bf16
+        file = {k: v.to(FP8 if is_matrix(k, v) else torch.bfloat16) for k, v in tensors.items()}
+        decoded = {k: v.float() for k, v in file.items()}
+    elif layout == "fp8-scaled":
+        file, decoded = scaled_fp8(tensors, ".scale_weight")
+        file["scaled_fp8"] = torch.empty(0, dtype=FP8)
+    else:  # "fp8-mixed": the newer per-layer format (weight_scale, input_scale, comfy_quant config)
+        file, decoded = scaled_fp8(tensors, ".weight_scale")
+        for name in [k for k in file if k.endswith(".weight_scale")]:
+            layer = name.removesuffix(".weight_scale")
+            file[f"{layer}.input_scale"] = torch.tensor(1.0)
+            file[f"{layer}.comfy_quant"] = torch.tensor(list(json.dumps({"format": "float8_e4m3fn"}).encode()),
+                                                        dtype=torch.uint8)
+    return {f"model.diffusion_model.{k}": v for k, v in file.items()}, decoded
+
+
+def write_gguf(path, tensors: dict, qtype) -> dict:
+    """The transformer as GGUF (gguf's own writer): matrices whose rows split into `qtype` blocks in `qtype`, the
+    rest F32, as the GGUF converters do. Returns what each tensor decodes to by gguf's reference decoder."""
+    import gguf
+    from gguf import GGMLQuantizationType, quants
+
+    writer = gguf.GGUFWriter(str(path), "qwen_image")
+    block = gguf.GGML_QUANT_SIZES[qtype][0]
+    decoded = {}
+    for name, tensor in tensors.items():
+        array = tensor.float().numpy()
+        if is_matrix(name, tensor) and array.shape[1] % block == 0:
+            data = quants.quantize(array, qtype)
+            writer.add_tensor(name, data, raw_dtype=qtype)
+            decoded[name] = torch.from_numpy(quants.dequantize(data, qtype).copy())
+        else:
+            writer.add_tensor(name, array, raw_dtype=GGMLQuantizationType.F32)
+            decoded[name] = tensor.float()
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return decoded
+
+
+def loaded_weights(pipe, component: str) -> dict:
+    module = getattr(pipe, component)
+    if component == "transformer" and hasattr(module, "hf_quantizer"):
+        from diffusers.quantizers.gguf.utils import dequantize_gguf_tensor
+
+        return {k: dequantize_gguf_tensor(v).float() for k, v in module.state_dict().items()}
+    return {k: v.float() for k, v in module.state_dict().items()}
+
+
+def pixels(pipe) -> np.ndarray:
+    return np.asarray(editforge.edit(pipe, noise_image(), "make it red", seed=0, steps=2), dtype=np.int16)
+
+
+@pytest.fixture(scope="module")
+def base_pixels():
+    return pixels(editforge.load_pipeline(MODEL, device="cpu"))
+
+
+@pytest.mark.parametrize("layout", ["bf16", "fp8", "fp8-scaled", "fp8-mixed"])
+def test_comfyui_transformer_files_load_what_they_hold(tmp_path, originals, base_pixels, layout):
+    file, decoded = comfyui_transformer(layout, originals["transformer"])
+    path = tmp_path / f"qwen_image_edit_2509_{layout}.safetensors"
+    save_file(file, str(path))
+    pipe = editforge.load_pipeline(MODEL, device="cpu", transformer=str(path))
+    weights = loaded_weights(pipe, "transformer")
+    assert weights.keys() == originals["transformer"].keys()
+    for name, original in originals["transformer"].items():
+        assert torch.equal(weights[name], decoded[name]), name  # exactly what the format decodes to
+        # ... which is the original within the format's rounding: 3 mantissa bits for fp8, 8 for bf16
+        tolerance = 2 ** -8 if layout == "bf16" or not is_matrix(name, original) else 2 ** -4
+        torch.testing.assert_close(weights[name], original.float(), rtol=tolerance, atol=original.abs().max() * tolerance)
+    difference = np.abs(pixels(pipe) - base_pixels)
+    assert difference.mean() < 2 and difference.max() <= 24, (difference.mean(), difference.max())
+
+
+def test_a_bf16_file_makes_the_pictures_of_the_model_it_came_from_pixel_for_pixel(tmp_path, originals):
+    path = tmp_path / "qwen_image_edit_2509_bf16.safetensors"
+    save_file(comfyui_transformer("bf16", originals["transformer"])[0], str(path))
+    ours = editforge.load_pipeline(MODEL, device="cpu", dtype="bf16", transformer=str(path))
+    theirs = editforge.load_pipeline(MODEL, device="cpu", dtype="bf16")
+    assert np.array_equal(pixels(ours), pixels(theirs))
+
+
+@pytest.mark.parametrize("qtype", ["Q8_0", "Q4_0"])
+def test_gguf_transformer_loads_quantized_and_decodes_to_what_gguf_wrote(tmp_path, originals, base_pixels, qtype):
+    from diffusers.quantizers.gguf.utils import GGUFParameter
+    from gguf import GGMLQuantizationType
+
+    path = tmp_path / f"qwen-image-edit-2509-{qtype}.gguf"
+    decoded = write_gguf(path, originals["transformer"], GGMLQuantizationType[qtype])
+    pipe = editforge.load_pipeline(MODEL, device="cpu", transformer=str(path))
+    # kept quantized in memory (decoded layer by layer as it runs): every matrix the file holds in `qtype`, which
+    # on the 48-wide tiny model are those with rows of a multiple of 32 values
+    quantized = {n for n, p in pipe.transformer.named_parameters() if isinstance(p, GGUFParameter)}
+    assert quantized == {n for n, t in originals["transformer"].items() if is_matrix(n, t) and t.shape[1] % 32 == 0}
+    assert len(quantized) == 5
+    weights = loaded_weights(pipe, "transformer")
+    error = {"Q8_0": 2 ** -7, "Q4_0": 2 ** -3}[qtype]
+    for name, original in originals["transformer"].items():
+        # diffusers decodes Q-blocks in fp16 (scale times integer), gguf's reference decoder in fp32
+        torch.testing.assert_close(weights[name], decoded[name], rtol=2 ** -10, atol=1e-7)
+        torch.testing.assert_close(weights[name], original.float(), rtol=0, atol=original.abs().max() * error)
+    difference = np.abs(pixels(pipe) - base_pixels)
+    assert difference.mean() < {"Q8_0": 2, "Q4_0": 12}[qtype], difference.mean()
+    image, params = editforge.generate(pipe, [noise_image()], "make it red", seed=0, steps=2)
+    assert params["files"] == {"transformer": f"{path.name} (gguf {qtype})"}
+
+
+def test_gguf_with_a_lora_to_fuse_is_dequantized_first(tmp_path, originals):
+    """Fusing into quantized blocks is impossible; a GGUF base with a LoRA (or Lightning) is decoded to `dtype`."""
+    from diffusers.quantizers.gguf.utils import GGUFParameter
+    from gguf import GGMLQuantizationType
+
+    path = tmp_path / "q8.gguf"
+    decoded = write_gguf(path, originals["transformer"], GGMLQuantizationType.Q8_0)
+    pipe = editforge.load_pipeline(MODEL, device="cpu", transformer=str(path), lightning=8)
+    assert not any(isinstance(p, GGUFParameter) for p in pipe.transformer.parameters())
+    name = "transformer_blocks.0.img_mlp.net.2.weight"  # no Lightning layer: the decoded GGUF weight as it is
+    torch.testing.assert_close(pipe.transformer.state_dict()[name], decoded[name], rtol=2 ** -10, atol=1e-7)
+
+
+def test_comfyui_text_encoder_file(tmp_path, originals, base_pixels):
+    """ComfyUI stores Qwen2.5-VL under transformers 4.x names (`model.layers`, `visual.`; transformers 5 nests both
+    under `model.`), often without lm_head, here in scaled fp8."""
+    legacy = {k: v for k, v in originals["text_encoder"].items() if k != "lm_head.weight"}
+    assert "model.layers.0.mlp.up_proj.weight" in legacy and "visual.blocks.0.mlp.up_proj.weight" in legacy
+    file, decoded = scaled_fp8(legacy, ".scale_weight")
+    path = tmp_path / "qwen_2.5_vl_7b_fp8_scaled.safetensors"
+    save_file(file, str(path))
+    pipe = editforge.load_pipeline(MODEL, device="cpu", text_encoder=str(path))
+    # recorded, and part of the training cache's key: its embeddings are not the folder's model's
+    assert model_info(pipe).files == {"text_encoder": "qwen_2.5_vl_7b_fp8_scaled.safetensors (fp8-scaled)"}
+    base = editforge.load_pipeline(MODEL, device="cpu")
+    assert settings_fingerprint(pipe, 4096, 3136) != settings_fingerprint(base, 4096, 3136)
+    weights = loaded_weights(pipe, "text_encoder")
+    for old in legacy:
+        new = "model.visual." + old.removeprefix("visual.") if old.startswith("visual.") else \
+            "model.language_model." + old.removeprefix("model.")
+        assert torch.equal(weights[new], decoded[old]), new
+    difference = np.abs(pixels(pipe) - base_pixels)
+    assert difference.mean() < 2, difference.mean()
+
+
+def test_wrong_files_are_one_line_before_anything_loads(tmp_path, originals, unloadable):
+    """`unloadable` has a garbage transformer: an error about the file, not the folder, proves the order."""
+    model = unloadable(MODEL)
+    dropped = [k for k in originals["transformer"] if k.startswith("transformer_blocks.1.attn.")]
+    cases = {
+        tmp_path / "missing.safetensors": "`transformer` file not found",
+        tmp_path: "is a folder; give the single .safetensors or .gguf file",
+        tmp_path / "model.ckpt": "expected a .safetensors or .gguf file",
+        tmp_path / "truncated.safetensors": "is not a readable safetensors file",
+        tmp_path / "short.safetensors": rf"{len(dropped)} of the model's {len(originals['transformer'])} weights are "
+                                        r"missing \(e\.g\. transformer_blocks\.1\.attn\.",
+        tmp_path / "lora.safetensors": "weights are not the model's",
+    }
+    (tmp_path / "model.ckpt").write_bytes(b"x")
+    (tmp_path / "truncated.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{}")
+    save_file({k: v for k, v in originals["transformer"].items() if k not in dropped}, str(tmp_path / "short.safetensors"))
+    save_file({**originals["transformer"], "transformer_blocks.0.attn.to_q.lora_A.weight": torch.zeros(4, 48)},
+              str(tmp_path / "lora.safetensors"))
+    for path, message in cases.items():
+        with pytest.raises(EditForgeError, match=message):
+            editforge.load_pipeline(model, device="cpu", transformer=str(path))
+    (tmp_path / "te.gguf").write_bytes(b"GGUF")
+    with pytest.raises(EditForgeError, match="GGUF is read for the transformer only"):
+        editforge.load_pipeline(model, device="cpu", text_encoder=str(tmp_path / "te.gguf"))
+
+
+def test_cli_names_the_flag(cli, tmp_path, make_image):
+    code, _, err = cli("edit", "--model", MODEL, "--image", str(make_image()), "--prompt", "p", "--out", "o.png",
+                       "--transformer", "nope.safetensors")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--transformer file not found: nope.safetensors" in err, err
+
+
+def training_config(tmp_path, name: str, **model) -> dict:
+    samples = write_samples(tmp_path / "data")
+    return {"model": {"name": MODEL, **model} if model else MODEL, "output_dir": str(tmp_path / name), "seed": 0,
+            "data": {"samples": samples, "max_pixels": 64 * 64, "condition_pixels": 56 * 56,
+                     "cache_dir": str(tmp_path / f"cache-{name}")},
+            "lora": {"rank": 4, "alpha": 4},
+            "train": {"steps": 3, "learning_rate": 1e-3, "mixed_precision": "no", "gradient_checkpointing": False},
+            "checkpoint": {"every": 100}}
+
+
+def test_training_on_a_single_file_transformer_is_training_on_its_weights(tmp_path, originals, monkeypatch, caplog):
+    """`model.transformer` (here an fp32 ComfyUI-layout file: the same weights as the folder's) gives the losses of the
+    folder's model; a GGUF base stays quantized and its LoRA learns (every LoRA parameter gets a gradient)."""
+    from gguf import GGMLQuantizationType
+
+    fp32 = tmp_path / "qwen_image_edit_2509_fp32.safetensors"
+    save_file({f"model.diffusion_model.{k}": v.float() for k, v in originals["transformer"].items()}, str(fp32))
+    base = train(validate(training_config(tmp_path, "base"))).losses
+    from_file = train(validate(training_config(tmp_path, "file", transformer=str(fp32)))).losses
+    assert from_file == base and len(set(base)) == 3
+
+    gguf_path = tmp_path / "q4.gguf"
+    write_gguf(gguf_path, originals["transformer"], GGMLQuantizationType.Q4_0)
+    raw = training_config(tmp_path, "gguf", transformer=str(gguf_path))
+    import editforge.train.loop as loop
+    import editforge.train.step as step
+    from diffusers.quantizers.gguf.utils import GGUFParameter
+
+    quantized = []
+
+    def prepare_model(pipe, *args, **kwargs):
+        quantized.extend(n for n, p in pipe.transformer.named_parameters() if isinstance(p, GGUFParameter))
+        return step.prepare_model(pipe, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "prepare_model", prepare_model)
+    with caplog.at_level("WARNING", logger="editforge.train"):
+        result = train(validate(raw))
+    assert len(quantized) == 5  # the base trains quantized, as GGUF inference runs it
+    assert all(np.isfinite(result.losses)) and result.losses != base  # other (Q4-rounded) weights
+    assert not [r for r in caplog.records if "gradient of exactly 0" in r.getMessage()]  # every LoRA weight learns
+
+
+def test_training_config_names_a_missing_model_file(tmp_path, originals):
+    from gguf import GGMLQuantizationType
+
+    raw = training_config(tmp_path, "x", transformer=str(tmp_path / "nope.safetensors"))
+    with pytest.raises(EditForgeError, match=r"model.transformer: not found: .*nope.safetensors"):
+        train(validate(raw))
+    gguf_path = tmp_path / "q8.gguf"
+    write_gguf(gguf_path, originals["transformer"], GGMLQuantizationType.Q8_0)
+    raw = training_config(tmp_path, "z", transformer=str(gguf_path))
+    raw["train"]["quantize"] = "int8"
+    with pytest.raises(EditForgeError, match="train.quantize: the GGUF transformer is quantized already"):
+        train(validate(raw))
+    raw["train"].update(quantize=None, blocks_to_swap=1, gradient_checkpointing=True)
+    with pytest.raises(EditForgeError, match="train.blocks_to_swap: the blocks of a GGUF transformer"):
+        train(validate(raw))
+    with pytest.raises(EditForgeError, match="`blocks_to_swap` swaps plain weights; a GGUF transformer"):
+        editforge.load_pipeline(MODEL, device="cpu", transformer=str(gguf_path), blocks_to_swap=1)
+    # `model: NAME` and `--set model.transformer=...` together: the short form becomes the section
+    raw = training_config(tmp_path, "y")
+    apply_override(raw, "model.text_encoder=te.safetensors")
+    assert validate(raw).model.text_encoder == Path("te.safetensors") and validate(raw).model.name == MODEL
