@@ -101,3 +101,32 @@ def test_the_offer_prefers_speed_and_says_when_nothing_fits(monkeypatch):
     memory.check_fits(family, {}, "fp8", "model", 24 * GiB)  # fits: no error
     with pytest.raises(EditForgeError, match="Nothing measured fits this card"):
         memory.check_fits(family, {}, None, None, 3 * GiB)
+
+
+def test_training_prints_its_measured_need_and_what_fits_before_loading(full_size_folder, gpu_of):
+    from editforge.train.loop import memory_line
+
+    table = memory.measured()["training"]
+    config = SimpleNamespace(
+        train=SimpleNamespace(quantize=None, gradient_checkpointing=True, blocks_to_swap=0),
+        data=SimpleNamespace(max_pixels=None, batch_size=1), lora=SimpleNamespace(rank=16))
+    samples = [SimpleNamespace(controls=("a.png",))]
+    gpu_of(CARD_80)
+    plan = prepare_load(str(full_size_folder), device="cuda")
+    line = memory_line(config, plan, samples, "cuda")
+    assert line == (f"memory: about {table['bf16/1024/1/1'] / GiB:.1f} GiB on the GPU (measured by `editforge bench "
+                    f"plan`: bf16 base, 1024², 1 control(s), batch 1); this GPU has {CARD_80 / GiB:.1f} GiB")
+    card_48 = 49140 * 2**20
+    gpu_of(card_48)
+    line = memory_line(config, plan, samples, "cuda")
+    assert "would run out. What fits: `train.quantize: fp8`" in line and "`train.quantize: int8`" in line
+    gpu_of(CARD_24)
+    assert "no measured base fits: try `train.blocks_to_swap`" in memory_line(config, plan, samples, "cuda")
+    # a bigger batch, 2 controls and 512² each pick their own measured row
+    config.data = SimpleNamespace(max_pixels=512 * 512, batch_size=2)
+    line = memory_line(config, plan, [SimpleNamespace(controls=("a", "b"))], "cuda")
+    assert f"about {table['bf16/512/2/2'] / GiB:.1f} GiB" in line and "512², 2 control(s), batch 2" in line
+    # what no row covers says so; a CPU run prints nothing
+    config.train.blocks_to_swap = 8
+    assert memory_line(config, plan, samples, "cuda").startswith("memory: no measured row covers this run")
+    assert memory_line(config, plan, samples, "cpu") is None

@@ -134,7 +134,7 @@ def prepare_load(model: str, options: LoadOptions | None = None, **overrides) ->
     # measured for the model's own transformer, whole on the GPU or offloaded: not a single file, not swapped
     unmeasured = options.skip_memory_check or options.blocks_to_swap or options.transformer
     if device.startswith("cuda") and torch_dtype == torch.bfloat16 and not unmeasured:
-        check_fits(spec.family, _transformer_config(folder), options.quantize, options.offload,
+        check_fits(spec.family, transformer_config(folder), options.quantize, options.offload,
                    torch.cuda.get_device_properties(torch.device(device)).total_memory)
     compile = device.startswith("cuda") if options.compile is None else options.compile
     files = tuple(single_file.inspect(component, path, folder) for component, path in
@@ -253,7 +253,7 @@ def _resolve_dtype(dtype, device: str) -> torch.dtype:
     return DTYPES[dtype]
 
 
-def _transformer_config(folder: Path) -> dict:
+def transformer_config(folder: Path) -> dict:
     try:
         return json.loads((folder / "transformer" / "config.json").read_text())
     except (OSError, ValueError):

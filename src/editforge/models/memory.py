@@ -62,6 +62,37 @@ def check_fits(family: Family, transformer_config: dict, quantize: str | None, o
         + "; `skip_memory_check` loads anyway")
 
 
+# What the training rows were measured with (editforge.plan): Edit-2509's architecture (2511 is the same), LoRA
+# rank 32, gradient checkpointing, no swapped blocks; sides 512 and 1024, 1-2 controls, batch 1-2.
+TRAINING_FAMILIES = ("qwen-image-edit-2509", "qwen-image-edit-2511")
+TRAINING_RANK = 32
+
+
+def training_memory_line(family: Family, transformer_config: dict, *, base: str | None, pixels: int, controls: int,
+                         batch: int, rank: int, checkpointing: bool, blocks_to_swap: int, card_bytes: int) -> str:
+    """One line for `editforge train` to print before anything loads: the measured need of the run's
+    configuration (the smallest measured row that covers it) against the card, and what fits if it does not."""
+    table = measured().get("training", {})
+    side = next((s for s in (512, 1024) if s * s >= pixels), None)
+    covered = (family.name in TRAINING_FAMILIES and checkpointing and not blocks_to_swap and rank <= TRAINING_RANK
+               and side and controls <= 2 and batch <= 2 and table
+               and all(transformer_config.get(k) == v for k, v in measured()["measured_for"].items()))
+    card = f"this GPU has {card_bytes / GiB:.1f} GiB"
+    if not covered:
+        return (f"memory: no measured row covers this run (measured: {', '.join(TRAINING_FAMILIES)}, rank <= 32, "
+                f"gradient checkpointing, no swapped blocks, up to 1024², 2 controls, batch 2); {card}")
+    key = lambda dtype: f"{dtype}/{side}/{max(controls, 1)}/{batch}"  # noqa: E731
+    need = table[key(base or "bf16")]
+    what = f"{base or 'bf16'} base, {side}², {max(controls, 1)} control(s), batch {batch}"
+    line = f"memory: about {need / GiB:.1f} GiB on the GPU (measured by `editforge bench plan`: {what}); {card}"
+    if need <= card_bytes:
+        return line
+    fitting = [dtype for dtype in ("fp8", "int8") if table[key(dtype)] <= card_bytes and dtype != base]
+    offer = ", ".join(f"`train.quantize: {d}` ({table[key(d)] / GiB:.1f} GiB)" for d in fitting)
+    return line + (f" and would run out. What fits: {offer}" if fitting else
+                   " and would run out; no measured base fits: try `train.blocks_to_swap` (not measured yet)")
+
+
 def _describe(key: str) -> str:
     dtype, offload = key.split("/")
     return f"a {dtype} transformer and {'no' if offload == 'none' else offload} offload"

@@ -102,8 +102,8 @@ def training_fits(rows: list[dict]) -> list[Fit]:
 
 def generation_needs(result: dict) -> dict:
     """What `editforge.models.memory` checks before loading: per model and transformer precision/offload, the
-    bytes the most demanding measured reference count needs (context and slack included), and the transformer
-    shape they were measured for."""
+    bytes the most demanding measured reference count needs (context and slack included); per training row
+    ("base/size/controls/batch"), the bytes of one optimizer step; and the transformer shape measured."""
     from editforge.benchmark.architectures import FULL_TRANSFORMER
 
     table: dict[str, dict[str, int]] = {}
@@ -111,8 +111,10 @@ def generation_needs(result: dict) -> dict:
         key = f"{f.dtype}/{f.offload}"
         table.setdefault(f.model, {})[key] = max(table.get(f.model, {}).get(key, 0), f.needs_bytes)
     shape = {k: FULL_TRANSFORMER[k] for k in ("num_layers", "num_attention_heads", "attention_head_dim")}
+    training = {f"{row['dtype']}/{row['size']}/{row['references']}/{row['batch']}": needs(row["peak_bytes"])
+                for row in result["rows"] if row["stage"] == "train_step"}
     return {"measured_for": shape, "cuda_context_bytes": CUDA_CONTEXT, "allocator_slack": ALLOCATOR_SLACK,
-            "generation": table}
+            "generation": table, "training": training}
 
 
 def component_sizes(module) -> dict[str, int]:

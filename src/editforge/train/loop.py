@@ -91,6 +91,9 @@ def train(config: Config, *, resume: str | None = None, progress: Progress | Non
     samples, unfit = training_samples(config, family)  # the dataset is read before the model loads
     if not samples:
         raise EditForgeError(f"no usable training samples ({len(unfit)} set aside: {'; '.join(unfit[:3])})")
+    line = memory_line(config, plan, samples, str(accelerator.device))
+    if line and main:
+        progress.note(line)
     pipe = build_encoders(plan)  # the transformer loads after caching, when the text encoder is gone
     info = model_info(pipe)
     areas = dict(max_pixels=config.data.max_pixels or info.max_pixels,
@@ -235,6 +238,23 @@ def validation_options(pipe, config: Config, areas: dict):
     if vc.lightning:  # as the user's fast pipeline runs it
         return preview_options(pipe, steps=vc.lightning, cfg=LIGHTNING_CFG, **areas)
     return preview_options(pipe, steps=vc.steps, cfg=vc.cfg, **areas)
+
+
+def memory_line(config: Config, plan, samples: list, device: str) -> str | None:
+    """On a GPU, before anything loads: what the run needs as the full-size plan measured it, against the card
+    (`editforge.models.memory.training_memory_line`); None on a CPU."""
+    if not device.startswith("cuda") or plan.options.transformer:
+        return None
+    from editforge.models.loading import transformer_config
+    from editforge.models.memory import training_memory_line
+
+    tc = config.train
+    return training_memory_line(
+        plan.family, transformer_config(plan.folder), base=tc.quantize,
+        pixels=config.data.max_pixels or plan.spec.max_pixels,
+        controls=max((len(getattr(s, "controls", ())) for s in samples), default=0),
+        batch=config.data.batch_size, rank=config.lora.rank, checkpointing=tc.gradient_checkpointing,
+        blocks_to_swap=tc.blocks_to_swap, card_bytes=torch.cuda.get_device_properties(torch.device(device)).total_memory)
 
 
 def training_samples(config: Config, family) -> tuple[list, list[str]]:
