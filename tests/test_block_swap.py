@@ -90,8 +90,8 @@ def test_diffusers_group_offload_reads_offloaded_weights_in_the_backward_pass(un
         lora.extend(params)
 
     lora = []
-    with pytest.raises(ArithmeticError):  # NonFiniteLoss at step 2: the first backward spread NaN into the LoRA
-        train_tiny_transformer(STEPS, on_prepared=enable)
+    _, _, losses = train_tiny_transformer(STEPS, on_prepared=enable)
+    assert math.isfinite(losses[0]) and math.isnan(losses[1])  # the first backward spread NaN into the LoRA
     assert any(torch.isnan(p).any() for p in lora)
 
 

@@ -84,7 +84,7 @@ def test_doctor_lists_exactly_what_editforge_depends_on():
 
     project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
     wanted = [*project["dependencies"], *(r for reqs in project["optional-dependencies"].values() for r in reqs)]
-    names = {re.split(r"[<>=\[ ]", r)[0].lower() for r in wanted} - {"editforge", "pytest", "playwright", "datasets"}
+    names = {re.split(r"[<>=\[ ]", r)[0].lower() for r in wanted} - {"editforge", "pytest", "pytest-xdist", "playwright", "datasets"}
     assert names <= set(PACKAGES) and "gradio" not in PACKAGES
     shown = io.StringIO()
     report(Console(file=shown, width=200))

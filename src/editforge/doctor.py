@@ -11,11 +11,11 @@ from rich.table import Table
 from editforge.models.registry import FAMILIES, TINY_MODELS, tiny_folder
 
 # What EditForge runs on (pyproject.toml's dependencies and extras; a test keeps them in step), then the
-# optional packages some settings need: bitsandbytes (train.optimizer adamw8bit), deepspeed (ZeRO-2).
+# optional packages some settings need: ray (synth --ray), bitsandbytes (train.optimizer adamw8bit), deepspeed (ZeRO-2).
 PACKAGES = ("editforge", "torch", "diffusers", "transformers", "tokenizers", "huggingface-hub", "peft", "accelerate",
             "safetensors", "numpy", "pillow", "openpyxl", "typer", "rich", "pydantic", "pyyaml", "imagehash", "pyarrow",
             "psutil", "filelock", "gguf", "defusedxml", "optimum-quanto", "torchao", "starlette", "uvicorn", "tensorboard",
-            "bitsandbytes", "deepspeed")
+            "ray", "bitsandbytes", "deepspeed")
 
 
 def _version(name: str) -> str:
