@@ -391,3 +391,26 @@ def test_lightning_previews_are_what_edit_makes_with_lightning_and_the_trained_l
     # 8 steps and cfg 1 without Lightning's LoRA and scheduler: another picture (the tiny Lightning LoRA is weak:
     # measured mean 0.41, max 4 levels)
     assert np.abs(other - preview).mean() > 0.2
+
+
+def test_validation_judge_scores_each_preview_beside_the_loss(data, tmp_path):
+    """`validation.judge`: at each validation the judge (the model's own text encoder, loaded on the CPU) scores
+    every preview as an edit of its controls by its instruction; judge.jsonl and TensorBoard get the scores."""
+    import json
+
+    from editforge.judge.ask import Pair, score_pairs
+    from editforge.judge.model import load_judge
+
+    samples = [data["samples"][0], data["samples"][1]]
+    raw = config(tmp_path / "out", data, train={"steps": 4},
+                 validation={"every": 2, "steps": 2, "samples": samples, "judge": True})
+    result = train(validate(raw))
+    lines = [json.loads(line) for line in (result.output_dir / "judge.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [2, 4]
+    judge = load_judge(MODEL, device="cpu")
+    for line in lines:
+        folder = result.output_dir / "validation" / f"step-{line['step']:06d}"
+        pairs = [Pair(tuple(Image.open(c).convert("RGB") for c in s["controls"]),
+                      Image.open(folder / f"{i}.png").convert("RGB"), s["instruction"]) for i, s in enumerate(samples)]
+        assert line["scores"] == score_pairs(judge, pairs)  # what it judged: these previews, these instructions
+        assert all(0 <= s <= 1 for s in line["scores"]) and line["judge_score"] == sum(line["scores"]) / 2

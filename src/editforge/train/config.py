@@ -125,6 +125,9 @@ class ValidationConfig(Strict):
     cfg: float = Field(4.0, ge=1)
     seed: int = 0
     lightning: Optional[Literal[4, 8]] = None  # previews with the family's Lightning LoRA on top, its steps, cfg 1
+    judge: bool = False  # score each preview with the judge (editforge.judge): a quality curve beside the loss
+    judge_model: Optional[str] = None  # another Qwen2.5-VL to judge with (default: the model's own text encoder)
+    judge_device: str = "cpu"  # where the judge runs: the CPU keeps the GPU for training; "cuda" if it has room
 
 
 class Config(Strict):

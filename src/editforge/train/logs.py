@@ -22,8 +22,12 @@ class RunLog:
             return
         output_dir.mkdir(parents=True, exist_ok=True)
         # A resumed run repeats the steps after its checkpoint; drop what the interrupted run logged for them.
-        kept = [r for r in read_metrics(self.path) if r["step"] <= resume_step]
-        self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        for path in (self.path, output_dir / "judge.jsonl"):
+            kept = [r for r in read_metrics(path) if r["step"] <= resume_step]
+            if kept or path == self.path:
+                path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            else:
+                path.unlink(missing_ok=True)
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:  # tensorboard is a dependency, but a stripped install should still train
@@ -39,6 +43,16 @@ class RunLog:
             self.writer.add_scalar("train/loss", loss, step)
             self.writer.add_scalar("train/lr", lr, step)
             self.writer.add_scalar("train/grad_norm", grad_norm, step)
+
+    def judged(self, step: int, scores: list[float]) -> None:
+        """The judge's scores of a validation's previews: `judge.jsonl` (one line per validation) and TensorBoard."""
+        if not self.enabled:
+            return
+        mean = sum(scores) / len(scores)
+        with (self.path.parent / "judge.jsonl").open("a") as fh:
+            fh.write(json.dumps({"step": step, "judge_score": mean, "scores": scores}) + "\n")
+        if self.writer:
+            self.writer.add_scalar("validation/judge_score", mean, step)
 
     def images(self, step: int, sheets: list[Image.Image]) -> None:
         if self.enabled and self.writer:

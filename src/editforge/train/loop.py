@@ -19,6 +19,7 @@ import torch
 from editforge.errors import EditForgeError
 from editforge.models.info import model_info
 from editforge.models.lightning import CFG as LIGHTNING_CFG
+from editforge.judge.model import find_judge
 from editforge.models.loading import build_encoders, find_lightning, load_transformer, prepare_load
 from editforge.models.registry import count_text
 from editforge.progress import Progress
@@ -32,7 +33,7 @@ from editforge.train.validation import add_lightning, lightning_on
 from editforge.train.objective import collate, draw_noise
 from editforge.train.host_values import HostValues, StepValues
 from editforge.train.step import make_accelerator, make_optimizer, optimizer_step, prepare_model
-from editforge.train.validation import prepare_previews, preview_options, run_validation
+from editforge.train.validation import judge_previews, prepare_previews, preview_options, run_validation
 
 log = logging.getLogger("editforge.train")
 # Optimizer steps (after warmup, whose first step has a zero learning rate) in which every LoRA parameter must
@@ -88,6 +89,9 @@ def train(config: Config, *, resume: str | None = None, progress: Progress | Non
     vc = config.validation
     # the Lightning LoRA the previews stack on the trained one: found (or refused) before anything loads
     lightning_file = find_lightning(plan.spec, vc.lightning) if vc.lightning and vc.samples else None
+    # the judge of the previews: its files (and language-model head) checked now, loaded at the first validation
+    judge = PreviewJudge(find_judge(config.model.name, judge_model=vc.judge_model), vc.judge_device) \
+        if vc.judge and vc.samples and main else None
     samples, unfit = training_samples(config, family)  # the dataset is read before the model loads
     if not samples:
         raise EditForgeError(f"no usable training samples ({len(unfit)} set aside: {'; '.join(unfit[:3])})")
@@ -192,7 +196,7 @@ def train(config: Config, *, resume: str | None = None, progress: Progress | Non
             ckpt.save_checkpoint(accelerator, out / "checkpoints", step, {"data": stream.state_dict()},
                                  config.checkpoint.keep)
         if preview:
-            validate(pipe, previews, out / "validation" / f"step-{step:06d}", config, areas, run_log, step)
+            validate(pipe, previews, out / "validation" / f"step-{step:06d}", config, areas, run_log, step, judge)
         accelerator.wait_for_everyone()
 
     # 4. Export.
@@ -285,17 +289,34 @@ def training_samples(config: Config, family) -> tuple[list, list[str]]:
 
 
 @torch.no_grad()
-def validate(pipe, previews, folder: Path, config: Config, areas: dict, run_log: RunLog, step: int) -> None:
-    """Previews with the in-training weights (main process; the others wait at the barrier)."""
+class PreviewJudge:
+    """`validation.judge`: the judge, loaded once at the first validation, on `device`."""
+
+    def __init__(self, source, device: str):
+        self.source, self.device, self.judge = source, device, None
+
+    def __call__(self, previews, images) -> list[float]:
+        from editforge.judge.model import load_judge_from
+
+        if self.judge is None:
+            self.judge = load_judge_from(self.source, device=self.device)
+        return judge_previews(self.judge, previews, images)
+
+
+def validate(pipe, previews, folder: Path, config: Config, areas: dict, run_log: RunLog, step: int,
+             judge: PreviewJudge | None = None) -> None:
+    """Previews with the in-training weights (main process; the others wait at the barrier), judged when asked."""
     device = pipe.transformer.device
     pipe.transformer.eval()  # LoRA dropout off
     pipe.vae.to(device)
     with original_forward(pipe.transformer), lightning_on(pipe, config.validation.lightning):
-        sheets = run_validation(pipe, previews, folder, validation_options(pipe, config, areas),
-                                seed=config.validation.seed)
+        sheets, images = run_validation(pipe, previews, folder, validation_options(pipe, config, areas),
+                                        seed=config.validation.seed)
     pipe.vae.to("cpu")
     pipe.transformer.train()
     run_log.images(step, sheets)
+    if judge is not None:
+        run_log.judged(step, judge(previews, images))
 
 
 @contextlib.contextmanager

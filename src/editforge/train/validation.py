@@ -33,6 +33,7 @@ LIGHTNING_ADAPTER = "lightning"
 class Preview:
     controls: list[Image.Image]
     reference: Image.Image | None
+    instruction: str
     prompt: Prompt  # (embeds, mask) from the pipeline's encode_prompt
     negative: Prompt | None
     size: tuple[int, int]
@@ -84,7 +85,8 @@ def prepare_previews(pipe, samples, options: GenerationOptions) -> list[Preview]
         prompt_images, _ = condition_inputs(pipe, controls, options.max_pixels, options.condition_pixels)
         negative = options.negative_prompt
         reference = open_rgb(sample.target) if sample.target else None
-        previews.append(Preview(controls, reference, encode_prompt(pipe, sample.instruction, prompt_images),
+        previews.append(Preview(controls, reference, sample.instruction,
+                                encode_prompt(pipe, sample.instruction, prompt_images),
                                 None if negative is None else encode_prompt(pipe, negative, prompt_images),
                                 default_size(options.max_pixels, [c.size for c in controls])))
     return previews
@@ -118,17 +120,25 @@ def grid(images: list[Image.Image], height: int, labels: list[str]) -> Image.Ima
 
 
 def run_validation(pipe, previews: list[Preview], folder: Path, options: GenerationOptions, *,
-                   seed: int) -> list[Image.Image]:
+                   seed: int) -> tuple[list[Image.Image], list[Image.Image]]:
     """Render every preview into `folder` as `N.png` (the image) and `N-grid.png` (beside inputs and reference,
-    each labelled)."""
+    each labelled); returns the grids and the images."""
     folder.mkdir(parents=True, exist_ok=True)
-    sheets = []
+    sheets, images = [], []
     for i, preview in enumerate(previews):
         image = render(pipe, preview, options, seed=seed)
+        images.append(image)
         image.save(folder / f"{i}.png")
         row = [*preview.controls, image] + ([preview.reference] if preview.reference else [])
         labels = [f"control {k}" for k in range(1, len(preview.controls) + 1)] + ["preview"] + \
             (["reference"] if preview.reference else [])
         sheets.append(grid(row, image.height, labels))
         sheets[-1].save(folder / f"{i}-grid.png")
-    return sheets
+    return sheets, images
+
+
+def judge_previews(judge, previews: list[Preview], images: list[Image.Image]) -> list[float]:
+    """The judge's score of each preview as an edit of its controls by its instruction (`editforge.judge`)."""
+    from editforge.judge.ask import Pair, score_pairs
+
+    return score_pairs(judge, [Pair(tuple(p.controls), image, p.instruction) for p, image in zip(previews, images)])
