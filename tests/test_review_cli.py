@@ -12,8 +12,7 @@ import urllib.request
 import pytest
 
 from editforge.sheet.workbook import open_workbook
-from tests.helpers import REVIEW_ROWS, run_cli
-from tests.helpers import make_workbook, run_synth
+from tests.helpers import REVIEW_ROWS, make_workbook, run_cli, run_synth
 
 
 def test_serves_until_ctrl_c_and_writes_queued_verdicts_on_the_way_out(tmp_path):
@@ -56,3 +55,27 @@ def test_bad_arguments_are_one_line_errors(tmp_path):
     assert result.returncode == 2 and "base dir not found" in result.stderr
     result = run_cli("review", path, "--columns", "oops")
     assert result.returncode == 2 and "key=Header" in result.stderr
+
+
+def test_a_signal_uvicorn_swallowed_still_ends_in_keyboard_interrupt_after_the_writes(tmp_path, monkeypatch):
+    """asyncio may end uvicorn's task before the signal uvicorn raises again reaches it (the CLI then exited 0,
+    seen once under load): the server remembers the signal and raises it once the queued verdicts are written."""
+    import uvicorn
+
+    from editforge.review.server import ReviewServer
+    from editforge.review.session import ReviewSession
+
+    path = make_workbook(tmp_path, REVIEW_ROWS)
+    run_synth(path, seed=7)
+    server = ReviewServer(ReviewSession(path), port=0)
+    row = server.session.view().row(2)
+    server.session.verdict(2, "accepted", seen=row.images)
+
+    def serve_then_swallow(self, sockets=None):
+        self.handle_exit(signal.SIGINT, None)  # Ctrl-C: uvicorn shuts down gracefully ...
+        # ... and its re-raised signal is lost: run() returns normally
+
+    monkeypatch.setattr(uvicorn.Server, "run", serve_then_swallow)
+    with pytest.raises(KeyboardInterrupt):
+        server.run()
+    assert open_workbook(path).get(2, "review") == "accepted"

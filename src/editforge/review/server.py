@@ -29,6 +29,7 @@ import socket
 from dataclasses import asdict
 from pathlib import Path
 
+import uvicorn
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
@@ -207,8 +208,6 @@ class ReviewServer:
 
     def __init__(self, session: ReviewSession, *, host: str = "127.0.0.1", port: int = 7860,
                  token: str | None = None, page_size: int = PAGE_SIZE):
-        import uvicorn
-
         self.session = session
         self.token = token or new_token()
         self.socket = _bind(host, port)
@@ -217,19 +216,33 @@ class ReviewServer:
         self.url = f"http://{shown}:{self.socket.getsockname()[1]}/?token={self.token}"
         config = uvicorn.Config(create_app(session, token=self.token, host=host, page_size=page_size), log_level="warning",
                                 access_log=False)
-        self.server = uvicorn.Server(config)
+        self.server = _Server(config)
 
     def run(self) -> None:
-        """Serve until Ctrl-C or `stop()`, then write what is still queued."""
+        """Serve until Ctrl-C or `stop()`, then write what is still queued; a Ctrl-C (or SIGTERM) ends in
+        KeyboardInterrupt once that is done."""
         self.session.start()
         try:
             self.server.run(sockets=[self.socket])
         finally:
             self.socket.close()
             self.session.close()
+        if self.server.signalled:  # uvicorn re-raises the signal itself, but asyncio may swallow it at shutdown
+            raise KeyboardInterrupt
 
     def stop(self) -> None:
         self.server.should_exit = True
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, remembering that a signal stopped it: uvicorn shuts down and raises the signal again,
+    which asyncio's runner turns into a cancelled task, then KeyboardInterrupt, unless the task ends first."""
+
+    signalled = False
+
+    def handle_exit(self, sig, frame) -> None:
+        self.signalled = True
+        super().handle_exit(sig, frame)
 
 
 def _bind(host: str, port: int) -> socket.socket:
