@@ -288,7 +288,6 @@ def training_samples(config: Config, family) -> tuple[list, list[str]]:
     return usable, unfit
 
 
-@torch.no_grad()
 class PreviewJudge:
     """`validation.judge`: the judge, loaded once at the first validation, on `device`."""
 
@@ -303,6 +302,7 @@ class PreviewJudge:
         return judge_previews(self.judge, previews, images)
 
 
+@torch.no_grad()
 def validate(pipe, previews, folder: Path, config: Config, areas: dict, run_log: RunLog, step: int,
              judge: PreviewJudge | None = None) -> None:
     """Previews with the in-training weights (main process; the others wait at the barrier), judged when asked."""
