@@ -44,10 +44,10 @@ def test_the_measured_table_covers_every_family_and_synths_model_in_every_config
     table = memory.measured()
     assert table["measured_for"] == {k: FULL_TRANSFORMER[k] for k in table["measured_for"]}
     for name, family in FAMILIES.items():
-        needs = memory.needs(family, FULL_TRANSFORMER, None, None)
+        needs = memory.needs(family, FULL_TRANSFORMER)
         assert {"bf16/none", "bf16/model", "bf16/sequential"} <= set(needs), name
         assert needs["bf16/sequential"] < needs["bf16/model"] < needs["bf16/none"], name  # offloading saves
-    needs = memory.needs(FAMILIES["qwen-image-edit-2509"], FULL_TRANSFORMER, None, None)
+    needs = memory.needs(FAMILIES["qwen-image-edit-2509"], FULL_TRANSFORMER)
     assert set(needs) == set(memory.PREFERENCE)
     assert needs["fp8/none"] < needs["bf16/none"] and needs["int8/model"] < needs["bf16/model"]
 
@@ -59,7 +59,7 @@ def test_synth_defaults_on_a_24gb_card_are_refused_with_what_fits(full_size_fold
     message = str(refused.value)
     assert "\n" not in message and "qwen-image-edit-2509 with a bf16 transformer and no offload needs about" in message
     assert "this GPU has 24.0 GiB. What fits: " in message
-    table = memory.needs(FAMILIES["qwen-image-edit-2509"], FULL_TRANSFORMER, None, None)
+    table = memory.needs(FAMILIES["qwen-image-edit-2509"], FULL_TRANSFORMER)
     first = next(k for k in memory.PREFERENCE if table[k] <= CARD_24)
     dtype, offload = first.split("/")
     assert f"`quantize={dtype}` with `offload={offload}` ({table[first] / GiB:.1f} GiB)" in message

@@ -53,7 +53,7 @@ def bench(
 
 def _plan(json_path: Path | None, markdown_path: Path | None, needs_path: Path | None) -> None:
     from editforge.plan import run_plan
-    from editforge.plan.fit import generation_needs
+    from editforge.plan.fit import memory_table
     from editforge.plan.report import markdown
 
     from editforge.cli.progress import RichProgress
@@ -65,7 +65,7 @@ def _plan(json_path: Path | None, markdown_path: Path | None, needs_path: Path |
     if json_path:
         json_path.write_text(json.dumps(result, indent=1))
     if needs_path:
-        needs_path.write_text(json.dumps(generation_needs(result), indent=1, sort_keys=True) + "\n")
+        needs_path.write_text(json.dumps(memory_table(result), indent=1, sort_keys=True) + "\n")
     if markdown_path:
         with open(markdown_path, "a", encoding="utf-8") as fh:
             fh.write("\n" + text)

@@ -182,29 +182,12 @@ def row_pair(row: int, row_id: str, texts: dict[str, str], policy: PathPolicy) -
         return RowPair(inputs=(), output=None, problem=str(exc), **common)
 
 
-def generated_pair(book: Workbook, job, output: Path, policy: PathPolicy) -> "GeneratedPair":
+def generated_pair(book: Workbook, job, output: Path, policy: PathPolicy) -> RowPair:
     """The pair synth's `job` makes of its row once its picture is at `output`: the same pair (and fingerprint)
     `editforge judge` will read from the sheet, so a later `judge` run finds it judged."""
     texts = {k: cell_text(book.get(job.row, k)) for k in _pair_keys(book)}
     texts[job.target] = policy.cell_value(output)
-    return GeneratedPair(row_pair(job.row, job.row_id, texts, policy))
-
-
-@dataclass
-class GeneratedPair:
-    pair: RowPair
-    score_value: float | None = None
-
-    def score(self, judge: Judge, known: Mapping[Path, object]) -> float:
-        """Score it with the images synth holds in memory (`known`, by path); any other is read from disk."""
-        p = self.pair
-        image = lambda path: known[path] if path in known else open_rgb(path)  # noqa: E731
-        pair = Pair(tuple(map(image, p.inputs)), image(p.output), p.instruction)
-        self.score_value = round(score_pairs(judge, [pair])[0], SCORE_DIGITS)
-        return self.score_value
-
-    def record(self, journal: Journal, sheet: str, judge_name: str, run_id: str) -> None:
-        record_score(journal, sheet, self.pair, judge_name, self.score_value, None, run_id)
+    return row_pair(job.row, job.row_id, texts, policy)
 
 
 def record_score(journal: Journal, sheet: str, pair: RowPair, judge_name: str, score: float, reason: str | None,

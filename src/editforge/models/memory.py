@@ -31,13 +31,17 @@ def measured() -> dict:
     return json.loads(NEEDS_FILE.read_text())
 
 
-def needs(family: Family, transformer_config: dict, quantize: str | None, offload: str | None) -> dict[str, int] | None:
+def measured_shape(transformer_config: dict) -> bool:
+    """Whether a transformer has the shape the plan measured (the published one, not a tiny model)."""
+    return all(transformer_config.get(k) == v for k, v in measured()["measured_for"].items())
+
+
+def needs(family: Family, transformer_config: dict) -> dict[str, int] | None:
     """Bytes per configuration ("fp8/model": ...) of `family` at the measured shape, or None when the checkpoint
     is not of that shape or its family (or one with the same pipeline) was not measured."""
-    table = measured()
-    if any(transformer_config.get(k) != v for k, v in table["measured_for"].items()):
+    if not measured_shape(transformer_config):
         return None
-    by_family = table["generation"]
+    by_family = measured()["generation"]
     name = family.name if family.name in by_family else next(
         (n for n in by_family if FAMILIES[n].pipeline_class == family.pipeline_class), None)
     return by_family.get(name)
@@ -46,7 +50,7 @@ def needs(family: Family, transformer_config: dict, quantize: str | None, offloa
 def check_fits(family: Family, transformer_config: dict, quantize: str | None, offload: str | None,
                card_bytes: int) -> None:
     """Refuse, in one line, a generation configuration the card cannot hold."""
-    table = needs(family, transformer_config, quantize, offload)
+    table = needs(family, transformer_config)
     if table is None:
         return
     chosen = f"{quantize or 'bf16'}/{offload or 'none'}"
@@ -75,8 +79,7 @@ def training_memory_line(family: Family, transformer_config: dict, *, base: str 
     table = measured().get("training", {})
     side = next((s for s in (512, 1024) if s * s >= pixels), None)
     covered = (family.name in TRAINING_FAMILIES and checkpointing and not blocks_to_swap and rank <= TRAINING_RANK
-               and side and controls <= 2 and batch <= 2 and table
-               and all(transformer_config.get(k) == v for k, v in measured()["measured_for"].items()))
+               and side and controls <= 2 and batch <= 2 and table and measured_shape(transformer_config))
     card = f"this GPU has {card_bytes / GiB:.1f} GiB"
     if not covered:
         return (f"memory: no measured row covers this run (measured: {', '.join(TRAINING_FAMILIES)}, rank <= 32, "

@@ -100,7 +100,7 @@ def training_fits(rows: list[dict]) -> list[Fit]:
             for row in rows if row["stage"] == "train_step"]
 
 
-def generation_needs(result: dict) -> dict:
+def memory_table(result: dict) -> dict:
     """What `editforge.models.memory` checks before loading: per model and transformer precision/offload, the
     bytes the most demanding measured reference count needs (context and slack included); per training row
     ("base/size/controls/batch"), the bytes of one optimizer step; and the transformer shape measured."""

@@ -63,9 +63,9 @@ def defaults_table(result: dict) -> str:
     loading (editforge.models.memory) and refused with an offer when it does not fit; training's default
     (bf16 base, rank 16 — measured at 32 —, 1024², 1 control, batch 1) is the measured training row."""
     from editforge.models.memory import PREFERENCE
-    from editforge.plan.fit import generation_needs, needs
+    from editforge.plan.fit import memory_table, needs
 
-    table = generation_needs(result)["generation"]["qwen-image-edit-2509"]
+    table = memory_table(result)["generation"]["qwen-image-edit-2509"]
     train = next(r for r in result["rows"] if (r["stage"], r["dtype"], r["size"], r["references"], r["batch"]) ==
                  ("train_step", "bf16", 1024, 1, 1))
     lines = ["| card | synth / edit default (bf16, no offload) | training default (bf16 base, 1024², batch 1) |",

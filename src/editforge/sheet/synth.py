@@ -346,7 +346,7 @@ class _Runner:
         self.local: Counter[str] = Counter()  # this process's results, by status
         self.workers: Counter[str] = Counter()  # rows generated, by the worker process that made them
         self.pending: dict[int, Path] = {}  # result id -> output file, for the rows the engine is working on
-        self.pairs: dict = {}  # result id -> the pair synth --judge scores (editforge.judge.workbook.GeneratedPair)
+        self.pairs: dict = {}  # result id -> the pair synth --judge scores (editforge.judge.workbook.RowPair)
         self.last: RenderStats | None = None
 
     def run(self, mine: list[Todo], make_generator, engine: Engine, total: int) -> Summary:
@@ -416,16 +416,14 @@ class _Runner:
         from editforge.judge.workbook import generated_pair
 
         pair = generated_pair(self.book, job, output, self.policy)
-        if pair.pair.problem is not None:
+        if pair.problem is not None:
             return None  # a bad path in the row: `editforge judge` will say so
         self.pairs[result_id] = pair
         name = lambda path: NEW if path == output else str(path)  # noqa: E731
         given = {str(path) for path in job.inputs}
-        files = tuple((str(path), path.read_bytes()) for path in dict.fromkeys(pair.pair.inputs)
+        files = tuple((str(path), path.read_bytes()) for path in dict.fromkeys((*pair.inputs, pair.output))
                       if path != output and str(path) not in given)
-        if pair.pair.output != output and str(pair.pair.output) not in given:
-            files += ((str(pair.pair.output), pair.pair.output.read_bytes()),)
-        return JudgeTask(pair.pair.instruction, tuple(map(name, pair.pair.inputs)), name(pair.pair.output), files,
+        return JudgeTask(pair.instruction, tuple(map(name, pair.inputs)), name(pair.output), files,
                          self.options.judge_min)
 
     def _settle(self, result_id: int, outcome: Outcome) -> None:
@@ -442,8 +440,10 @@ class _Runner:
                             failure=outcome.failure, quality=outcome.quality)
         pair = self.pairs.pop(result_id, None)
         if outcome.status == "done" and pair is not None and outcome.judged is not None:
-            pair.score_value, judge_name = outcome.judged  # after `finish`: its cells go after the picture's
-            pair.record(self.journal, self.book.sheet, judge_name, self.run_id)
+            from editforge.judge.workbook import record_score
+
+            score, judge_name = outcome.judged  # after `finish`: its cells go after the picture's
+            record_score(self.journal, self.book.sheet, pair, judge_name, score, None, self.run_id)
         self.local[outcome.status] += 1
         if self.consecutive_errors >= MAX_CONSECUTIVE_ERRORS:
             raise EditForgeError(f"stopping: {MAX_CONSECUTIVE_ERRORS} rows in a row failed; last: {outcome.error}")

@@ -256,7 +256,7 @@ def memory_line(config: Config, plan, samples: list, device: str) -> str | None:
     return training_memory_line(
         plan.family, transformer_config(plan.folder), base=tc.quantize,
         pixels=config.data.max_pixels or plan.spec.max_pixels,
-        controls=max((len(getattr(s, "controls", ())) for s in samples), default=0),
+        controls=max((len(s.controls) for s in samples), default=0),
         batch=config.data.batch_size, rank=config.lora.rank, checkpointing=tc.gradient_checkpointing,
         blocks_to_swap=tc.blocks_to_swap, card_bytes=torch.cuda.get_device_properties(torch.device(device)).total_memory)
 
