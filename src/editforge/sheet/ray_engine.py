@@ -163,13 +163,11 @@ class RayEngine:
                 continue
             slot, request = sent.pop(ref)
             try:
-                outcome = ray.get(ref)
+                outcome = _result(ref, request)
             except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError) as exc:
                 sent[ref] = slot, request
                 yield from self._lost(slot, exc, sent, again)
                 continue
-            except ray.exceptions.RayTaskError as exc:  # make_picture catches all; e.g. a result that did not pickle
-                outcome = Outcome("failed", request.seed, error=describe(exc), failure="error")
             slot.queue.remove(ref)
             yield request, outcome
 
@@ -205,9 +203,15 @@ class RayEngine:
         self._slots.remove(slot)
         self._slots.append(self._spawn())
         self.replaced += 1
-        for position, ref in enumerate(slot.queue):
+        blamed = False
+        for ref in slot.queue:
             request = sent.pop(ref)[1]
-            if position == 0:
+            outcome = _made(ref, request)
+            if outcome is not None:  # finished before the worker died (`ray.wait` told of the death first)
+                yield request, outcome
+                continue
+            if not blamed:  # an actor works through its requests in order: the first unfinished one was in hand
+                blamed = True
                 self.deaths[request.key] += 1
                 if self.deaths[request.key] >= self.max_deaths:
                     yield request, Outcome("failed", request.seed, failure="error",
@@ -216,6 +220,28 @@ class RayEngine:
                     continue
             again.append(request)
         slot.queue.clear()
+
+
+def _result(ref, request: Request) -> Outcome:
+    """A request's outcome; raises Ray's error when the worker died before making it."""
+    import ray
+
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as exc:  # make_picture catches all; e.g. a result that did not pickle
+        return Outcome("failed", request.seed, error=describe(exc), failure="error")
+
+
+def _made(ref, request: Request) -> Outcome | None:
+    """The outcome of a request a dead worker had, if it finished it before dying; else None."""
+    import ray
+
+    if not ray.wait([ref], timeout=0)[0]:
+        return None
+    try:
+        return _result(ref, request)
+    except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError):
+        return None
 
 
 def _answers(address: str, seconds: float = 5.0) -> bool:
