@@ -206,7 +206,8 @@ def train_tiny_transformer(steps: int, *, lora=None, on_prepared=None, after_ste
     tc = TrainConfig(mixed_precision="no", learning_rate=1e-2)
     accelerator = make_accelerator(tc.mixed_precision)
     params = prepare_model(SimpleNamespace(transformer=transformer), lora or LoraConfig(rank=4, alpha=4),
-                           quantize=None, gradient_checkpointing=prepare.pop("gradient_checkpointing", True), **prepare)
+                           quantize=prepare.pop("quantize", None),
+                           gradient_checkpointing=prepare.pop("gradient_checkpointing", True), **prepare)
     if on_prepared:
         on_prepared(transformer, params)
     model, optimizer = accelerator.prepare(transformer, make_optimizer(params, tc))

@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 
 import editforge
 from editforge.errors import EditForgeError
@@ -25,10 +26,19 @@ def unswapped():
     return train_tiny_transformer(STEPS)[2]
 
 
+def poison(cpu: torch.Tensor) -> torch.Tensor:
+    """NaN in every floating part: a plain weight, or a quantized one's scales (and fp8 data)."""
+    if is_traceable_wrapper_subclass(cpu):
+        names, context = cpu.__tensor_flatten__()
+        return type(cpu).__tensor_unflatten__({n: poison(getattr(cpu, n)) for n in names}, context, cpu.size(),
+                                              cpu.stride())
+    return torch.full_like(cpu, math.nan) if cpu.is_floating_point() else cpu
+
+
 @pytest.fixture
 def poisoned(monkeypatch):
     """A swapped block's weights between uses are NaN: any computation that reads one shows in the loss or grads."""
-    monkeypatch.setattr(block_swap, "resting", lambda cpu: torch.full_like(cpu, math.nan))
+    monkeypatch.setattr(block_swap, "resting", poison)
 
 
 def test_swapped_training_gives_the_same_losses_and_the_weights_really_move(unswapped, poisoned):
@@ -48,6 +58,69 @@ def test_swapped_training_gives_the_same_losses_and_the_weights_really_move(unsw
     assert all(torch.isfinite(p).all() and p.requires_grad for p in params)  # the LoRA stays, and learns
     block0 = transformer.transformer_blocks[0].attn.to_q.base_layer.weight
     assert torch.isfinite(block0).all()  # block 0 is not swapped
+
+
+@pytest.mark.parametrize("base", ["int8", "fp8"])
+def test_a_quantized_base_swaps_part_by_part_and_trains_as_without_swapping(base, poisoned):
+    """optimum-quanto's int8 and torchao's fp8 weights travel as their parts (data and scales, each pinnable); a
+    use computes with an exact copy (the resting scales are NaN), so the losses are the unswapped ones."""
+    unswapped = train_tiny_transformer(STEPS, quantize=base)[2]
+    seen = []
+
+    def watch(transformer, params):
+        layer = transformer.transformer_blocks[1].attn.to_q.base_layer
+        layer.register_forward_pre_hook(lambda module, args: seen.append(
+            (type(layer.weight).__name__, torch.isfinite(layer.weight.dequantize()).all().item())))
+
+    transformer, _, losses = train_tiny_transformer(STEPS, quantize=base, blocks_to_swap=1, device="cpu",
+                                                    on_prepared=watch)
+    assert losses == unswapped and all(math.isfinite(x) for x in losses)
+    kind = {"int8": "WeightQBytesTensor", "fp8": "Float8Tensor"}[base]
+    assert seen == [(kind, True)] * (2 * STEPS)  # still quantized in use, and a real copy
+    resting = transformer.transformer_blocks[1].attn.to_q.base_layer.weight
+    assert type(resting).__name__ == kind and torch.isnan(resting.dequantize()).all()
+
+
+def test_a_quantized_generation_with_swapped_blocks_makes_the_same_picture():
+    import numpy as np
+
+    def picture(**swap):
+        pipe = editforge.load_pipeline("tiny-qwen-image-edit-2509", device="cpu", quantize="int8", **swap)
+        return np.asarray(editforge.edit(pipe, noise_image(), "make it red", seed=0, steps=2))
+
+    assert np.array_equal(picture(blocks_to_swap=2), picture())
+    with pytest.raises(EditForgeError, match="does not combine with `offload`"):
+        editforge.load_pipeline("tiny-qwen-image-edit-2509", device="cpu", blocks_to_swap=1, offload="model")
+
+
+def test_block_swap_quantizes_on_the_cpu_in_the_recipe_of_the_training_gpu(monkeypatch):
+    """The transformer waits on the CPU while block swap sets up, but the fp8 recipe is the GPU's (fp8 matmuls on
+    Hopper), not the CPU's (weights only). GPU-only branch, forced: capability 9.0 and torchao's hardware check."""
+    from types import SimpleNamespace
+
+    import torchao.quantization.quant_api as quant_api
+
+    from editforge.benchmark.train import tiny_transformer
+    from editforge.models import loading
+    from editforge.models.registry import FAMILIES
+    from editforge.train.config import LoraConfig
+    from editforge.train.step import prepare_model
+
+    monkeypatch.setattr(loading, "cuda_capability", lambda device: (9, 0) if str(device).startswith("cuda") else None)
+    monkeypatch.setattr(quant_api, "_check_hardware_support", lambda granularity: None)
+    monkeypatch.setattr(block_swap, "BlockSwap", lambda transformer, count, device: None)  # no CUDA to swap to
+    transformer = tiny_transformer(FAMILIES["qwen-image-edit-2509"], torch.bfloat16)
+    prepare_model(SimpleNamespace(transformer=transformer), LoraConfig(rank=4, alpha=4), quantize="fp8",
+                  gradient_checkpointing=True, blocks_to_swap=1, device="cuda:0")
+    assert transformer.transformer_blocks[0].attn.to_q.base_layer.weight.act_quant_kwargs is not None
+
+
+def test_a_gguf_weight_is_refused_by_name():
+    from diffusers.quantizers.gguf.utils import GGUFParameter
+    from gguf import GGMLQuantizationType
+
+    gguf = GGUFParameter(torch.zeros(4, 34, dtype=torch.uint8), quant_type=GGMLQuantizationType.Q8_0)
+    assert block_swap.movable(torch.nn.Linear(4, 4).weight) and not block_swap.movable(gguf)
 
 
 def test_without_gradient_checkpointing_swapping_is_right_but_saves_nothing_so_a_run_refuses_it(unswapped, poisoned):

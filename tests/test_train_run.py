@@ -167,7 +167,8 @@ def test_bf16_mixed_precision_trains_an_fp32_lora_on_an_int8_base(data, tmp_path
 
     quantized = []
     real = step.quantize_transformer
-    monkeypatch.setattr(step, "quantize_transformer", lambda t, kind: (quantized.append(t), real(t, kind)))
+    monkeypatch.setattr(step, "quantize_transformer",
+                        lambda t, kind, device=None: (quantized.append(t), real(t, kind, device)))
     raw = config(tmp_path / "out", data, train={"steps": 3, "quantize": "int8", "mixed_precision": "bf16"},
                  checkpoint={"every": 100})
     result = train(validate(raw))

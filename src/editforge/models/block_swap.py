@@ -1,6 +1,7 @@
 """Block swap: the frozen weights of N transformer blocks live in (pinned) CPU memory and are copied to the GPU
 just before each use, the next block's on a side stream while the current one computes. Trainable weights (the
-LoRA) stay on the GPU, with their optimizer states.
+LoRA) stay on the GPU, with their optimizer states. A quantized base (optimum-quanto int8, torchao fp8) swaps too:
+its weights travel as their plain parts (data and scales), each pinned; GGUF weights do not (they are refused).
 
 A use is every call of the block: the forward pass, and in training the forward that gradient checkpointing
 recomputes during the backward pass. Each use gets its own device copy of every frozen weight, installed in the
@@ -24,6 +25,8 @@ offloaded weights once the recomputation runs to the end.
 from __future__ import annotations
 
 import torch
+from torch._subclasses.fake_tensor import is_fake
+from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 
 from editforge.errors import EditForgeError
 
@@ -47,18 +50,19 @@ class BlockSwap:
                 for name, param in module._parameters.items():
                     if param is None or param.requires_grad:  # the LoRA stays on the device
                         continue
-                    if type(param.data) is not torch.Tensor:  # quantized (quanto, torchao, GGUF) tensor subclasses
-                        raise EditForgeError("`blocks_to_swap` needs plain bf16/fp32 weights; it does not combine "
-                                             f"with a quantized transformer ({type(param.data).__name__})")
-                    cpu = param.data.to("cpu", copy=True)
-                    cpu = cpu.pin_memory() if cuda else cpu
-                    param.data = resting(cpu)
-                    entries.append((module, name, param, cpu))
+                    if not movable(param):
+                        raise EditForgeError("`blocks_to_swap` swaps plain and quanto/torchao-quantized weights, not "
+                                             f"{type(param).__name__} ones (a GGUF transformer)")
+                    cpu = moved(param.detach(), "cpu", pin=cuda)
+                    # a Parameter of its own rests in the block; the device one is dropped (its memory freed)
+                    rest = torch.nn.Parameter(resting(cpu), requires_grad=False)
+                    module._parameters[name] = rest
+                    entries.append((module, name, rest, cpu))
             self.weights.append(entries)
         # Everything else goes to the device (a transformer built on the CPU never holds all its weights there).
-        swapped = {id(param) for entries in self.weights for _, _, param, _ in entries}
+        swapped = {id(rest) for entries in self.weights for _, _, rest, _ in entries}
         for param in transformer.parameters():
-            if id(param) not in swapped:
+            if id(param) not in swapped and param.device != self.device:
                 param.data = param.data.to(self.device)
         for module in transformer.modules():
             for name, buffer in module._buffers.items():
@@ -92,8 +96,7 @@ class BlockSwap:
 
     def _copies(self, i: int) -> list[torch.nn.Parameter]:
         # copy=True: a real copy even when the device is the CPU (tests), so a weight in use is never the resting one
-        return [torch.nn.Parameter(cpu.to(self.device, non_blocking=True, copy=True), requires_grad=False)
-                for _, _, _, cpu in self.weights[i]]
+        return [torch.nn.Parameter(moved(cpu, self.device), requires_grad=False) for _, _, _, cpu in self.weights[i]]
 
     def _prefetch(self, i: int):
         if self.stream is None:
@@ -116,6 +119,24 @@ def recompute_whole_block(block, *args):
 
     with set_checkpoint_early_stop(False):
         return checkpoint(block.__call__, *args, use_reentrant=False)
+
+
+def movable(tensor: torch.Tensor) -> bool:
+    """Plain tensors, and the quantized ones that torch.compile can take apart (optimum-quanto's int8, torchao's
+    fp8): their parts are plain tensors. GGUF parameters keep their quantization type in an attribute instead."""
+    return type(tensor) in (torch.Tensor, torch.nn.Parameter) or is_fake(tensor) or is_traceable_wrapper_subclass(tensor)
+
+
+def moved(tensor: torch.Tensor, device: str | torch.device, *, pin: bool = False) -> torch.Tensor:
+    """A copy of `tensor` on `device`, copied without blocking the host (pinned, on the CPU side, with `pin`). A
+    quantized tensor goes part by part (its data and scales), through the flatten protocol torch.compile uses:
+    each part is a plain tensor that can be pinned, which the quantized wrapper itself cannot."""
+    if is_traceable_wrapper_subclass(tensor):
+        names, context = tensor.__tensor_flatten__()
+        parts = {name: moved(getattr(tensor, name), device, pin=pin) for name in names}
+        return type(tensor).__tensor_unflatten__(parts, context, tensor.size(), tensor.stride())
+    copy = tensor.to(device, non_blocking=True, copy=True)
+    return copy.pin_memory() if pin else copy
 
 
 def resting(cpu: torch.Tensor) -> torch.Tensor:

@@ -113,11 +113,10 @@ def prepare_load(model: str, options: LoadOptions | None = None, **overrides) ->
     device = resolve_device(options.device)
     torch_dtype = _resolve_dtype(options.dtype, device)
     loras = tuple(parse_lora_arg(x) if isinstance(x, str) else x for x in options.loras)
+    if options.blocks_to_swap and options.offload:
+        raise EditForgeError("`blocks_to_swap` does not combine with `offload` (both move weights; pick one)")
     if options.offload and not device.startswith("cuda"):
         raise EditForgeError("`offload` moves weights between CPU and GPU; it needs a CUDA device")
-    if options.blocks_to_swap and (options.offload or options.quantize):
-        raise EditForgeError(f"`blocks_to_swap` does not combine with `{'offload' if options.offload else 'quantize'}`"
-                             " (it swaps plain weights itself)")
     if options.quantize and not options.fuse and (options.lightning or loras):
         raise EditForgeError("LoRAs must be fused before quantizing (quantized layers ignore fuse_lora)")
     for lora in loras:
@@ -172,7 +171,7 @@ def build_pipeline(plan: LoadPlan):
 
     device = plan.device
     if options.quantize:
-        quantize_transformer(pipe.transformer, options.quantize)
+        quantize_transformer(pipe.transformer, options.quantize, device)
     if options.offload == "model":
         pipe.enable_model_cpu_offload(device=device)
     elif options.offload == "sequential":
@@ -281,8 +280,9 @@ def _from_pretrained(plan: LoadPlan, without: tuple[str, ...] = ()):
         raise EditForgeError(f"could not load the pipeline folder {plan.folder}: {str(exc).splitlines()[0]}") from exc
 
 
-def quantize_transformer(transformer: torch.nn.Module, kind: str) -> None:
-    """Weight-only quantization of the (already fused) transformer: int8 via optimum-quanto, fp8 via torchao."""
+def quantize_transformer(transformer: torch.nn.Module, kind: str, device: str | None = None) -> None:
+    """Weight-only quantization of the (already fused) transformer: int8 via optimum-quanto, fp8 via torchao, in
+    the recipe of the `device` it will run on (default: where it is; block swap quantizes on the CPU)."""
     try:
         if kind == "int8":
             from optimum.quanto import freeze, qint8, quantize
@@ -292,7 +292,7 @@ def quantize_transformer(transformer: torch.nn.Module, kind: str) -> None:
         else:
             from torchao.quantization import quantize_
 
-            quantize_(transformer, fp8_config(str(next(transformer.parameters()).device)))
+            quantize_(transformer, fp8_config(device or str(next(transformer.parameters()).device)))
     except ImportError as exc:
         raise EditForgeError(f"`quantize` {kind} needs the quant extra: pip install 'editforge[quant]' ({exc})") from exc
 

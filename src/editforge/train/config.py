@@ -101,8 +101,6 @@ class TrainConfig(Strict):
         if self.blocks_to_swap and not self.gradient_checkpointing:
             raise ValueError("blocks_to_swap needs gradient_checkpointing: true (without it autograd keeps every "
                              "swapped block's GPU copy until the backward pass, so nothing is saved)")
-        if self.blocks_to_swap and self.quantize:
-            raise ValueError("blocks_to_swap does not combine with quantize (quantized weights are not swapped)")
         return self
 
     @field_validator("shift")

@@ -71,7 +71,7 @@ def prepare_model(pipe, lora, *, quantize: str | None, gradient_checkpointing: b
     dtype = transformer.dtype
     transformer.requires_grad_(False)
     if quantize:
-        quantize_transformer(transformer, quantize)
+        quantize_transformer(transformer, quantize, device)
     params = add_lora(pipe, lora)
     if gradient_checkpointing:
         transformer.enable_gradient_checkpointing(recompute_whole_block if blocks_to_swap else None)
