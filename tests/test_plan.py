@@ -120,6 +120,25 @@ def test_a_training_step_is_affine_in_the_depth_phase_by_phase():
     assert predicted.phases == measured[7].phases
 
 
+def test_a_swapped_training_step_is_affine_in_depth_and_swapped_blocks():
+    """`train.blocks_to_swap` on the fake GPU: steps at (4 blocks, 3 swapped), (5, 3) and (5, 4) predict a step at
+    (8, 5) exactly, phase by phase; each swapped block rests in CPU memory (pinned on a GPU) and is copied in twice
+    per step (forward and recomputation); no host sync is added."""
+    plane = [stages.training_row(512, 1, 1, "bf16", text_tokens=100, depth=d, blocks_to_swap=swapped, **NARROW)
+             for d, swapped in depth.SWAP_POINTS]
+    measured = stages.training_row(512, 1, 1, "bf16", text_tokens=100, depth=8, blocks_to_swap=5, **NARROW)
+    predicted = depth.extrapolate(*plane[:2], 8, more_swapped=plane[2], swapped=5)
+    for name in (*depth.COUNTED, *depth.MEMORY):
+        assert getattr(predicted, name) == getattr(measured, name), name
+    assert predicted.phases == measured.phases and predicted.blocks_swapped == 5
+    per_block = plane[2].pinned_bytes - plane[1].pinned_bytes
+    assert per_block > 0 and measured.pinned_bytes == 5 * per_block and measured.copied_bytes == 2 * 5 * per_block
+    assert measured.weights == plane[1].weights + 3 * (plane[1].weights - plane[0].weights) - 2 * per_block
+    assert measured.host_syncs == 0
+    with pytest.raises(ValueError, match="3 or more swapped blocks"):
+        depth.extrapolate(*plane[:2], 8, more_swapped=plane[2], swapped=2)
+
+
 def test_the_training_step_names_its_host_syncs():
     """One optimizer step of the trainer: every host read of a GPU value is listed with its line."""
     row = stages.training_row(512, 1, 1, "bf16", text_tokens=100, depth=2, **NARROW)

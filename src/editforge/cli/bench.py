@@ -60,12 +60,12 @@ def _plan(json_path: Path | None, markdown_path: Path | None, needs_path: Path |
 
     with RichProgress() as progress:
         result = run_plan(progress=progress)
-    text = markdown(result)
-    typer.echo(text)
-    if json_path:
+    if json_path:  # first: the measurement is the expensive part
         json_path.write_text(json.dumps(result, indent=1))
     if needs_path:
         needs_path.write_text(json.dumps(memory_table(result), indent=1, sort_keys=True) + "\n")
+    text = markdown(result)
+    typer.echo(text)
     if markdown_path:
         with open(markdown_path, "a", encoding="utf-8") as fh:
             fh.write("\n" + text)

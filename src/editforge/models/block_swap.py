@@ -68,6 +68,7 @@ class BlockSwap:
             for name, buffer in module._buffers.items():
                 if buffer is not None:
                     module._buffers[name] = buffer.to(self.device)
+        self.copied_bytes = 0  # host -> device, since the swap was installed (the plan reads it per step)
         # copies made ahead of use: block index -> (copies, the event their copy recorded on the side stream)
         self.ahead: dict[int, tuple[list, torch.cuda.Event | None]] = {}
         self.handles = []
@@ -94,9 +95,16 @@ class BlockSwap:
         for module, name, param, _ in self.weights[i]:
             module._parameters[name] = param
 
+    @property
+    def pinned_bytes(self) -> int:
+        """The CPU memory the swapped weights rest in (pinned on a GPU machine)."""
+        return sum(nbytes(cpu) for entries in self.weights for _, _, _, cpu in entries)
+
     def _copies(self, i: int) -> list[torch.nn.Parameter]:
-        # copy=True: a real copy even when the device is the CPU (tests), so a weight in use is never the resting one
-        return [torch.nn.Parameter(moved(cpu, self.device), requires_grad=False) for _, _, _, cpu in self.weights[i]]
+        # a real copy even when the device is the CPU (tests), so a weight in use is never the resting one
+        copies = [torch.nn.Parameter(moved(cpu, self.device), requires_grad=False) for _, _, _, cpu in self.weights[i]]
+        self.copied_bytes += sum(nbytes(copy) for copy in copies)
+        return copies
 
     def _prefetch(self, i: int):
         if self.stream is None:
@@ -105,8 +113,8 @@ class BlockSwap:
         self.stream.wait_stream(compute)
         with torch.cuda.stream(self.stream):
             copies = self._copies(i)
-            for copy in copies:
-                copy.record_stream(compute)  # allocated on the side stream, freed only after compute used it
+            for part in (part for copy in copies for part in plain_parts(copy)):
+                part.record_stream(compute)  # allocated on the side stream, freed only after compute used it
             event = torch.cuda.Event()
             event.record(self.stream)
         return copies, event
@@ -139,11 +147,35 @@ def moved(tensor: torch.Tensor, device: str | torch.device, *, pin: bool = False
     return copy.pin_memory() if pin else copy
 
 
+def plain_parts(tensor: torch.Tensor) -> list[torch.Tensor]:
+    """The plain tensors a (quantized) tensor is made of: itself if it is one."""
+    if not is_traceable_wrapper_subclass(tensor):
+        return [tensor]
+    return [part for name in tensor.__tensor_flatten__()[0] for part in plain_parts(getattr(tensor, name))]
+
+
+def nbytes(tensor: torch.Tensor) -> int:
+    """Bytes of a tensor's storage, a quantized tensor's parts together (fake tensors included)."""
+    from torch.distributed._tools.common_utils import get_untyped_storages
+
+    return sum(storage.nbytes() for storage in get_untyped_storages(tensor))
+
+
 def resting(cpu: torch.Tensor) -> torch.Tensor:
     """What a swapped block's weight is between uses: its CPU copy (tests make it poison to catch a stray read)."""
     return cpu
 
 
 def swap_blocks(transformer: torch.nn.Module, count: int, device: str | torch.device) -> BlockSwap:
-    """Keep the frozen weights of the transformer's last `count` blocks on the CPU, copied in for each use."""
-    return BlockSwap(transformer, count, device)
+    """Keep the frozen weights of the transformer's last `count` blocks on the CPU, copied in for each use. The
+    swap stays reachable as `installed(transformer)` (its byte counts)."""
+    swap = BlockSwap(transformer, count, device)
+    transformer.__dict__[ATTRIBUTE] = swap  # not a submodule, not a parameter: out of nn.Module's bookkeeping
+    return swap
+
+
+ATTRIBUTE = "_editforge_block_swap"
+
+
+def installed(transformer: torch.nn.Module) -> BlockSwap | None:
+    return transformer.__dict__.get(ATTRIBUTE)

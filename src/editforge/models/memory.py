@@ -7,7 +7,8 @@ reference count, CUDA context and allocator slack included. A run whose configur
 has is refused with one line naming what would fit, instead of an out-of-memory error minutes into loading.
 Only checkpoints of the measured shape are checked (the tiny models and other shapes are not), only in bf16
 (fp32 weights on a GPU are a choice this table does not cover), and not with a single-file transformer or
-`blocks_to_swap` (configurations the plan has not measured).
+`blocks_to_swap` (configurations the plan has not measured for generation). Training prints its own line
+(`training_memory_line`), from the plan's training rows, swapped blocks included.
 """
 
 from __future__ import annotations
@@ -67,33 +68,64 @@ def check_fits(family: Family, transformer_config: dict, quantize: str | None, o
 
 
 # What the training rows were measured with (editforge.plan): Edit-2509's architecture (2511 is the same), LoRA
-# rank 32, gradient checkpointing, no swapped blocks; sides 512 and 1024, 1-2 controls, batch 1-2.
+# rank 32, gradient checkpointing; sides 512 and 1024, 1-2 controls, batch 1-2; no blocks swapped, and each of
+# those as a line in the number of swapped blocks (from 3 up: `training_swapped`).
 TRAINING_FAMILIES = ("qwen-image-edit-2509", "qwen-image-edit-2511")
 TRAINING_RANK = 32
+BASES = ("bf16", "fp8", "int8")
 
 
 def training_memory_line(family: Family, transformer_config: dict, *, base: str | None, pixels: int, controls: int,
                          batch: int, rank: int, checkpointing: bool, blocks_to_swap: int, card_bytes: int) -> str:
     """One line for `editforge train` to print before anything loads: the measured need of the run's
-    configuration (the smallest measured row that covers it) against the card, and what fits if it does not."""
-    table = measured().get("training", {})
+    configuration (the smallest measured row that covers it) against the card, and if it would not fit, what
+    would: another base without swapping, else the fewest `blocks_to_swap` (with the pinned CPU memory it takes)."""
+    table, swapped = measured().get("training", {}), measured().get("training_swapped", {})
     side = next((s for s in (512, 1024) if s * s >= pixels), None)
-    covered = (family.name in TRAINING_FAMILIES and checkpointing and not blocks_to_swap and rank <= TRAINING_RANK
-               and side and controls <= 2 and batch <= 2 and table and measured_shape(transformer_config))
+    lowest = min((line["from"] for line in swapped.values()), default=0)
+    covered = (family.name in TRAINING_FAMILIES and checkpointing and rank <= TRAINING_RANK and side
+               and controls <= 2 and batch <= 2 and table and measured_shape(transformer_config)
+               and (not blocks_to_swap or (swapped and lowest <= blocks_to_swap < transformer_config["num_layers"])))
     card = f"this GPU has {card_bytes / GiB:.1f} GiB"
     if not covered:
         return (f"memory: no measured row covers this run (measured: {', '.join(TRAINING_FAMILIES)}, rank <= 32, "
-                f"gradient checkpointing, no swapped blocks, up to 1024², 2 controls, batch 2); {card}")
-    key = lambda dtype: f"{dtype}/{side}/{max(controls, 1)}/{batch}"  # noqa: E731
-    need = table[key(base or "bf16")]
-    what = f"{base or 'bf16'} base, {side}², {max(controls, 1)} control(s), batch {batch}"
+                f"gradient checkpointing, up to 1024², 2 controls, batch 2, no blocks swapped or {lowest} and more); "
+                f"{card}")
+    config = lambda dtype: f"{dtype}/{side}/{max(controls, 1)}/{batch}"  # noqa: E731
+    base = base or "bf16"
+    need = _swapped(swapped[config(base)], "needs", blocks_to_swap) if blocks_to_swap else table[config(base)]
+    what = (f"{base} base, {side}², {max(controls, 1)} control(s), batch {batch}"
+            + (f", {blocks_to_swap} blocks swapped" if blocks_to_swap else ""))
     line = f"memory: about {need / GiB:.1f} GiB on the GPU (measured by `editforge bench plan`: {what}); {card}"
     if need <= card_bytes:
         return line
-    fitting = [dtype for dtype in ("fp8", "int8") if table[key(dtype)] <= card_bytes and dtype != base]
-    offer = ", ".join(f"`train.quantize: {d}` ({table[key(d)] / GiB:.1f} GiB)" for d in fitting)
-    return line + (f" and would run out. What fits: {offer}" if fitting else
-                   " and would run out; no measured base fits: try `train.blocks_to_swap` (not measured yet)")
+    offers = [f"`train.quantize: {dtype}` ({table[config(dtype)] / GiB:.1f} GiB)" for dtype in BASES[1:]
+              if dtype != base and table[config(dtype)] <= card_bytes and not blocks_to_swap]
+    for dtype in dict.fromkeys((base, *BASES)):  # the run's own base first
+        fewest = _fewest_swapped(swapped[config(dtype)], card_bytes, transformer_config["num_layers"])
+        if fewest and (dtype != base or fewest > blocks_to_swap) and len(offers) < 3:
+            lines = swapped[config(dtype)]
+            offers.append((f"`train.quantize: {dtype}` with " if dtype != base else "")
+                          + f"`train.blocks_to_swap: {fewest}` ({_swapped(lines, 'needs', fewest) / GiB:.1f} GiB, "
+                          f"{_swapped(lines, 'pinned', fewest) / GiB:.1f} GiB of pinned CPU memory)")
+    return line + (f" and would run out. What fits: {', '.join(offers)}" if offers else
+                   " and would run out; nothing measured fits this card")
+
+
+def _swapped(lines: dict, what: str, blocks: int) -> int:
+    at, per_block = lines[what]
+    return at + per_block * (blocks - lines["from"])
+
+
+def _fewest_swapped(lines: dict, card_bytes: int, layers: int) -> int | None:
+    """The fewest swapped blocks whose need fits `card_bytes` (at least one block stays on the GPU)."""
+    at, per_block = lines["needs"]
+    if at <= card_bytes:
+        return lines["from"]
+    if per_block >= 0:
+        return None
+    fewest = lines["from"] + -(-(at - card_bytes) // -per_block)
+    return fewest if fewest < layers else None
 
 
 def _describe(key: str) -> str:

@@ -32,6 +32,8 @@ TRAIN_BASES = ("bf16", "fp8", "int8")
 TRAIN_SIZES = (512, 1024)
 TRAIN_CONTROLS = (1, 2)
 TRAIN_BATCHES = (1, 2)
+SWAPPED = (8, 16, 30, 45)  # train.blocks_to_swap rows of every training configuration (of 60 blocks)
+SWAP_CHECK = 16            # the swapped configuration also run at full depth
 NOT_TRACED = [
     "the decoded image's conversion to a PIL picture on the host (postprocess): a fake tensor has no pixels; "
     "the device-to-host copy it makes is the last step of a generation, after the denoising loop",
@@ -50,8 +52,8 @@ def run_plan(*, full_depth_check: bool = True, progress: Progress | None = None)
 
     progress = progress or Progress()
     training = list(product(TRAIN_BASES, TRAIN_SIZES, TRAIN_CONTROLS, TRAIN_BATCHES))
-    progress.start("full-size plan", total=len(GENERATION) + len(QUANTIZED) + len(training) + full_depth_check,
-                   unit="config")
+    progress.start("full-size plan",
+                   total=len(GENERATION) + len(QUANTIZED) + 2 * len(training) + 2 * full_depth_check, unit="config")
     rows: list[stages.Row] = []
     for family, references in GENERATION:
         rows += stages.generation_rows(family, list(references))
@@ -63,19 +65,27 @@ def run_plan(*, full_depth_check: bool = True, progress: Progress | None = None)
     text_tokens = {r.references: r.text_tokens for r in rows
                    if r.stage == "text_encode" and r.model == "qwen-image-edit-2509"}
     for base, size, controls, batch in training:
-        measured = [stages.training_row(size, controls, batch, base, text_tokens=text_tokens[controls], depth=d)
-                    for d in depth.SHORT_DEPTHS]
-        rows.append(depth.extrapolate(*measured, stages.FULL_DEPTH))
+        def step(d: int, swapped: int = 0) -> stages.Row:
+            return stages.training_row(size, controls, batch, base, text_tokens=text_tokens[controls], depth=d,
+                                       blocks_to_swap=swapped)
+
+        rows.append(depth.extrapolate(*[step(d) for d in depth.SHORT_DEPTHS], stages.FULL_DEPTH))
         progress.advance(description=f"training: {base} base, {size}²")
-    check = None
+        plane = [step(d, swapped) for d, swapped in depth.SWAP_POINTS]
+        rows += [depth.extrapolate(*plane[:2], stages.FULL_DEPTH, more_swapped=plane[2], swapped=swapped)
+                 for swapped in SWAPPED]
+        progress.advance(description=f"training: {base} base, {size}², blocks swapped")
+    checks = []
     if full_depth_check:
-        full = stages.training_row(1024, 1, 1, "bf16", text_tokens=text_tokens[1])
-        estimate = next(r for r in rows if (r.stage, r.dtype, r.size, r.references, r.batch) ==
-                        ("train_step", "bf16", 1024, 1, 1))
-        check = {"full_depth": full.as_dict(), "extrapolated": estimate.as_dict(),
-                 "relative_error": {k: abs(getattr(estimate, k) - getattr(full, k)) / max(getattr(full, k), 1)
-                                    for k in ("flops", "peak_bytes", "activations", "weights")}}
-        progress.advance(description="training at full depth (60 blocks)")
+        for swapped in (0, SWAP_CHECK):
+            full = stages.training_row(1024, 1, 1, "bf16", text_tokens=text_tokens[1], blocks_to_swap=swapped)
+            estimate = next(r for r in rows if (r.stage, r.dtype, r.size, r.references, r.batch, r.blocks_swapped) ==
+                            ("train_step", "bf16", 1024, 1, 1, swapped))
+            checks.append({"full_depth": full.as_dict(), "extrapolated": estimate.as_dict(), "blocks_swapped": swapped,
+                           "relative_error": {k: abs(getattr(estimate, k) - getattr(full, k)) / max(getattr(full, k), 1)
+                                              for k in ("flops", "peak_bytes", "activations", "weights",
+                                                        "copied_bytes")}})
+            progress.advance(description=f"training at full depth (60 blocks, {swapped} swapped)")
     with FakeGPU() as gpu:
         pipe = models.pipeline(gpu, "qwen-image-edit-2509")
         components = {"text_encoder": fit.component_sizes(pipe.text_encoder),
@@ -95,6 +105,6 @@ def run_plan(*, full_depth_check: bool = True, progress: Progress | None = None)
         "fit": [f.as_dict() for f in fits],
         "cards": fit.CARDS,
         "assumptions": {"cuda_context_bytes": fit.CUDA_CONTEXT, "allocator_slack": fit.ALLOCATOR_SLACK},
-        "depth_check": check,
+        "depth_checks": checks,
         "not_traced": NOT_TRACED,
     }

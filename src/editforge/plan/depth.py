@@ -11,8 +11,14 @@ pass at 2 blocks, the backward pass at 60), so each phase is measured and extrap
 step's peak is the largest at N. Two measurements fix each line: at 2 blocks and at 3 (both have the
 distinct last block, whose text output the model drops, so their difference is one ordinary block).
 
+Block swap (`train.blocks_to_swap`) adds a second axis: with S of the N blocks swapped, a step is affine in N
+and in S as long as at least 3 blocks are swapped and at least one is not (fewer swapped blocks leave fewer
+device copies in flight; none unswapped moves the backward pass's peak). Three measurements fix the plane:
+(4 blocks, 3 swapped), (5, 3) and (5, 4); the tests check them against runs at (8, 3), (8, 5) and (12, 7), and
+`editforge bench plan` against a full 60-block run with 16 swapped.
+
 `editforge bench plan` checks this on the real architecture: one configuration is also run at full
-depth and both are reported; the tests check it on a small architecture against a run at depth 6.
+depth and both are reported; the tests check it on a small architecture against a run at depth 7.
 """
 
 from __future__ import annotations
@@ -22,31 +28,47 @@ from dataclasses import replace
 from editforge.plan.stages import Row
 
 SHORT_DEPTHS = (2, 3)
-COUNTED = ("flops", "host_syncs")
+SWAP_POINTS = ((4, 3), (5, 3), (5, 4))  # (depth, swapped): the plane of swapped steps, see above
+MIN_SWAPPED = 3
+COUNTED = ("flops", "host_syncs", "pinned_bytes", "copied_bytes")
 MEMORY = ("peak_bytes", "weights", "activations", "gradients", "optimizer")
 
 
-def _line(low: int, high: int, low_depth: int, high_depth: int, depth: int) -> int:
-    per_block, rest = divmod((high - low) * (depth - low_depth), high_depth - low_depth)
-    return low + per_block + (rest * 2 >= high_depth - low_depth)  # integers, rounded
+def _step(low: int, high: int, steps: int, span: int) -> int:
+    """(high - low) * steps / span, rounded to an integer (exact when span is 1, as every span here is)."""
+    per_block, rest = divmod((high - low) * steps, span)
+    return per_block + (rest * 2 >= span)
 
 
-def extrapolate(shallow: Row, deeper: Row, depth: int) -> Row:
-    """The row at `depth` blocks from rows measured at two depths (the deeper second).
+def extrapolate(shallow: Row, deeper: Row, depth: int, *, more_swapped: Row | None = None, swapped: int = 0) -> Row:
+    """The row at `depth` blocks (`swapped` of them swapped) from rows measured at two depths (the deeper second)
+    and, for a swapped step, a third at `deeper`'s depth with more blocks swapped.
 
     Each phase's peak (forward, backward, optimizer) is extrapolated on its own and the step's peak is the
     largest at `depth`: which phase peaks can change with the depth (the backward pass holds one input per
     block, the forward pass only one block's work), and each phase on its own is affine."""
-    if deeper.depth <= shallow.depth:
-        raise ValueError("measure at two different depths, the deeper second")
+    if deeper.depth <= shallow.depth or deeper.blocks_swapped != shallow.blocks_swapped:
+        raise ValueError("measure at two different depths with the same blocks swapped, the deeper second")
+    if more_swapped and (more_swapped.depth != deeper.depth or more_swapped.blocks_swapped <= deeper.blocks_swapped):
+        raise ValueError("measure more swapped blocks at the deeper depth")
+    if (swapped or deeper.blocks_swapped) and not (more_swapped and MIN_SWAPPED <= swapped < depth):
+        raise ValueError(f"a swapped step is extrapolated from three rows, to {MIN_SWAPPED} or more swapped blocks "
+                         "of which at least one is not")
 
-    def at(low: int, high: int) -> int:
-        return _line(low, high, shallow.depth, deeper.depth, depth)
+    def at(name: str, phase: str | None = None) -> int:
+        value = (lambda row: row.phases[phase][name]) if phase else (lambda row: getattr(row, name))
+        result = value(deeper) + _step(value(shallow), value(deeper), depth - deeper.depth,
+                                       deeper.depth - shallow.depth)
+        if more_swapped:
+            result += _step(value(deeper), value(more_swapped), swapped - deeper.blocks_swapped,
+                            more_swapped.blocks_swapped - deeper.blocks_swapped)
+        return result
 
-    values = {name: at(getattr(shallow, name), getattr(deeper, name)) for name in COUNTED}
-    phases = {phase: {name: at(shallow.phases[phase][name], deeper.phases[phase][name]) for name in MEMORY}
-              for phase in deeper.phases}
+    values = {name: at(name) for name in COUNTED}
+    phases = {phase: {name: at(name, phase) for name in MEMORY} for phase in deeper.phases}
     peak = max(phases.values(), key=lambda parts: parts["peak_bytes"])
-    notes = [*deeper.notes, f"measured at {shallow.depth} and {deeper.depth} blocks, extrapolated to {depth} "
-             "(see editforge.plan.depth)"]
-    return replace(deeper, depth=depth, notes=notes, phases=phases, **values, **peak)
+    measured = [f"{row.depth}" + (f" ({row.blocks_swapped} swapped)" if row.blocks_swapped else "")
+                for row in (shallow, deeper, more_swapped) if row]
+    notes = [*deeper.notes, f"measured at {', '.join(measured)} blocks, extrapolated to {depth}"
+             + (f" ({swapped} swapped)" if swapped else "") + " (see editforge.plan.depth)"]
+    return replace(deeper, depth=depth, blocks_swapped=swapped, notes=notes, phases=phases, **values, **peak)

@@ -46,6 +46,7 @@ class Fit:
     dtype: str = ""           # the transformer's (generation) or the base's (training) precision
     offload: str = "none"     # generation: none | model | sequential
     references: int = 0
+    blocks_swapped: int = 0   # training: train.blocks_to_swap
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -94,10 +95,15 @@ def generation_fits(rows: list[dict], components: dict[str, dict[str, int]]) -> 
 
 
 def training_fits(rows: list[dict]) -> list[Fit]:
-    return [_fit("training", row["model"], f"{row['dtype']} base, {row['size']}², {row['references']} control"
-                 f"{'s' if row['references'] != 1 else ''}, batch {row['batch']}", row["peak_bytes"],
-                 dtype=row["dtype"], references=row["references"])
+    return [_fit("training", row["model"], training_label(row), row["peak_bytes"], dtype=row["dtype"],
+                 references=row["references"], blocks_swapped=row["blocks_swapped"])
             for row in rows if row["stage"] == "train_step"]
+
+
+def training_label(row: dict) -> str:
+    swapped = f", {row['blocks_swapped']} blocks swapped" if row["blocks_swapped"] else ""
+    return (f"{row['dtype']} base, {row['size']}², {row['references']} control{'s' if row['references'] != 1 else ''}, "
+            f"batch {row['batch']}{swapped}")
 
 
 def memory_table(result: dict) -> dict:
@@ -111,10 +117,35 @@ def memory_table(result: dict) -> dict:
         key = f"{f.dtype}/{f.offload}"
         table.setdefault(f.model, {})[key] = max(table.get(f.model, {}).get(key, 0), f.needs_bytes)
     shape = {k: FULL_TRANSFORMER[k] for k in ("num_layers", "num_attention_heads", "attention_head_dim")}
-    training = {f"{row['dtype']}/{row['size']}/{row['references']}/{row['batch']}": needs(row["peak_bytes"])
-                for row in result["rows"] if row["stage"] == "train_step"}
+    steps = [row for row in result["rows"] if row["stage"] == "train_step"]
+    key = lambda row: f"{row['dtype']}/{row['size']}/{row['references']}/{row['batch']}"  # noqa: E731
+    training = {key(row): needs(row["peak_bytes"]) for row in steps if not row["blocks_swapped"]}
     return {"measured_for": shape, "cuda_context_bytes": CUDA_CONTEXT, "allocator_slack": ALLOCATOR_SLACK,
-            "generation": table, "training": training}
+            "generation": table, "training": training, "training_swapped": _swap_lines(steps, key)}
+
+
+def _swap_lines(steps: list[dict], key) -> dict[str, dict]:
+    """Per training configuration, its swapped rows as lines in the number of swapped blocks (affine from
+    `MIN_SWAPPED` up, editforge.plan.depth): the GPU bytes needed and the pinned CPU bytes, each as
+    [value at MIN_SWAPPED blocks, change per block]."""
+    from editforge.plan.depth import MIN_SWAPPED
+
+    by_config: dict[str, list[dict]] = {}
+    for row in steps:
+        if row["blocks_swapped"]:
+            by_config.setdefault(key(row), []).append(row)
+    lines = {}
+    for config, rows in by_config.items():
+        low, high = sorted(rows, key=lambda row: row["blocks_swapped"])[:2]
+        span = high["blocks_swapped"] - low["blocks_swapped"]
+
+        def line(value) -> list[int]:
+            per_block = (value(high) - value(low)) / span
+            return [round(value(low) + per_block * (MIN_SWAPPED - low["blocks_swapped"])), round(per_block)]
+
+        lines[config] = {"from": MIN_SWAPPED, "needs": line(lambda row: needs(row["peak_bytes"])),
+                         "pinned": line(lambda row: row["pinned_bytes"])}
+    return lines
 
 
 def component_sizes(module) -> dict[str, int]:

@@ -13,6 +13,9 @@ GPUS = {
 }
 # The share of the peak rate a well-fed transformer step reaches (EditForge's own target, docs/benchmarks.md).
 ACHIEVABLE = 0.6
+# Host-to-device copy rates from pinned memory over x16 links: about 80% of the links' 31.5 and 63 GB/s.
+PCIE = {"PCIe 4.0": 25e9, "PCIe 5.0": 50e9}
+SWAP_CARD = "RTX 4090"  # the 24 GB card block swap is for: its compute hides the copies
 
 
 def _gib(n: int) -> str:
@@ -105,11 +108,52 @@ def roofline_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def swap_table(rows: list[dict]) -> str:
+    """Training with `train.blocks_to_swap`: the measured bytes, and the seconds the copies add per step on PCIe 4
+    and 5 (a model, not a measurement)."""
+    from editforge.plan.fit import CARDS, needs, training_label
+
+    rate = GPUS[SWAP_CARD][0] * ACHIEVABLE
+    card = CARDS["24 GB (RTX 3090/4090, A10)"]
+    lines = ["| configuration | peak GiB | needs GiB | fits 24 GB | pinned CPU GiB | copied host→device GiB/step | "
+             + " | ".join(f"copy s ({link})" for link in PCIE) + f" | {SWAP_CARD} step s | "
+             + " | ".join(f"added s ({link})" for link in PCIE) + " |",
+             "| --- | --- | --- | --- | --- | --- | " + " | ".join("---" for _ in range(2 * len(PCIE) + 1)) + " |"]
+    for r in rows:
+        if r["stage"] != "train_step" or (r["size"], r["references"], r["batch"]) != (1024, 1, 1):
+            continue
+        step = r["flops"] / rate
+        copies = [r["copied_bytes"] / bandwidth for bandwidth in PCIE.values()]
+        added = [_added_seconds(copy, step, r["blocks_swapped"], r["depth"]) for copy in copies]
+        lines.append(f"| {training_label(r)} | {_gib(r['peak_bytes'])} | {_gib(needs(r['peak_bytes']))} "
+                     f"| {'✓' if needs(r['peak_bytes']) <= card else '✗'} | {_gib(r['pinned_bytes'])} "
+                     f"| {_gib(r['copied_bytes'])} | " + " | ".join(f"{c:.2f}" for c in copies)
+                     + f" | {step:.2f} | " + " | ".join(f"{a:.2f}" for a in added) + " |")
+    return "\n".join(lines)
+
+
+def _added_seconds(copy: float, step: float, swapped: int, depth: int) -> float:
+    """The copy time the compute does not hide. A step passes over the swapped blocks twice: the forward pass
+    (a quarter of the step's FLOPs) and the backward pass (recomputation and gradients: the other three
+    quarters). In each pass the first swapped block waits for its copy; every other copy runs on the side stream
+    while the previous block computes, and shows only where it takes longer than that block's share of the pass."""
+    if not swapped:
+        return 0.0
+    per_use = copy / (2 * swapped)
+    return sum(per_use + (swapped - 1) * max(0.0, per_use - step * share / depth) for share in (0.25, 0.75))
+
+
 def markdown(result: dict) -> str:
     generation = [r for r in result["rows"] if r["stage"] != "train_step"]
-    training = [r for r in result["rows"] if r["stage"] == "train_step"]
+    training = [r for r in result["rows"] if r["stage"] == "train_step" and not r["blocks_swapped"]]
     parts = ["### Stages (generation)", stage_table(generation), "", "### One training step", stage_table(training),
-             "", "### Host syncs", sync_table(result["rows"]), "", "### Fit", fit_table(result["fit"]), "",
+             "", "### Training with swapped blocks (1024², 1 control, batch 1)", swap_table(result["rows"]), "",
+             f"Copy seconds: the bytes at {', '.join(f'{b / 1e9:.0f} GB/s' for b in PCIE.values())} "
+             f"({', '.join(PCIE)} x16 from pinned memory, about 80% of the link). Added seconds (a model, not a "
+             f"measurement): in each of a step's two passes over the swapped blocks (forward: a quarter of the "
+             f"step's FLOPs; recomputation and backward: three quarters) the first block waits for its copy, and "
+             f"every other copy shows only where it takes longer than the previous block's share of that pass; the "
+             f"step is the roofline time on an {SWAP_CARD} (below).", "", "### Host syncs", sync_table(result["rows"]), "", "### Fit", fit_table(result["fit"]), "",
              "### What the defaults do on each card", defaults_table(result), "",
              f"Assumed on top of the plan's peak: the CUDA context, {_gib(result['assumptions']['cuda_context_bytes'])} "
              f"GiB, and {result['assumptions']['allocator_slack']:.0%} allocator slack.", "",
@@ -117,9 +161,10 @@ def markdown(result: dict) -> str:
              f"time = max(FLOPs / (peak bf16 rate × {ACHIEVABLE}), bytes read / memory bandwidth); a denoising step "
              "reads the transformer's weights once, a training step twice (forward and recomputed forward). "
              "Peak rates: " + ", ".join(f"{n} {r / 1e12:.0f} TFLOP/s, {b / 1e12:.2f} TB/s" for n, (r, b) in GPUS.items())]
-    if result.get("depth_check"):
-        errors = result["depth_check"]["relative_error"]
-        parts += ["", "Depth check (training, bf16, 1024², 1 control, batch 1, 60 blocks run in full vs extrapolated "
-                  "from 2 and 3): " + ", ".join(f"{k} {v:.2%}" for k, v in errors.items())]
+    for check in result.get("depth_checks", []):
+        measured_at = "(4, 3 swapped), (5, 3) and (5, 4)" if check["blocks_swapped"] else "2 and 3"
+        parts += ["", f"Depth check (training, bf16, 1024², 1 control, batch 1, {check['blocks_swapped']} blocks "
+                  f"swapped; 60 blocks run in full vs extrapolated from {measured_at} blocks): "
+                  + ", ".join(f"{k} {v:.2%}" for k, v in check["relative_error"].items())]
     parts += ["", "Not traced: " + "; ".join(result["not_traced"]) + "."]
     return "\n".join(parts) + "\n"

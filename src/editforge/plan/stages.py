@@ -55,6 +55,9 @@ class Row:
     text_tokens: int | None = None
     image_tokens: int | None = None
     depth: int = 60           # transformer blocks actually run (see editforge.plan.depth)
+    blocks_swapped: int = 0   # training: blocks whose frozen weights rest in CPU memory (editforge.models.block_swap)
+    pinned_bytes: int = 0     # the CPU memory they rest in
+    copied_bytes: int = 0     # bytes copied host -> device per step (each swapped block: forward and recompute)
     phases: dict[str, dict] = field(default_factory=dict)  # training: the peak of each phase, as the top level
     notes: list[str] = field(default_factory=list)
 
@@ -190,15 +193,17 @@ PHASES = ("forward", "backward", "optimizer")
 
 
 def training_row(size: int, controls: int, batch: int, base: str, *, text_tokens: int,
-                 depth: int = FULL_DEPTH, **transformer_config) -> Row:
+                 depth: int = FULL_DEPTH, blocks_to_swap: int = 0, **transformer_config) -> Row:
     """One optimizer step of `editforge train` (LoRA rank 32, gradient checkpointing, bf16 mixed precision)
-    on a `base` (bf16, int8 or fp8) transformer of `depth` blocks, at `size`x`size` with `controls` controls.
-    `transformer_config` overrides published config values (the tests use a narrower transformer).
+    on a `base` (bf16, int8 or fp8) transformer of `depth` blocks, at `size`x`size` with `controls` controls,
+    the last `blocks_to_swap` of them resting in CPU memory (`train.blocks_to_swap`; their device copies count
+    as activations). `transformer_config` overrides published config values (the tests use a narrower one).
 
     The step is the second one of a run: optimizer states exist already (a first step with zero gradients
     makes them). Samples are what the cache holds (latents and an unpadded text embedding of `text_tokens`),
     collated by the trainer's `collate`, their noise drawn by its `draw_noise`.
     """
+    from editforge.models.block_swap import installed
     from editforge.models.lightning import SCHEDULER_CONFIG
     from editforge.train.config import LoraConfig, TrainConfig
     from editforge.train.objective import collate, draw_noise
@@ -214,23 +219,28 @@ def training_row(size: int, controls: int, batch: int, base: str, *, text_tokens
     with FakeGPU() as gpu:
         pipe = SimpleNamespace(transformer=models.transformer(gpu, num_layers=depth, **transformer_config))
         params = prepare_model(pipe, LoraConfig(rank=TRAIN_RANK, alpha=TRAIN_RANK),
-                               quantize=None if base == "bf16" else base, gradient_checkpointing=True)
+                               quantize=None if base == "bf16" else base, gradient_checkpointing=True,
+                               blocks_to_swap=blocks_to_swap, device=gpu.device)
+        swap = installed(pipe.transformer)
         optimizer = make_optimizer(params, tc)
         _create_optimizer_states(optimizer, params)
         tensors = collate(samples, gpu.device, models.DTYPE)
         sigmas, noise = draw_noise(tensors["target"], tc, SCHEDULER_CONFIG, seed=(0, 0, 0))
         counter = FlopCount()
+        copied_before = swap.copied_bytes if swap else 0
         with deterministic_collection(), MemoryTracker(pipe.transformer, optimizer, device=gpu.device) as memory, \
                 counter, memory.stage("train_step"), gpu.syncs.region("train_step"):
             optimizer_step(accelerator, pipe.transformer, params, optimizer, [(tensors, sigmas, noise)],
                            max_grad_norm=tc.max_grad_norm)
+        swapped = {"blocks_swapped": blocks_to_swap, "pinned_bytes": swap.pinned_bytes,
+                   "copied_bytes": swap.copied_bytes - copied_before} if swap else {}
         syncs = gpu.syncs.summary("train_step")
         notes = [f"value read from the GPU, unknown here (0 assumed): {where}" for where in gpu.known.unknown_reads]
     phases = {phase: memory.peak("train_step", phase).as_dict() for phase in PHASES}
     return Row(stage="train_step", model="qwen-image-edit-2509", size=size, references=controls, batch=batch,
                dtype=base, flops=counter.total, **memory.peak("train_step").as_dict(), phases=phases,
                host_syncs=sum(site["count"] for site in syncs), sync_sites=syncs, text_tokens=text_tokens,
-               image_tokens=(latent // 2) ** 2 * (1 + controls) * batch, depth=depth, notes=notes)
+               image_tokens=(latent // 2) ** 2 * (1 + controls) * batch, depth=depth, notes=notes, **swapped)
 
 
 def _create_optimizer_states(optimizer: torch.optim.Optimizer, params) -> None:
