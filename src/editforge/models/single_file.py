@@ -14,6 +14,7 @@ stripping, no fp8 scales): EditForge converts the keys and scales itself and han
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,14 +83,14 @@ def inspect(component: str, path: str | Path, folder: Path) -> SingleFile:
     return SingleFile(component, path, _precision(path, dtypes))
 
 
-def convert_keys(component: str, keys) -> dict[str, str]:
+def convert_keys(component: str, keys: Collection[str]) -> dict[str, str]:
     """{file's name: the model's name} of every tensor in `keys` that is a model weight."""
     if component == "vae":
         return vae_names(keys)
     return {key: name for key in keys if (name := convert_key(component, key)) is not None}
 
 
-def vae_names(keys) -> dict[str, str]:
+def vae_names(keys: Collection[str]) -> dict[str, str]:
     """The diffusers names of a Wan 2.1 VAE file's tensors (ComfyUI's layout; diffusers names pass as they are).
 
     diffusers' `convert_wan_vae_to_diffusers` maps the real file (2 residual blocks per stage) right, but numbers the
