@@ -1,4 +1,4 @@
-"""Single-file checkpoints: the tiny transformer and text encoder written as ComfyUI and GGUF users have them load
+"""Single-file checkpoints: the tiny transformer, text encoder and VAE written as ComfyUI and GGUF users have them load
 with the weights they hold (fp8 and GGUF: exactly what their format decodes to, within its quantization error of
 the originals) and make the same picture; a wrong file is one line before anything loads."""
 
