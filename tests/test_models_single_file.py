@@ -1,4 +1,4 @@
-"""Single-file checkpoints: the tiny transformer and text encoder written as ComfyUI and GGUF users have them load
+"""Single-file checkpoints: the tiny transformer, text encoder and VAE written as ComfyUI and GGUF users have them load
 with the weights they hold (fp8 and GGUF: exactly what their format decodes to, within its quantization error of
 the originals) and make the same picture; a wrong file is one line before anything loads."""
 
@@ -12,6 +12,8 @@ from safetensors.torch import load_file, save_file
 
 import editforge
 from editforge.errors import EditForgeError
+from editforge.inference.metadata import read_params
+from editforge.models import single_file
 from editforge.models.info import model_info
 from editforge.models.tiny import tiny_model_dir
 from editforge.train import train
@@ -301,3 +303,161 @@ def test_training_config_names_a_missing_model_file(tmp_path, originals):
     raw = training_config(tmp_path, "y")
     apply_override(raw, "model.text_encoder=te.safetensors")
     assert validate(raw).model.text_encoder == Path("te.safetensors") and validate(raw).model.name == MODEL
+
+
+# ComfyUI's Qwen-Image VAE (`qwen_image_vae.safetensors`) is the Wan 2.1 VAE as ComfyUI's `comfy/ldm/wan/vae.py` builds
+# it, every block a plain `nn.Sequential` index; written here from those module definitions, not from the loader.
+COMFYUI_VAE_TOP = {"quant_conv.": "conv1.", "post_quant_conv.": "conv2.",  # WanVAE.conv1 / conv2
+                   # Encoder3d / Decoder3d: conv1, then head = (RMS_norm, SiLU, CausalConv3d)
+                   "conv_in.": "conv1.", "norm_out.": "head.0.", "conv_out.": "head.2."}
+COMFYUI_RESIDUAL = {"norm1.": "residual.0.", "conv1.": "residual.2.", "norm2.": "residual.3.", "conv2.": "residual.6.",
+                    "conv_shortcut.": "shortcut."}  # ResidualBlock.residual = (RMS_norm, SiLU, conv, RMS_norm, SiLU,
+#                                                    Dropout, conv); its shortcut a 1x1x1 conv where the width changes
+
+
+def comfyui_vae_name(name: str, num_res_blocks: int) -> str:
+    """The ComfyUI name of an `AutoencoderKLQwenImage` weight."""
+    coder, rest = name.split(".", 1) if name.startswith(("encoder.", "decoder.")) else ("", name)
+    prefix = f"{coder}." if coder else ""
+    top = next((p for p in COMFYUI_VAE_TOP if rest.startswith(p)), None)
+    if top:
+        return prefix + COMFYUI_VAE_TOP[top] + rest.removeprefix(top)
+    blocks, i, *inner = rest.split(".")
+    if blocks == "mid_block":  # middle = (ResidualBlock, AttentionBlock, ResidualBlock)
+        kind, index, *inner = [i, *inner]
+        block = "middle.1" if kind == "attentions" else f"middle.{2 * int(index)}"
+    elif blocks == "down_blocks":  # downsamples: per stage num_res_blocks ResidualBlocks, then a Resample
+        block = f"downsamples.{i}"
+    else:  # upsamples: per stage num_res_blocks + 1 ResidualBlocks, then a Resample (none after the last stage)
+        kind, index, *inner = inner
+        position = num_res_blocks + 1 if kind == "upsamplers" else int(index)
+        block = f"upsamples.{int(i) * (num_res_blocks + 2) + position}"
+    tail = ".".join(inner)
+    if block.startswith(("downsamples", "upsamples", "middle.0", "middle.2")):
+        residual = next((p for p in COMFYUI_RESIDUAL if tail.startswith(p)), None)
+        if residual:  # (a Resample's `resample.1` and `time_conv` are named as diffusers names them)
+            tail = COMFYUI_RESIDUAL[residual] + tail.removeprefix(residual)
+    return f"{prefix}{block}.{tail}"
+
+
+@pytest.fixture(scope="module")
+def vae_original():
+    return load_file(str(tiny_model_dir(MODEL) / "vae" / "diffusion_pytorch_model.safetensors"))
+
+
+def comfyui_vae(tensors: dict, num_res_blocks: int = 1) -> dict:
+    """A VAE's weights (the tiny one has 1 residual block per stage; the real one 2) as ComfyUI stores them."""
+    file = {comfyui_vae_name(k, num_res_blocks): v for k, v in tensors.items()}
+    assert len(file) == len(tensors)
+    return file
+
+
+# Names and shapes of the real file (the Wan 2.1 VAE layout qwen_image_vae.safetensors has), as ComfyUI users list them
+REAL_VAE_TENSORS = {"conv2.weight": (16, 16, 1, 1, 1), "decoder.conv1.weight": (384, 16, 3, 3, 3),
+                    "decoder.upsamples.3.time_conv.weight": (768, 384, 3, 1, 1),
+                    "decoder.upsamples.4.shortcut.weight": (384, 192, 1, 1, 1),
+                    "decoder.upsamples.4.residual.2.weight": (384, 192, 3, 3, 3),
+                    "decoder.upsamples.7.time_conv.weight": (768, 384, 3, 1, 1),
+                    "decoder.upsamples.14.residual.6.weight": (96, 96, 3, 3, 3),
+                    "decoder.head.2.weight": (3, 96, 3, 3, 3), "encoder.downsamples.5.time_conv.weight": (192, 192, 3, 1, 1)}
+
+
+def test_the_real_comfyui_vae_layout_maps_onto_the_full_size_model(tmp_path):
+    """At full size (2 residual blocks per stage, as in every qwen_image_vae.safetensors), each ComfyUI name maps onto
+    the diffusers weight of its shape, and a header-only file with the real names passes the check."""
+    from accelerate import init_empty_weights
+    from diffusers import AutoencoderKLQwenImage
+
+    with init_empty_weights(include_buffers=False):
+        model = AutoencoderKLQwenImage(base_dim=96, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2,
+                                       temperal_downsample=[False, True, True])
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    comfyui = {comfyui_vae_name(k, 2): k for k in shapes}
+    assert len(comfyui) == len(shapes) == 194
+    for name, shape in REAL_VAE_TENSORS.items():
+        assert shapes[comfyui[name]] == shape, name
+    assert single_file.convert_keys("vae", comfyui) == comfyui
+    model.save_config(tmp_path / "full" / "vae")
+    path = tmp_path / "qwen_image_vae.safetensors"
+    save_file({name: torch.empty(0, dtype=torch.bfloat16) for name in comfyui}, str(path))  # names only
+    assert single_file.inspect("vae", path, tmp_path / "full").label == "qwen_image_vae.safetensors (bf16)"
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_comfyui_vae_file_loads_its_weights_exactly_and_makes_the_folder_models_pictures(tmp_path, vae_original, dtype):
+    torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
+    path = tmp_path / "qwen_image_vae.safetensors"
+    save_file({k: v.to(torch_dtype) for k, v in comfyui_vae(vae_original).items()}, str(path))
+    pipe = editforge.load_pipeline(MODEL, device="cpu", dtype=dtype, vae=str(path))
+    weights = pipe.vae.state_dict()
+    assert weights.keys() == vae_original.keys()
+    for name, original in vae_original.items():
+        assert weights[name].dtype == torch_dtype and torch.equal(weights[name], original.to(torch_dtype)), name
+    folder = editforge.load_pipeline(MODEL, device="cpu", dtype=dtype)
+    assert np.array_equal(pixels(pipe), pixels(folder))  # the VAE encodes the input and decodes the output
+    _, params = editforge.generate(pipe, [noise_image()], "make it red", seed=0, steps=2)
+    assert params["files"] == {"vae": f"qwen_image_vae.safetensors ({dtype})"}  # recorded in every PNG
+
+
+def test_a_diffusers_layout_vae_file_loads_as_it_is(tmp_path, vae_original):
+    """The folder's own `vae/diffusion_pytorch_model.safetensors` (diffusers names) is a single file too."""
+    pipe = editforge.load_pipeline(MODEL, device="cpu", vae=str(tiny_model_dir(MODEL) / "vae" /
+                                                                "diffusion_pytorch_model.safetensors"))
+    assert all(torch.equal(pipe.vae.state_dict()[k], v) for k, v in vae_original.items())
+
+
+def test_a_wrong_vae_file_is_one_line_before_anything_loads(tmp_path, originals, vae_original, unloadable):
+    model = unloadable(MODEL)  # its transformer is garbage: an error about the VAE file proves the order
+    transformer = tmp_path / "qwen_image_edit_2509_bf16.safetensors"
+    save_file(comfyui_transformer("bf16", originals["transformer"])[0], str(transformer))
+    with pytest.raises(EditForgeError, match=rf"`vae` {transformer}: {len(vae_original)} of the model's "
+                                             rf"{len(vae_original)} weights are missing .* is it a VAE of the model"):
+        editforge.load_pipeline(model, device="cpu", vae=str(transformer))
+    # nor does a VAE of another depth: the real one's 2 residual blocks per stage, for this 1-block model
+    from diffusers import AutoencoderKLQwenImage
+
+    deeper = AutoencoderKLQwenImage.from_config({**AutoencoderKLQwenImage.load_config(tiny_model_dir(MODEL) / "vae"),
+                                                 "num_res_blocks": 2})
+    path = tmp_path / "deeper.safetensors"
+    save_file(comfyui_vae(deeper.state_dict(), num_res_blocks=2), str(path))
+    with pytest.raises(EditForgeError, match=r"`vae` .*deeper.safetensors: \d+ of the model's \d+ weights are missing"):
+        editforge.load_pipeline(model, device="cpu", vae=str(path))
+
+
+def test_cli_vae_flag(cli, tmp_path, make_image, originals, vae_original):
+    for command in ("edit", "t2i"):
+        code, out, _ = cli(command, "--help")
+        assert code == 0 and "--vae " in out, out
+    path = tmp_path / "qwen_image_vae.safetensors"
+    save_file(comfyui_vae(vae_original), str(path))
+    code, _, err = cli("edit", "--model", MODEL, "--image", str(make_image()), "--prompt", "p", "--out", "o.png",
+                       "--steps", "2", "--device", "cpu", "--vae", str(path))
+    assert code == 0, err
+    assert read_params(tmp_path / "o.png")["files"] == {"vae": "qwen_image_vae.safetensors (fp32)"}
+    wrong = tmp_path / "qwen_image_edit_2509_bf16.safetensors"  # the transformer's file given as the VAE
+    save_file(comfyui_transformer("bf16", originals["transformer"])[0], str(wrong))
+    code, _, err = cli("edit", "--model", MODEL, "--image", str(make_image()), "--prompt", "p", "--out", "x.png",
+                       "--vae", str(wrong))
+    assert code == 2 and len(err.strip().splitlines()) == 1 and f"--vae {wrong}: 146 of the model's 146 weights are " \
+        "missing" in err, err
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_training_encodes_with_the_vae_file(tmp_path, vae_original):
+    """`model.vae` is the VAE training caches latents with: the folder's weights in ComfyUI's layout train as the
+    folder's model does, other weights otherwise; and the file is part of the cache's key (the two file runs share a
+    cache folder, and the VAE's config is the same for both: only the file tells their latents apart)."""
+    same, other = tmp_path / "qwen_image_vae.safetensors", tmp_path / "qwen_image_vae_finetuned.safetensors"
+    save_file(comfyui_vae(vae_original), str(same))
+    save_file(comfyui_vae({k: v * 1.5 if k == "encoder.conv_in.weight" else v for k, v in vae_original.items()}),
+              str(other))
+    base = train(validate(training_config(tmp_path, "base"))).losses
+    losses = {}
+    for path in (same, other):
+        raw = training_config(tmp_path, path.stem, vae=str(path))
+        raw["data"]["cache_dir"] = str(tmp_path / "shared-cache")
+        losses[path] = train(validate(raw)).losses
+    assert losses[same] == base and np.all(np.isfinite(losses[other])) and losses[other] != base
+    raw = training_config(tmp_path, "missing", vae=str(tmp_path / "nope.safetensors"))
+    with pytest.raises(EditForgeError, match=r"model.vae: not found: .*nope.safetensors"):
+        train(validate(raw))

@@ -14,7 +14,7 @@ import re
 FLAGS = {
     "model": "--model", "lightning": "--lightning", "lightning_path": "--lightning-path", "loras": "--lora",
     "dtype": "--dtype", "quantize": "--quantize", "offload": "--offload", "device": "--device", "force": "--force",
-    "strict_lora": "--strict-lora", "transformer": "--transformer", "blocks_to_swap": "--blocks-to-swap", "text_encoder": "--text-encoder", "steps": "--steps", "cfg": "--cfg", "max_pixels": "--max-pixels",
+    "strict_lora": "--strict-lora", "transformer": "--transformer", "blocks_to_swap": "--blocks-to-swap", "text_encoder": "--text-encoder", "vae": "--vae", "steps": "--steps", "cfg": "--cfg", "max_pixels": "--max-pixels",
     "condition_pixels": "--condition-pixels", "seed": "--seed", "out": "--out", "sheet": "--sheet",
     "columns": "--columns", "allow_outside": "--allow-outside", "retry_failed": "--retry-failed",
     "max_rows": "--max-rows", "resume": "--resume", "overrides": "--set", "family": "--family",

@@ -106,6 +106,8 @@ LOAD = OptionGroup(
                                   "fp8, scaled fp8) or GGUF (Q8_0, Q4_K, ...)")], None),
         Flag("text_encoder", Annotated[Optional[str], typer.Option(
             "--text-encoder", help="a single-file text encoder (ComfyUI's qwen_2.5_vl_7b*.safetensors)")], None),
+        Flag("vae", Annotated[Optional[str], typer.Option(
+            "--vae", help="a single-file VAE (ComfyUI's qwen_image_vae.safetensors)")], None),
         Flag("vae_tiling", Annotated[bool, typer.Option(
             "--vae-tiling", help="tiled VAE decode for very large outputs")], False),
         Flag("device", Annotated[Optional[str], typer.Option(

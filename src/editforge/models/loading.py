@@ -137,7 +137,8 @@ def prepare_load(model: str, options: LoadOptions | None = None, **overrides) ->
                    torch.cuda.get_device_properties(torch.device(device)).total_memory)
     compile = device.startswith("cuda") if options.compile is None else options.compile
     files = tuple(single_file.inspect(component, path, folder) for component, path in
-                  (("transformer", options.transformer), ("text_encoder", options.text_encoder)) if path)
+                  (("transformer", options.transformer), ("text_encoder", options.text_encoder), ("vae", options.vae))
+                  if path)
     if options.blocks_to_swap and any(f.is_gguf for f in files) and not (lightning_file or loras):
         raise EditForgeError("`blocks_to_swap` swaps plain weights; a GGUF transformer stays quantized (give a "
                              ".safetensors `transformer`)")

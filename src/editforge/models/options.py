@@ -69,6 +69,7 @@ class LoadOptions:
     vae_tiling: bool = False
     transformer: str | Path | None = None  # a single-file transformer (ComfyUI .safetensors, fp8, GGUF) for the model's
     text_encoder: str | Path | None = None  # ... and text encoder (ComfyUI's qwen_2.5_vl_7b*.safetensors)
+    vae: str | Path | None = None  # ... and VAE (ComfyUI's qwen_image_vae.safetensors)
     fuse: bool = True  # fuse LoRAs into the weights (needed before quantizing)
     force: bool = False  # load a Lightning file whose name says another family, an unknown model or other steps
     strict_lora: bool = False  # refuse a LoRA that matches the transformer only partly

@@ -1,9 +1,10 @@
-"""Single-file checkpoints: the transformer or text encoder from the one file a ComfyUI user already has, the
+"""Single-file checkpoints: the transformer, text encoder or VAE from the one file a ComfyUI user already has, the
 rest of the pipeline from the model's folder.
 
 Read: `.safetensors` in ComfyUI's layouts (diffusers key names, bare or under `model.diffusion_model.` /
 `diffusion_model.`; bf16, plain `float8_e4m3fn`, and scaled fp8 with a `scale_weight` / `weight_scale` tensor
-per layer, the scaled and "mixed" fp8 files) and GGUF (Q8_0, Q4_0, Q4_K, ... as diffusers reads them).
+per layer, the scaled and "mixed" fp8 files) and GGUF (Q8_0, Q4_0, Q4_K, ... as diffusers reads them). The VAE
+file (`qwen_image_vae.safetensors`) has the Wan 2.1 VAE's names, mapped by diffusers' own Wan converter.
 
 diffusers 0.42.1's `from_single_file` knows QwenImageTransformer2DModel but maps its keys as they are (no prefix
 stripping, no fp8 scales): EditForge converts the keys and scales itself and hands diffusers the state dict.
@@ -13,6 +14,7 @@ stripping, no fp8 scales): EditForge converts the keys and scales itself and han
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,13 +31,17 @@ IGNORED = re.compile(r"(^scaled_fp8$|\.scale_input$|\.input_scale$|\.comfy_quant
 TEXT_ENCODER_RENAMES = ((re.compile(r"^visual\."), "model.visual."),
                         (re.compile(r"^model\.(?!language_model\.|visual\.)"), "model.language_model."))
 LM_HEAD = "lm_head.weight"  # not in some ComfyUI text-encoder files; the pipelines use hidden states, not logits
+# A block of the Wan 2.1 VAE's decoder (`decoder.upsamples.N.`), and one that is a Resample (the last of its stage)
+WAN_DECODER_BLOCK = re.compile(r"^decoder\.upsamples\.(\d+)\.")
+WAN_RESAMPLE = re.compile(r"^decoder\.upsamples\.(\d+)\.(resample|time_conv)\.")
+NAMES = {"vae": "VAE", "text_encoder": "text encoder"}
 
 
 @dataclass(frozen=True)
 class SingleFile:
     """A checked single-file checkpoint for one pipeline component."""
 
-    component: str  # "transformer" or "text_encoder"
+    component: str  # "transformer", "text_encoder" or "vae"
     path: Path
     precision: str  # what the file stores its weights in: "bf16", "fp8", "fp8-scaled", "gguf Q8_0", ...
 
@@ -64,7 +70,7 @@ def inspect(component: str, path: str | Path, folder: Path) -> SingleFile:
         dtypes = _gguf_types(path) if suffix == ".gguf" else _safetensors_dtypes(path)
     except Exception as exc:  # a truncated or foreign file: each reader raises its own kind
         raise EditForgeError(f"`{component}` {path} is not a readable {suffix[1:]} file ({exc})") from None
-    names = {convert_key(component, key) for key in dtypes} - {None}
+    names = set(convert_keys(component, dtypes).values())
     expected = expected_keys(component, folder)
     if component == "text_encoder":
         names.add(LM_HEAD)
@@ -72,9 +78,40 @@ def inspect(component: str, path: str | Path, folder: Path) -> SingleFile:
     if missing or unexpected:
         what = (f"{len(missing)} of the model's {len(expected)} weights are missing (e.g. {missing[0]})" if missing
                 else f"{len(unexpected)} weights are not the model's (e.g. {unexpected[0]})")
-        raise EditForgeError(f"`{component}` {path}: {what}; is it a {component.replace('_', ' ')} of the model "
+        raise EditForgeError(f"`{component}` {path}: {what}; is it a {NAMES.get(component, component)} of the model "
                              f"in {folder}?")
     return SingleFile(component, path, _precision(path, dtypes))
+
+
+def convert_keys(component: str, keys: Collection[str]) -> dict[str, str]:
+    """{file's name: the model's name} of every tensor in `keys` that is a model weight."""
+    if component == "vae":
+        return vae_names(keys)
+    return {key: name for key in keys if (name := convert_key(component, key)) is not None}
+
+
+def vae_names(keys: Collection[str]) -> dict[str, str]:
+    """The diffusers names of a Wan 2.1 VAE file's tensors (ComfyUI's layout; diffusers names pass as they are).
+
+    diffusers' `convert_wan_vae_to_diffusers` maps the real file (2 residual blocks per stage) right, but numbers the
+    decoder's blocks as 3 residual blocks and a Resample per stage whatever the file holds. A VAE with fewer (the
+    tiny one has 1) is renumbered to that layout first: block N of stage S goes to 4 S + N, its Resample to 4 S + 3
+    (the identity on the real file). A VAE of more blocks per stage keeps names the model lacks: `inspect` says so.
+    """
+    from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
+
+    resamples = sorted({int(m[1]) for key in keys if (m := WAN_RESAMPLE.match(key))})
+    per_stage = resamples[0] + 1 if resamples else 4  # residual blocks and the Resample
+
+    def renumbered(key: str) -> str:
+        match = WAN_DECODER_BLOCK.match(key)
+        if not match:
+            return key
+        stage, position = divmod(int(match[1]), per_stage)
+        index = 4 * stage + (3 if position == per_stage - 1 else position)
+        return f"decoder.upsamples.{index}.{key[match.end():]}"
+
+    return {key: name for name, key in convert_wan_vae_to_diffusers({renumbered(key): key for key in keys}).items()}
 
 
 def convert_key(component: str, key: str) -> str | None:
@@ -95,10 +132,8 @@ def read_state_dict(file: SingleFile, dtype: torch.dtype, *, keep_quantized: boo
     dequantized."""
     raw = _read(file.path)
     state = {}
-    for key, tensor in raw.items():
-        name = convert_key(file.component, key)
-        if name is None:
-            continue
+    for key, name in convert_keys(file.component, raw).items():
+        tensor = raw[key]
         scale = next((raw[key.removesuffix(".weight") + s] for s in SCALES
                       if key.endswith(".weight") and key.removesuffix(".weight") + s in raw), None)
         if getattr(tensor, "quant_type", None) is not None and not keep_quantized:
@@ -126,31 +161,34 @@ def load_component(file: SingleFile, folder: Path, dtype: torch.dtype, *, keep_q
         config = GGUFQuantizationConfig(compute_dtype=dtype) if quantized else None
         return QwenImageTransformer2DModel.from_single_file(state, config=str(folder), subfolder="transformer",
                                                             torch_dtype=dtype, quantization_config=config)
-    from accelerate import init_empty_weights
-    from transformers import AutoConfig, Qwen2_5_VLForConditionalGeneration
-
-    config = AutoConfig.from_pretrained(folder / "text_encoder")
-    with init_empty_weights(include_buffers=False):
-        model = Qwen2_5_VLForConditionalGeneration._from_config(config, dtype=dtype)
+    model = _empty_model(file.component, folder, dtype)
     model.load_state_dict(read_state_dict(file, dtype), strict=True, assign=True)
     return model.eval()
 
 
 def expected_keys(component: str, folder: Path) -> set[str]:
     """The component's parameter names, from a copy built on the meta device (no memory, no weights)."""
+    return set(_empty_model(component, folder).state_dict())
+
+
+def _empty_model(component: str, folder: Path, dtype: torch.dtype | None = None):
+    """`component` as `folder`'s config makes it, on the meta device: its weights are assigned when it loads."""
     from accelerate import init_empty_weights
 
     with init_empty_weights(include_buffers=False):
         if component == "transformer":
             from diffusers import QwenImageTransformer2DModel
 
-            model = QwenImageTransformer2DModel.from_config(QwenImageTransformer2DModel.load_config(
+            return QwenImageTransformer2DModel.from_config(QwenImageTransformer2DModel.load_config(
                 folder / "transformer"))
-        else:
-            from transformers import AutoConfig, Qwen2_5_VLForConditionalGeneration
+        if component == "vae":
+            from diffusers import AutoencoderKLQwenImage
 
-            model = Qwen2_5_VLForConditionalGeneration._from_config(AutoConfig.from_pretrained(folder / "text_encoder"))
-    return set(model.state_dict())
+            return AutoencoderKLQwenImage.from_config(AutoencoderKLQwenImage.load_config(folder / "vae"))
+        from transformers import AutoConfig, Qwen2_5_VLForConditionalGeneration
+
+        return Qwen2_5_VLForConditionalGeneration._from_config(AutoConfig.from_pretrained(folder / "text_encoder"),
+                                                               dtype=dtype)
 
 
 def _read(path: Path) -> dict[str, torch.Tensor]:

@@ -109,8 +109,9 @@ def settings_fingerprint(pipe, vae_pixels: int, condition_pixels: int | None) ->
         "version": CACHE_VERSION,
         "family": family.name,
         "model": model_info(pipe).model,
-        # a text encoder from a single file has other weights than the folder's (key absent otherwise: old caches stay valid)
-        **{f"{c}_file": label for c, label in model_info(pipe).files.items() if c == "text_encoder"},
+        # a text encoder or VAE from a single file has other weights than the folder's (keys absent otherwise: old
+        # caches stay valid)
+        **{f"{c}_file": label for c, label in model_info(pipe).files.items() if c in ("text_encoder", "vae")},
         "vae": dict(pipe.vae.config),
         "text_encoder": pipe.text_encoder.config.to_dict(),
         "dtype": str(pipe.text_encoder.dtype),

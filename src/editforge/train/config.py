@@ -49,6 +49,7 @@ class ModelConfig(Strict):
     name: str  # family, tiny model, hub id or local pipeline folder
     transformer: Optional[Path] = None  # a single-file transformer: ComfyUI .safetensors (bf16, fp8, scaled fp8), GGUF
     text_encoder: Optional[Path] = None  # a single-file text encoder (ComfyUI's qwen_2.5_vl_7b*.safetensors)
+    vae: Optional[Path] = None  # a single-file VAE (ComfyUI's qwen_image_vae.safetensors)
 
 
 class DataConfig(Strict):
@@ -165,6 +166,7 @@ class Config(Strict):
             if path is not None and path.exists() and not path.is_dir():
                 raise EditForgeError(f"{key}: {where(path)} is a file; give a folder")
         wanted = [("model.transformer", self.model.transformer), ("model.text_encoder", self.model.text_encoder),
+                  ("model.vae", self.model.vae),
                   ("data.source", self.data.source), ("lora.init_from", self.lora.init_from)]
         for section, samples in (("data.samples", self.data.samples), ("validation.samples", self.validation.samples)):
             for i, sample in enumerate(samples):

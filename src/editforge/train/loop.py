@@ -74,7 +74,7 @@ def train(config: Config, *, resume: str | None = None, progress: Progress | Non
     # Every training sample's prompt and images are distinct: an embedding cache would only hold memory.
     plan = prepare_load(config.model.name, dtype=WEIGHT_DTYPES[config.train.mixed_precision], reuse_embeddings=False,
                         device=str(accelerator.device), transformer=config.model.transformer,
-                        text_encoder=config.model.text_encoder)
+                        text_encoder=config.model.text_encoder, vae=config.model.vae)
     family = plan.family
     config.check_family(family)
     if config.train.blocks_to_swap and accelerator.distributed_type == "DEEPSPEED":
