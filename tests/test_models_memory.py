@@ -4,6 +4,7 @@ the sizes come from the full-size plan (`editforge bench plan`), the GPU is stoo
 from __future__ import annotations
 
 import json
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -121,12 +122,28 @@ def test_training_prints_its_measured_need_and_what_fits_before_loading(full_siz
     line = memory_line(config, plan, samples, "cuda")
     assert "would run out. What fits: `train.quantize: fp8`" in line and "`train.quantize: int8`" in line
     gpu_of(CARD_24)
-    assert "no measured base fits: try `train.blocks_to_swap`" in memory_line(config, plan, samples, "cuda")
+    line = memory_line(config, plan, samples, "cuda")
+    # no base fits 24 GB unswapped: the fewest swapped blocks that fit, the bf16 base first, then fp8 and int8
+    swapped = memory.measured()["training_swapped"]
+    offers = re.findall(r"`train.blocks_to_swap: (\d+)` \(([\d.]+) GiB, ([\d.]+) GiB of pinned", line)
+    assert "would run out. What fits: `train.blocks_to_swap: " in line and len(offers) == 3, line
+    for dtype, (blocks, need, pinned) in zip(("bf16", "fp8", "int8"), offers):
+        at, per_block = swapped[f"{dtype}/1024/1/1"]["needs"]
+        fewest = next(n for n in range(3, 60) if at + per_block * (n - 3) <= CARD_24)
+        assert int(blocks) == fewest and float(need) == round((at + per_block * (fewest - 3)) / GiB, 1)
+        pin_at, pin_per_block = swapped[f"{dtype}/1024/1/1"]["pinned"]
+        assert float(pinned) == round((pin_at + pin_per_block * (fewest - 3)) / GiB, 1)
+    # a run that swaps: the need of its swapped row, and it fits
+    config.train.blocks_to_swap = int(offers[0][0])
+    assert memory_line(config, plan, samples, "cuda") == (
+        f"memory: about {offers[0][1]} GiB on the GPU (measured by `editforge bench plan`: bf16 base, 1024², 1 "
+        f"control(s), batch 1, {offers[0][0]} blocks swapped); this GPU has {CARD_24 / GiB:.1f} GiB")
+    config.train.blocks_to_swap = 0
     # a bigger batch, 2 controls and 512² each pick their own measured row
     config.data = SimpleNamespace(max_pixels=512 * 512, batch_size=2)
     line = memory_line(config, plan, [SimpleNamespace(controls=("a", "b"))], "cuda")
     assert f"about {table['bf16/512/2/2'] / GiB:.1f} GiB" in line and "512², 2 control(s), batch 2" in line
     # what no row covers says so; a CPU run prints nothing
-    config.train.blocks_to_swap = 8
+    config.train.blocks_to_swap = 2  # swapped rows are measured from 3 blocks up
     assert memory_line(config, plan, samples, "cuda").startswith("memory: no measured row covers this run")
     assert memory_line(config, plan, samples, "cpu") is None

@@ -238,3 +238,35 @@ def test_on_a_gpu_cluster_a_worker_takes_its_gpus(cluster, monkeypatch):
     assert engine.describe() == "4 Ray workers, 2 GPUs each"
     with pytest.raises(EditForgeError, match=r"^the Ray cluster has 8 GPUs; `workers` 5 needs 5 x 2 GPUs$"):
         RayEngine("auto", workers=5, gpus_per_worker=2).connect()
+
+
+def test_a_dead_workers_finished_requests_keep_their_results_and_the_first_unfinished_is_blamed(monkeypatch):
+    """`ray.wait` can report a worker's death before a result it made earlier: that result is kept (not made
+    again), and the death counts against the first request the worker had not finished. No cluster: the order of
+    events is set by hand, so the race happens on every run."""
+    from collections import deque
+
+    from editforge.sheet import ray_engine
+    from editforge.sheet.engine import Outcome, Request
+
+    requests = {ref: Request(key=key, inputs=(), prompt="p", seed=key, retries=0)
+                for key, ref in enumerate(("made", "in hand", "waiting"), start=1)}
+    finished = {"made": Outcome("done", 1, png=b"png")}
+    monkeypatch.setattr(ray_engine, "_made", lambda ref, request: finished.get(ref))
+    engine = RayEngine("local", max_deaths=2)
+    monkeypatch.setattr(engine, "_spawn", lambda: ray_engine._Slot(actor="new", ready=None))
+    slot = ray_engine._Slot(actor="old", ready=None, queue=deque(requests))
+    engine._slots = [slot]
+    sent = {ref: (slot, request) for ref, request in requests.items()}
+    again: deque = deque()
+
+    results = list(engine._lost(slot, RuntimeError("worker died"), sent, again))
+    assert results == [(requests["made"], finished["made"])]
+    assert [r.key for r in again] == [2, 3] and engine.deaths == {2: 1} and engine.replaced == 1
+    assert not sent and [s.actor for s in engine._slots] == ["new"]
+    # the same row in hand when a second worker dies: failed with the reason, not sent again
+    slot = ray_engine._Slot(actor="new", ready=None, queue=deque(["again"]))
+    engine._slots = [slot]
+    results = list(engine._lost(slot, RuntimeError("worker died"), {"again": (slot, again[0])}, deque()))
+    assert [(r.key, o.status, o.failure) for r, o in results] == [(2, "failed", "error")]
+    assert "a worker died 2 times making this row" in results[0][1].error
