@@ -17,6 +17,7 @@ from editforge.models.tiny import tiny_model_dir
 from editforge.train import train
 from editforge.train.cache import settings_fingerprint
 from editforge.train.config import apply_override, validate
+from tests import kquants
 from tests.helpers import noise_image, write_samples
 
 MODEL = "tiny-qwen-image-edit-2509"
@@ -78,21 +79,32 @@ def comfyui_transformer(layout: str, tensors: dict) -> tuple[dict, dict]:
     return {f"model.diffusion_model.{k}": v for k, v in file.items()}, decoded
 
 
+def stored_type(name: str, tensor: torch.Tensor, qtype):
+    """The type `write_gguf` stores a tensor in: `qtype` (or, for a mix, what it gives for the name) for a matrix whose
+    rows split into that type's blocks, else None (F32)."""
+    import gguf
+
+    kind = qtype(name) if callable(qtype) else qtype
+    return kind if is_matrix(name, tensor) and tensor.shape[1] % gguf.GGML_QUANT_SIZES[kind][0] == 0 else None
+
+
 def write_gguf(path, tensors: dict, qtype) -> dict:
-    """The transformer as GGUF (gguf's own writer): matrices whose rows split into `qtype` blocks in `qtype`, the
-    rest F32, as the GGUF converters do. Returns what each tensor decodes to by gguf's reference decoder."""
+    """The transformer as GGUF (gguf's own writer), each tensor in its `stored_type`, as the GGUF converters do.
+    `qtype`: a GGMLQuantizationType, or a function of the tensor's name that gives one (a mixed file such as Q4_K_M).
+    K-quants are encoded by tests/kquants.py (gguf's package cannot), the rest by gguf's own encoder. Returns what each
+    tensor decodes to by gguf's reference decoder."""
     import gguf
     from gguf import GGMLQuantizationType, quants
 
     writer = gguf.GGUFWriter(str(path), "qwen_image")
-    block = gguf.GGML_QUANT_SIZES[qtype][0]
     decoded = {}
     for name, tensor in tensors.items():
         array = tensor.float().numpy()
-        if is_matrix(name, tensor) and array.shape[1] % block == 0:
-            data = quants.quantize(array, qtype)
-            writer.add_tensor(name, data, raw_dtype=qtype)
-            decoded[name] = torch.from_numpy(quants.dequantize(data, qtype).copy())
+        kind = stored_type(name, tensor, qtype)
+        if kind is not None:
+            data = (kquants.quantize if kind in kquants.ENCODERS else quants.quantize)(array, kind)
+            writer.add_tensor(name, data, raw_dtype=kind)
+            decoded[name] = torch.from_numpy(quants.dequantize(data, kind).copy())
         else:
             writer.add_tensor(name, array, raw_dtype=GGMLQuantizationType.F32)
             decoded[name] = tensor.float()
@@ -101,6 +113,15 @@ def write_gguf(path, tensors: dict, qtype) -> dict:
     writer.write_tensors_to_file()
     writer.close()
     return decoded
+
+
+def q4_k_m(name: str):
+    """A Q4_K_M-like mix: Q6_K for the value and MLP-output projections (llama.cpp's Q4_K_M gives some of those more
+    bits), Q4_K elsewhere."""
+    from gguf import GGMLQuantizationType
+
+    more_bits = name.endswith(("attn.to_v.weight", "attn.add_v_proj.weight", "mlp.net.2.weight"))
+    return GGMLQuantizationType.Q6_K if more_bits else GGMLQuantizationType.Q4_K
 
 
 def loaded_weights(pipe, component: str) -> dict:
@@ -146,29 +167,69 @@ def test_a_bf16_file_makes_the_pictures_of_the_model_it_came_from_pixel_for_pixe
     assert np.array_equal(pixels(ours), pixels(theirs))
 
 
-@pytest.mark.parametrize("qtype", ["Q8_0", "Q4_0"])
-def test_gguf_transformer_loads_quantized_and_decodes_to_what_gguf_wrote(tmp_path, originals, base_pixels, qtype):
-    from diffusers.quantizers.gguf.utils import GGUFParameter
-    from gguf import GGMLQuantizationType
+@pytest.fixture(scope="module")
+def wide_model(tmp_path_factory):
+    """The tiny Edit-2509 with a 256-wide transformer (16 heads of 16, MLP 1024): K-quants store rows in super-blocks
+    of 256 values, and of the tiny transformer's 48-wide matrices only one has such rows. Returns (folder, its
+    transformer's weights, its picture)."""
+    import shutil
 
-    path = tmp_path / f"qwen-image-edit-2509-{qtype}.gguf"
-    decoded = write_gguf(path, originals["transformer"], GGMLQuantizationType[qtype])
-    pipe = editforge.load_pipeline(MODEL, device="cpu", transformer=str(path))
-    # kept quantized in memory (decoded layer by layer as it runs): every matrix the file holds in `qtype`, which
-    # on the 48-wide tiny model are those with rows of a multiple of 32 values
-    quantized = {n for n, p in pipe.transformer.named_parameters() if isinstance(p, GGUFParameter)}
-    assert quantized == {n for n, t in originals["transformer"].items() if is_matrix(n, t) and t.shape[1] % 32 == 0}
-    assert len(quantized) == 5
+    from diffusers import QwenImageTransformer2DModel
+
+    folder = tmp_path_factory.mktemp("wide") / "tiny-qwen-image-edit-2509-wide"
+    shutil.copytree(tiny_model_dir(MODEL), folder)
+    config = QwenImageTransformer2DModel.load_config(folder / "transformer")
+    torch.manual_seed(0)
+    transformer = QwenImageTransformer2DModel.from_config({**config, "num_attention_heads": 16})
+    shutil.rmtree(folder / "transformer")
+    transformer.save_pretrained(folder / "transformer")
+    weights = load_file(str(folder / "transformer" / "diffusion_pytorch_model.safetensors"))
+    return str(folder), weights, pixels(editforge.load_pipeline(str(folder), device="cpu"))
+
+
+# file type: (transformer, the label of the file's precision, how many matrices it holds quantized, largest error
+# against the original weights as a share of the tensor's largest value, mean pixel difference from the original's
+# picture: measured 0.003, 0.06, 0.21, 0.36, 0.94, 0.94 levels of 255)
+GGUF_CASES = {
+    "Q8_0": ("tiny", "Q8_0", 5, 2 ** -7, 0.1),
+    "Q4_0": ("tiny", "Q4_0", 5, 2 ** -3, 0.5),
+    "Q6_K": ("wide", "Q6_K", 32, 2 ** -5, 0.5),
+    "Q5_K": ("wide", "Q5_K", 32, 2 ** -4, 1),
+    "Q4_K": ("wide", "Q4_K", 32, 2 ** -3, 2),
+    "Q4_K_M": ("wide", "Q4_K", 32, 2 ** -3, 2),  # 24 matrices in Q4_K, 8 in Q6_K: named by the most common
+}
+
+
+@pytest.mark.parametrize("file_type", GGUF_CASES)
+def test_gguf_transformer_loads_quantized_and_decodes_to_what_gguf_wrote(tmp_path, request, originals, base_pixels,
+                                                                         file_type):
+    import gguf
+    from diffusers.quantizers.gguf.utils import GGUFParameter
+
+    transformer, label, count, error, pixel_error = GGUF_CASES[file_type]
+    model, tensors, base = request.getfixturevalue("wide_model") if transformer == "wide" else \
+        (MODEL, originals["transformer"], base_pixels)
+    qtype = q4_k_m if file_type == "Q4_K_M" else gguf.GGMLQuantizationType[file_type]
+    path = tmp_path / f"qwen-image-edit-2509-{file_type}.gguf"
+    decoded = write_gguf(path, tensors, qtype)
+    pipe = editforge.load_pipeline(model, device="cpu", transformer=str(path))
+    # kept quantized in memory (decoded layer by layer as it runs): every matrix the file holds quantized, those whose
+    # rows split into the type's blocks (32 values; 256 for the K-quants), in the type it was written in
+    written = {n: kind for n, t in tensors.items() if (kind := stored_type(n, t, qtype)) is not None}
+    assert {n: p.quant_type for n, p in pipe.transformer.named_parameters() if isinstance(p, GGUFParameter)} == written
+    assert len(written) == count
     weights = loaded_weights(pipe, "transformer")
-    error = {"Q8_0": 2 ** -7, "Q4_0": 2 ** -3}[qtype]
-    for name, original in originals["transformer"].items():
-        # diffusers decodes Q-blocks in fp16 (scale times integer), gguf's reference decoder in fp32
-        torch.testing.assert_close(weights[name], decoded[name], rtol=2 ** -10, atol=1e-7)
+    for name, original in tensors.items():
+        # diffusers decodes in fp16, gguf's reference decoder in fp32: a Q-block value is one product (scale times
+        # integer) rounded to fp16; a K-quant value the difference of two (and their scales' product), each rounded:
+        # 2^-11 of terms up to twice the tensor's largest value
+        atol = decoded[name].abs().max() * 2 ** -8 if transformer == "wide" else 1e-7
+        torch.testing.assert_close(weights[name], decoded[name], rtol=2 ** -10, atol=atol)
         torch.testing.assert_close(weights[name], original.float(), rtol=0, atol=original.abs().max() * error)
-    difference = np.abs(pixels(pipe) - base_pixels)
-    assert difference.mean() < {"Q8_0": 2, "Q4_0": 12}[qtype], difference.mean()
+    difference = np.abs(pixels(pipe) - base)
+    assert difference.mean() < pixel_error, difference.mean()
     image, params = editforge.generate(pipe, [noise_image()], "make it red", seed=0, steps=2)
-    assert params["files"] == {"transformer": f"{path.name} (gguf {qtype})"}
+    assert params["files"] == {"transformer": f"{path.name} (gguf {label})"}
 
 
 def test_gguf_with_a_lora_to_fuse_is_dequantized_first(tmp_path, originals):
