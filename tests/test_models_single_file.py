@@ -288,6 +288,23 @@ def test_wrong_files_are_one_line_before_anything_loads(tmp_path, originals, unl
     for path, message in cases.items():
         with pytest.raises(EditForgeError, match=message):
             editforge.load_pipeline(model, device="cpu", transformer=str(path))
+    # a GGUF type diffusers does not decode (IQ2_XXS), beside a well-formed one: refused from the header
+    import gguf
+
+    writer = gguf.GGUFWriter(str(tmp_path / "iq2.gguf"), "qwen_image")
+    for name, tensor in originals["transformer"].items():
+        if name == "time_text_embed.timestep_embedder.linear_1.weight":  # rows of one 256-value block, 66 bytes
+            writer.add_tensor(name, np.zeros((48, 66), np.uint8), raw_dtype=gguf.GGMLQuantizationType.IQ2_XXS)
+        else:
+            writer.add_tensor(name, tensor.float().numpy())
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(EditForgeError, match=r"iq2.gguf: 1 tensor in IQ2_XXS \(e\.g\. time_text_embed\.timestep_embedder"
+                                             r"\.linear_1\.weight\), a GGUF type diffusers does not decode \(it reads "
+                                             r".*Q4_K.*\)"):
+        editforge.load_pipeline(model, device="cpu", transformer=str(tmp_path / "iq2.gguf"))
     (tmp_path / "te.gguf").write_bytes(b"GGUF")
     with pytest.raises(EditForgeError, match="GGUF is read for the transformer only"):
         editforge.load_pipeline(model, device="cpu", text_encoder=str(tmp_path / "te.gguf"))
