@@ -1,8 +1,8 @@
 """GGUF K-quant encoders (Q4_K, Q5_K, Q6_K) for the tests: the `gguf` package (0.17.1) decodes ggml's K-quants but
 cannot write them (`gguf.quants.quantize` raises NotImplementedError), and the files users have are mostly K-quants.
 
-The bytes follow ggml's block layouts (`block_q4_K`, `block_q5_K`, `block_q6_K` in ggml-common.h, packed as ggml-quants.c's
-`quantize_row_q*_K_ref` packs them); `gguf.quants.dequantize` is the reference they are tested against. The scales
+The bytes follow ggml's block layouts (`block_q4_K`, `block_q5_K`, `block_q6_K` in ggml-common.h, packed as
+ggml-quants.c's `quantize_row_q*_K_ref` packs them); `gguf.quants.dequantize` is the reference they are tested against. The scales
 are chosen simply, not by ggml's error-minimising search: each scale is rounded *up* (the fp16 super-block scales and
 the 6- or 8-bit sub-block scales alike), so no value falls outside its sub-block's levels and every value decodes to
 within half of its sub-block's step.

@@ -18,7 +18,7 @@ from editforge.train import train
 from editforge.train.cache import settings_fingerprint
 from editforge.train.config import apply_override, validate
 from tests import kquants
-from tests.helpers import noise_image, write_samples
+from tests.helpers import noise_image, write_lora, write_samples
 
 MODEL = "tiny-qwen-image-edit-2509"
 FP8 = torch.float8_e4m3fn
@@ -245,6 +245,72 @@ def test_gguf_with_a_lora_to_fuse_is_dequantized_first(tmp_path, originals):
     torch.testing.assert_close(pipe.transformer.state_dict()[name], decoded[name], rtol=2 ** -10, atol=1e-7)
 
 
+def saved_weights(folder: Path, component: str) -> dict:
+    """A saved pipeline folder's `component` weights, as plain diffusers loads them."""
+    import diffusers
+
+    from editforge.models.text_encoder import allow_processor_without_video
+
+    allow_processor_without_video()  # only because this machine has no torchvision
+    return {k: v.float() for k, v in getattr(diffusers.DiffusionPipeline.from_pretrained(folder), component)
+            .state_dict().items()}
+
+
+def test_fuse_takes_the_single_files(cli, tmp_path, originals):
+    """`editforge fuse --transformer --text-encoder`: a ComfyUI user's files, with a LoRA fused in, saved as a folder
+    plain diffusers loads. A bf16 transformer file gives exactly the weights of fusing into the folder's model at
+    bf16."""
+    lora = tmp_path / "style.safetensors"
+    write_lora(lora, "kohya")
+    transformer = tmp_path / "qwen_image_edit_2509_bf16.safetensors"
+    save_file(comfyui_transformer("bf16", originals["transformer"])[0], str(transformer))
+    legacy = {k: v for k, v in originals["text_encoder"].items() if k != "lm_head.weight"}
+    file, decoded = scaled_fp8(legacy, ".scale_weight")
+    text_encoder = tmp_path / "qwen_2.5_vl_7b_fp8_scaled.safetensors"
+    save_file(file, str(text_encoder))
+    fused = {}
+    for name, files in {"files": ("--transformer", transformer, "--text-encoder", text_encoder), "folder": ()}.items():
+        code, out, err = cli("fuse", "--model", MODEL, "--lora", f"{lora}:0.7", "--dtype", "bf16", *files,
+                             "--out", tmp_path / name)
+        assert code == 0, err
+        fused[name] = saved_weights(tmp_path / name, "transformer")
+    assert fused["files"].keys() == fused["folder"].keys()
+    for name, weight in fused["folder"].items():
+        assert torch.equal(fused["files"][name], weight), name
+    lora_layer = "transformer_blocks.0.attn.to_q.weight"  # the LoRA is in: not the file's weight
+    assert not torch.equal(fused["files"][lora_layer], originals["transformer"][lora_layer].to(torch.bfloat16).float())
+    # the text encoder is the file's (the fp8 values times their scales, at bf16), not the folder's
+    text = saved_weights(tmp_path / "files", "text_encoder")
+    name = "model.language_model.layers.0.mlp.up_proj.weight"
+    assert torch.equal(text[name], decoded["model.layers.0.mlp.up_proj.weight"].to(torch.bfloat16).float())
+    meta = json.loads((tmp_path / "files" / "editforge.json").read_text())
+    assert meta["files"] == {"transformer": f"{transformer.name} (bf16)",
+                             "text_encoder": f"{text_encoder.name} (fp8-scaled)"}
+
+
+def test_fuse_decodes_a_gguf_transformer_first(cli, tmp_path, originals):
+    """A GGUF base is decoded before Lightning is fused into it: the saved folder holds plain weights, the decoded GGUF
+    plus the Lightning change that fusing into the folder's own model makes (to the fp16 rounding of decoding)."""
+    from gguf import GGMLQuantizationType
+
+    from editforge.models.fuse import fuse_to_folder
+
+    path = tmp_path / "qwen-image-edit-2509-Q4_0.gguf"
+    decoded = write_gguf(path, originals["transformer"], GGMLQuantizationType.Q4_0)
+    code, _, err = cli("fuse", "--model", MODEL, "--lightning", "8", "--transformer", path, "--out", tmp_path / "gguf")
+    assert code == 0, err
+    fuse_to_folder(MODEL, tmp_path / "folder", lightning=8)
+    from_gguf, from_folder = (saved_weights(tmp_path / name, "transformer") for name in ("gguf", "folder"))
+    changed = 0
+    for name, original in originals["transformer"].items():
+        lightning = from_folder[name] - original
+        # diffusers decodes the GGUF blocks in fp16 (2^-11 of the weight), the fusing adds in fp32
+        torch.testing.assert_close(from_gguf[name] - lightning, decoded[name], rtol=2 ** -10, atol=1e-6)
+        changed += bool(lightning.abs().max() > 1e-3)
+    assert changed >= 12  # Lightning's layers (16 measured): its change is there, on top of the GGUF's weights
+    assert any(not torch.equal(decoded[name], original) for name, original in originals["transformer"].items())
+
+
 def test_comfyui_text_encoder_file(tmp_path, originals, base_pixels):
     """ComfyUI stores Qwen2.5-VL under transformers 4.x names (`model.layers`, `visual.`; transformers 5 nests both
     under `model.`), often without lm_head, here in scaled fp8."""
@@ -301,9 +367,9 @@ def test_wrong_files_are_one_line_before_anything_loads(tmp_path, originals, unl
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    with pytest.raises(EditForgeError, match=r"iq2.gguf: 1 tensor in IQ2_XXS \(e\.g\. time_text_embed\.timestep_embedder"
-                                             r"\.linear_1\.weight\), a GGUF type diffusers does not decode \(it reads "
-                                             r".*Q4_K.*\)"):
+    with pytest.raises(EditForgeError, match=r"iq2.gguf: 1 tensor in IQ2_XXS \(e\.g\. time_text_embed\.timestep_"
+                                             r"embedder\.linear_1\.weight\), a GGUF type diffusers does not decode "
+                                             r"\(it reads .*Q4_K.*\)"):
         editforge.load_pipeline(model, device="cpu", transformer=str(tmp_path / "iq2.gguf"))
     (tmp_path / "te.gguf").write_bytes(b"GGUF")
     with pytest.raises(EditForgeError, match="GGUF is read for the transformer only"):
