@@ -19,7 +19,8 @@ from editforge.models.tiny import tiny_model_dir
 from editforge.train import train
 from editforge.train.cache import settings_fingerprint
 from editforge.train.config import apply_override, validate
-from tests.helpers import noise_image, write_samples
+from tests import kquants
+from tests.helpers import noise_image, write_lora, write_samples
 
 MODEL = "tiny-qwen-image-edit-2509"
 FP8 = torch.float8_e4m3fn
@@ -80,21 +81,32 @@ def comfyui_transformer(layout: str, tensors: dict) -> tuple[dict, dict]:
     return {f"model.diffusion_model.{k}": v for k, v in file.items()}, decoded
 
 
+def stored_type(name: str, tensor: torch.Tensor, qtype):
+    """The type `write_gguf` stores a tensor in: `qtype` (or, for a mix, what it gives for the name) for a matrix whose
+    rows split into that type's blocks, else None (F32)."""
+    import gguf
+
+    kind = qtype(name) if callable(qtype) else qtype
+    return kind if is_matrix(name, tensor) and tensor.shape[1] % gguf.GGML_QUANT_SIZES[kind][0] == 0 else None
+
+
 def write_gguf(path, tensors: dict, qtype) -> dict:
-    """The transformer as GGUF (gguf's own writer): matrices whose rows split into `qtype` blocks in `qtype`, the
-    rest F32, as the GGUF converters do. Returns what each tensor decodes to by gguf's reference decoder."""
+    """The transformer as GGUF (gguf's own writer), each tensor in its `stored_type`, as the GGUF converters do.
+    `qtype`: a GGMLQuantizationType, or a function of the tensor's name that gives one (a mixed file such as Q4_K_M).
+    K-quants are encoded by tests/kquants.py (gguf's package cannot), the rest by gguf's own encoder. Returns what each
+    tensor decodes to by gguf's reference decoder."""
     import gguf
     from gguf import GGMLQuantizationType, quants
 
     writer = gguf.GGUFWriter(str(path), "qwen_image")
-    block = gguf.GGML_QUANT_SIZES[qtype][0]
     decoded = {}
     for name, tensor in tensors.items():
         array = tensor.float().numpy()
-        if is_matrix(name, tensor) and array.shape[1] % block == 0:
-            data = quants.quantize(array, qtype)
-            writer.add_tensor(name, data, raw_dtype=qtype)
-            decoded[name] = torch.from_numpy(quants.dequantize(data, qtype).copy())
+        kind = stored_type(name, tensor, qtype)
+        if kind is not None:
+            data = (kquants.quantize if kind in kquants.ENCODERS else quants.quantize)(array, kind)
+            writer.add_tensor(name, data, raw_dtype=kind)
+            decoded[name] = torch.from_numpy(quants.dequantize(data, kind).copy())
         else:
             writer.add_tensor(name, array, raw_dtype=GGMLQuantizationType.F32)
             decoded[name] = tensor.float()
@@ -103,6 +115,15 @@ def write_gguf(path, tensors: dict, qtype) -> dict:
     writer.write_tensors_to_file()
     writer.close()
     return decoded
+
+
+def q4_k_m(name: str):
+    """A Q4_K_M-like mix: Q6_K for the value and MLP-output projections (llama.cpp's Q4_K_M gives some of those more
+    bits), Q4_K elsewhere."""
+    from gguf import GGMLQuantizationType
+
+    more_bits = name.endswith(("attn.to_v.weight", "attn.add_v_proj.weight", "mlp.net.2.weight"))
+    return GGMLQuantizationType.Q6_K if more_bits else GGMLQuantizationType.Q4_K
 
 
 def loaded_weights(pipe, component: str) -> dict:
@@ -148,29 +169,69 @@ def test_a_bf16_file_makes_the_pictures_of_the_model_it_came_from_pixel_for_pixe
     assert np.array_equal(pixels(ours), pixels(theirs))
 
 
-@pytest.mark.parametrize("qtype", ["Q8_0", "Q4_0"])
-def test_gguf_transformer_loads_quantized_and_decodes_to_what_gguf_wrote(tmp_path, originals, base_pixels, qtype):
-    from diffusers.quantizers.gguf.utils import GGUFParameter
-    from gguf import GGMLQuantizationType
+@pytest.fixture(scope="module")
+def wide_model(tmp_path_factory):
+    """The tiny Edit-2509 with a 256-wide transformer (16 heads of 16, MLP 1024): K-quants store rows in super-blocks
+    of 256 values, and of the tiny transformer's 48-wide matrices only one has such rows. Returns (folder, its
+    transformer's weights, its picture)."""
+    import shutil
 
-    path = tmp_path / f"qwen-image-edit-2509-{qtype}.gguf"
-    decoded = write_gguf(path, originals["transformer"], GGMLQuantizationType[qtype])
-    pipe = editforge.load_pipeline(MODEL, device="cpu", transformer=str(path))
-    # kept quantized in memory (decoded layer by layer as it runs): every matrix the file holds in `qtype`, which
-    # on the 48-wide tiny model are those with rows of a multiple of 32 values
-    quantized = {n for n, p in pipe.transformer.named_parameters() if isinstance(p, GGUFParameter)}
-    assert quantized == {n for n, t in originals["transformer"].items() if is_matrix(n, t) and t.shape[1] % 32 == 0}
-    assert len(quantized) == 5
+    from diffusers import QwenImageTransformer2DModel
+
+    folder = tmp_path_factory.mktemp("wide") / "tiny-qwen-image-edit-2509-wide"
+    shutil.copytree(tiny_model_dir(MODEL), folder)
+    config = QwenImageTransformer2DModel.load_config(folder / "transformer")
+    torch.manual_seed(0)
+    transformer = QwenImageTransformer2DModel.from_config({**config, "num_attention_heads": 16})
+    shutil.rmtree(folder / "transformer")
+    transformer.save_pretrained(folder / "transformer")
+    weights = load_file(str(folder / "transformer" / "diffusion_pytorch_model.safetensors"))
+    return str(folder), weights, pixels(editforge.load_pipeline(str(folder), device="cpu"))
+
+
+# file type: (transformer, the label of the file's precision, how many matrices it holds quantized, largest error
+# against the original weights as a share of the tensor's largest value, mean pixel difference from the original's
+# picture: measured 0.003, 0.06, 0.21, 0.36, 0.94, 0.94 levels of 255)
+GGUF_CASES = {
+    "Q8_0": ("tiny", "Q8_0", 5, 2 ** -7, 0.1),
+    "Q4_0": ("tiny", "Q4_0", 5, 2 ** -3, 0.5),
+    "Q6_K": ("wide", "Q6_K", 32, 2 ** -5, 0.5),
+    "Q5_K": ("wide", "Q5_K", 32, 2 ** -4, 1),
+    "Q4_K": ("wide", "Q4_K", 32, 2 ** -3, 2),
+    "Q4_K_M": ("wide", "Q4_K", 32, 2 ** -3, 2),  # 24 matrices in Q4_K, 8 in Q6_K: named by the most common
+}
+
+
+@pytest.mark.parametrize("file_type", GGUF_CASES)
+def test_gguf_transformer_loads_quantized_and_decodes_to_what_gguf_wrote(tmp_path, request, originals, base_pixels,
+                                                                         file_type):
+    import gguf
+    from diffusers.quantizers.gguf.utils import GGUFParameter
+
+    transformer, label, count, error, pixel_error = GGUF_CASES[file_type]
+    model, tensors, base = request.getfixturevalue("wide_model") if transformer == "wide" else \
+        (MODEL, originals["transformer"], base_pixels)
+    qtype = q4_k_m if file_type == "Q4_K_M" else gguf.GGMLQuantizationType[file_type]
+    path = tmp_path / f"qwen-image-edit-2509-{file_type}.gguf"
+    decoded = write_gguf(path, tensors, qtype)
+    pipe = editforge.load_pipeline(model, device="cpu", transformer=str(path))
+    # kept quantized in memory (decoded layer by layer as it runs): every matrix the file holds quantized, those whose
+    # rows split into the type's blocks (32 values; 256 for the K-quants), in the type it was written in
+    written = {n: kind for n, t in tensors.items() if (kind := stored_type(n, t, qtype)) is not None}
+    assert {n: p.quant_type for n, p in pipe.transformer.named_parameters() if isinstance(p, GGUFParameter)} == written
+    assert len(written) == count
     weights = loaded_weights(pipe, "transformer")
-    error = {"Q8_0": 2 ** -7, "Q4_0": 2 ** -3}[qtype]
-    for name, original in originals["transformer"].items():
-        # diffusers decodes Q-blocks in fp16 (scale times integer), gguf's reference decoder in fp32
-        torch.testing.assert_close(weights[name], decoded[name], rtol=2 ** -10, atol=1e-7)
+    for name, original in tensors.items():
+        # diffusers decodes in fp16, gguf's reference decoder in fp32: a Q-block value is one product (scale times
+        # integer) rounded to fp16; a K-quant value the difference of two (and their scales' product), each rounded:
+        # 2^-11 of terms up to twice the tensor's largest value
+        atol = decoded[name].abs().max() * 2 ** -8 if transformer == "wide" else 1e-7
+        torch.testing.assert_close(weights[name], decoded[name], rtol=2 ** -10, atol=atol)
         torch.testing.assert_close(weights[name], original.float(), rtol=0, atol=original.abs().max() * error)
-    difference = np.abs(pixels(pipe) - base_pixels)
-    assert difference.mean() < {"Q8_0": 2, "Q4_0": 12}[qtype], difference.mean()
+    difference = np.abs(pixels(pipe) - base)
+    assert difference.mean() < pixel_error, difference.mean()
     image, params = editforge.generate(pipe, [noise_image()], "make it red", seed=0, steps=2)
-    assert params["files"] == {"transformer": f"{path.name} (gguf {qtype})"}
+    assert params["files"] == {"transformer": f"{path.name} (gguf {label})"}
 
 
 def test_gguf_with_a_lora_to_fuse_is_dequantized_first(tmp_path, originals):
@@ -184,6 +245,78 @@ def test_gguf_with_a_lora_to_fuse_is_dequantized_first(tmp_path, originals):
     assert not any(isinstance(p, GGUFParameter) for p in pipe.transformer.parameters())
     name = "transformer_blocks.0.img_mlp.net.2.weight"  # no Lightning layer: the decoded GGUF weight as it is
     torch.testing.assert_close(pipe.transformer.state_dict()[name], decoded[name], rtol=2 ** -10, atol=1e-7)
+
+
+def saved_weights(folder: Path, component: str) -> dict:
+    """A saved pipeline folder's `component` weights, as plain diffusers loads them."""
+    import diffusers
+
+    from editforge.models.text_encoder import allow_processor_without_video
+
+    allow_processor_without_video()  # only because this machine has no torchvision
+    return {k: v.float() for k, v in getattr(diffusers.DiffusionPipeline.from_pretrained(folder), component)
+            .state_dict().items()}
+
+
+def test_fuse_takes_the_single_files(cli, tmp_path, originals, vae_original):
+    """`editforge fuse --transformer --text-encoder --vae`: a ComfyUI user's files, with a LoRA fused in, saved as a
+    folder plain diffusers loads. A bf16 transformer file gives exactly the weights of fusing into the folder's model
+    at bf16."""
+    lora = tmp_path / "style.safetensors"
+    write_lora(lora, "kohya")
+    transformer = tmp_path / "qwen_image_edit_2509_bf16.safetensors"
+    save_file(comfyui_transformer("bf16", originals["transformer"])[0], str(transformer))
+    legacy = {k: v for k, v in originals["text_encoder"].items() if k != "lm_head.weight"}
+    file, decoded = scaled_fp8(legacy, ".scale_weight")
+    text_encoder = tmp_path / "qwen_2.5_vl_7b_fp8_scaled.safetensors"
+    save_file(file, str(text_encoder))
+    vae = tmp_path / "qwen_image_vae.safetensors"
+    changed = {**vae_original, "post_quant_conv.weight": vae_original["post_quant_conv.weight"] * 2}  # not the folder's
+    save_file(comfyui_vae(changed), str(vae))
+    fused = {}
+    for name, files in {"files": ("--transformer", transformer, "--text-encoder", text_encoder, "--vae", vae),
+                        "folder": ()}.items():
+        code, out, err = cli("fuse", "--model", MODEL, "--lora", f"{lora}:0.7", "--dtype", "bf16", *files,
+                             "--out", tmp_path / name)
+        assert code == 0, err
+        fused[name] = saved_weights(tmp_path / name, "transformer")
+    assert fused["files"].keys() == fused["folder"].keys()
+    for name, weight in fused["folder"].items():
+        assert torch.equal(fused["files"][name], weight), name
+    lora_layer = "transformer_blocks.0.attn.to_q.weight"  # the LoRA is in: not the file's weight
+    assert not torch.equal(fused["files"][lora_layer], originals["transformer"][lora_layer].to(torch.bfloat16).float())
+    # the text encoder is the file's (the fp8 values times their scales, at bf16), not the folder's
+    text = saved_weights(tmp_path / "files", "text_encoder")
+    name = "model.language_model.layers.0.mlp.up_proj.weight"
+    assert torch.equal(text[name], decoded["model.layers.0.mlp.up_proj.weight"].to(torch.bfloat16).float())
+    assert torch.equal(saved_weights(tmp_path / "files", "vae")["post_quant_conv.weight"],
+                       changed["post_quant_conv.weight"].to(torch.bfloat16).float())
+    meta = json.loads((tmp_path / "files" / "editforge.json").read_text())
+    assert meta["files"] == {"transformer": f"{transformer.name} (bf16)",
+                             "text_encoder": f"{text_encoder.name} (fp8-scaled)", "vae": f"{vae.name} (fp32)"}
+
+
+def test_fuse_decodes_a_gguf_transformer_first(cli, tmp_path, originals):
+    """A GGUF base is decoded before Lightning is fused into it: the saved folder holds plain weights, the decoded GGUF
+    plus the Lightning change that fusing into the folder's own model makes (to the fp16 rounding of decoding)."""
+    from gguf import GGMLQuantizationType
+
+    from editforge.models.fuse import fuse_to_folder
+
+    path = tmp_path / "qwen-image-edit-2509-Q4_0.gguf"
+    decoded = write_gguf(path, originals["transformer"], GGMLQuantizationType.Q4_0)
+    code, _, err = cli("fuse", "--model", MODEL, "--lightning", "8", "--transformer", path, "--out", tmp_path / "gguf")
+    assert code == 0, err
+    fuse_to_folder(MODEL, tmp_path / "folder", lightning=8)
+    from_gguf, from_folder = (saved_weights(tmp_path / name, "transformer") for name in ("gguf", "folder"))
+    changed = 0
+    for name, original in originals["transformer"].items():
+        lightning = from_folder[name] - original
+        # diffusers decodes the GGUF blocks in fp16 (2^-11 of the weight), the fusing adds in fp32
+        torch.testing.assert_close(from_gguf[name] - lightning, decoded[name], rtol=2 ** -10, atol=1e-6)
+        changed += bool(lightning.abs().max() > 1e-3)
+    assert changed >= 12  # Lightning's layers (16 measured): its change is there, on top of the GGUF's weights
+    assert any(not torch.equal(decoded[name], original) for name, original in originals["transformer"].items())
 
 
 def test_comfyui_text_encoder_file(tmp_path, originals, base_pixels):
@@ -229,6 +362,23 @@ def test_wrong_files_are_one_line_before_anything_loads(tmp_path, originals, unl
     for path, message in cases.items():
         with pytest.raises(EditForgeError, match=message):
             editforge.load_pipeline(model, device="cpu", transformer=str(path))
+    # a GGUF type diffusers does not decode (IQ2_XXS), beside a well-formed one: refused from the header
+    import gguf
+
+    writer = gguf.GGUFWriter(str(tmp_path / "iq2.gguf"), "qwen_image")
+    for name, tensor in originals["transformer"].items():
+        if name == "time_text_embed.timestep_embedder.linear_1.weight":  # rows of one 256-value block, 66 bytes
+            writer.add_tensor(name, np.zeros((48, 66), np.uint8), raw_dtype=gguf.GGMLQuantizationType.IQ2_XXS)
+        else:
+            writer.add_tensor(name, tensor.float().numpy())
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(EditForgeError, match=r"iq2.gguf: 1 tensor in IQ2_XXS \(e\.g\. time_text_embed\.timestep_"
+                                             r"embedder\.linear_1\.weight\), a GGUF type diffusers does not decode "
+                                             r"\(it reads .*Q4_K.*\)"):
+        editforge.load_pipeline(model, device="cpu", transformer=str(tmp_path / "iq2.gguf"))
     (tmp_path / "te.gguf").write_bytes(b"GGUF")
     with pytest.raises(EditForgeError, match="GGUF is read for the transformer only"):
         editforge.load_pipeline(model, device="cpu", text_encoder=str(tmp_path / "te.gguf"))

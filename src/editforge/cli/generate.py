@@ -106,13 +106,15 @@ def _run(model: str, load: LoadOptions, jobs, **job_options) -> None:
 
 
 @app.command()
-@LOAD.expand("load", only=("lightning", "lightning_path", "loras", "dtype", "force", "strict_lora"))
+@LOAD.expand("load", only=("lightning", "lightning_path", "loras", "dtype", "transformer", "text_encoder", "vae", "force",
+                            "strict_lora"))
 def fuse(
     out: Annotated[Path, typer.Option("--out", "-o", help="new folder for the merged pipeline")],
     model: Model = "qwen-image-edit-2509",
     load: LoadOptions = None,
 ) -> None:
-    """Fuse Lightning and LoRAs into the weights and save a pipeline plain diffusers can load."""
+    """Fuse Lightning and LoRAs into the weights (of the model's transformer, or of a single file: ComfyUI, fp8,
+    GGUF) and save a pipeline plain diffusers can load."""
     from editforge.models.fuse import fuse_to_folder
 
     typer.echo(f"saved {fuse_to_folder(model, out, load)}")

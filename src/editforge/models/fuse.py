@@ -19,7 +19,9 @@ from editforge.quiet import no_progress_bars
 
 def fuse_to_folder(model: str, out: str | Path, options: LoadOptions | None = None, **overrides) -> Path:
     """Save `model` with its Lightning and other LoRAs (`options`: those of `LoadOptions` that shape the weights)
-    fused to `out`; `diffusers.DiffusionPipeline.from_pretrained(out)` loads it.
+    fused to `out`; `diffusers.DiffusionPipeline.from_pretrained(out)` loads it. A single-file `transformer` or
+    `text_encoder` replaces the model's own, as in `load_pipeline`; a GGUF transformer is decoded to `dtype` first
+    (a LoRA cannot be fused into quantized blocks), so the folder holds plain weights.
 
     The Lightning scheduler is saved as the pipeline's scheduler. The folder is written beside its final
     name and renamed into place, so an interrupted fuse never leaves a half-written pipeline.
@@ -48,6 +50,8 @@ def fuse_to_folder(model: str, out: str | Path, options: LoadOptions | None = No
         }
         if info.condition_pixels:
             meta["condition_pixels"] = info.condition_pixels
+        if info.files:  # the single files the weights came from, beside `fused_from`
+            meta["files"] = dict(info.files)
         (staging / EDITFORGE_META).write_text(json.dumps(meta, indent=2))
         if out.exists():
             out.rmdir()

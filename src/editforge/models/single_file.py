@@ -70,6 +70,8 @@ def inspect(component: str, path: str | Path, folder: Path) -> SingleFile:
         dtypes = _gguf_types(path) if suffix == ".gguf" else _safetensors_dtypes(path)
     except Exception as exc:  # a truncated or foreign file: each reader raises its own kind
         raise EditForgeError(f"`{component}` {path} is not a readable {suffix[1:]} file ({exc})") from None
+    if suffix == ".gguf":
+        _check_gguf_types(component, path, dtypes)
     names = set(convert_keys(component, dtypes).values())
     expected = expected_keys(component, folder)
     if component == "text_encoder":
@@ -212,6 +214,20 @@ def _gguf_types(path: Path) -> dict[str, str]:
     from gguf import GGUFReader
 
     return {tensor.name: tensor.tensor_type.name for tensor in GGUFReader(str(path)).tensors}
+
+
+def _check_gguf_types(component: str, path: Path, types: dict[str, str]) -> None:
+    """Every tensor in a type diffusers decodes (Q8_0, Q4_0, the K-quants, ...; not e.g. the IQ2/IQ3 types): else
+    diffusers stops at load with a many-line ValueError."""
+    from diffusers.quantizers.gguf.utils import SUPPORTED_GGUF_QUANT_TYPES
+
+    readable = {"F32", "F16"} | {t.name for t in SUPPORTED_GGUF_QUANT_TYPES}
+    unreadable = {name: t for name, t in types.items() if t not in readable}
+    if unreadable:
+        kinds = sorted(set(unreadable.values()))
+        raise EditForgeError(f"`{component}` {path}: {len(unreadable)} tensor{'s' * (len(unreadable) > 1)} in "
+                             f"{', '.join(kinds)} (e.g. {next(iter(unreadable))}), a GGUF type diffusers does not "
+                             f"decode (it reads {', '.join(sorted(readable))}); use another quantization of the model")
 
 
 def _precision(path: Path, dtypes: dict[str, str]) -> str:
