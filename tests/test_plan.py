@@ -139,6 +139,17 @@ def test_a_swapped_training_step_is_affine_in_depth_and_swapped_blocks():
         depth.extrapolate(*plane[:2], 8, more_swapped=plane[2], swapped=2)
 
 
+@pytest.mark.parametrize("base", ["fp8", "int8"])
+def test_a_quantized_base_swaps_on_the_fake_gpu(base):
+    """The plan's quantized swapped rows: the swapped blocks' quantized weights (data and scales) leave the GPU,
+    exactly their pinned bytes, and are copied back twice per step."""
+    plain, swapped = (stages.training_row(512, 1, 1, base, text_tokens=100, depth=4, blocks_to_swap=n, **NARROW)
+                      for n in (0, 3))
+    assert swapped.pinned_bytes > 0 and swapped.copied_bytes == 2 * swapped.pinned_bytes
+    assert plain.weights - swapped.weights == swapped.pinned_bytes
+    assert swapped.host_syncs == plain.host_syncs
+
+
 def test_the_training_step_names_its_host_syncs():
     """One optimizer step of the trainer: every host read of a GPU value is listed with its line."""
     row = stages.training_row(512, 1, 1, "bf16", text_tokens=100, depth=2, **NARROW)

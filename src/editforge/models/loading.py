@@ -293,7 +293,7 @@ def quantize_transformer(transformer: torch.nn.Module, kind: str, device: str | 
         else:
             from torchao.quantization import quantize_
 
-            quantize_(transformer, fp8_config(device or str(next(transformer.parameters()).device)))
+            quantize_(transformer, fp8_config(str(device or next(transformer.parameters()).device)))
     except ImportError as exc:
         raise EditForgeError(f"`quantize` {kind} needs the quant extra: pip install 'editforge[quant]' ({exc})") from exc
 
