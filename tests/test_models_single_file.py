@@ -447,7 +447,7 @@ def test_training_config_names_a_missing_model_file(tmp_path, originals):
     raw["train"].update(quantize=None, blocks_to_swap=1, gradient_checkpointing=True)
     with pytest.raises(EditForgeError, match="train.blocks_to_swap: the blocks of a GGUF transformer"):
         train(validate(raw))
-    with pytest.raises(EditForgeError, match="`blocks_to_swap` swaps plain weights; a GGUF transformer"):
+    with pytest.raises(EditForgeError, match="`blocks_to_swap` swaps plain, int8 and fp8 weights, not GGUF ones"):
         editforge.load_pipeline(MODEL, device="cpu", transformer=str(gguf_path), blocks_to_swap=1)
     # `model: NAME` and `--set model.transformer=...` together: the short form becomes the section
     raw = training_config(tmp_path, "y")

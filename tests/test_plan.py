@@ -226,3 +226,65 @@ def test_compiled_blocks_compile_once_for_rows_of_every_size_and_reference_count
     pipe = editforge.load_pipeline("tiny-qwen-image-edit-2509", device="cpu")
     report = compile_report(pipe)
     assert report["graph_breaks"] == 0 and report["graphs"] == 1 and report["recompiles"] == 0
+
+
+@pytest.mark.parametrize("base", ["int8", "fp8"])
+def test_block_swap_sends_a_quantized_base_to_the_gpu_part_by_part(base):
+    """As `editforge train` does it: the transformer waits on the CPU, then swap sends all but the swapped blocks'
+    frozen weights to the GPU. A quantized weight goes with its data and scales (moving only its wrapper would leave
+    them on the CPU: the first matmul on a real GPU would fail)."""
+    from types import SimpleNamespace
+
+    from editforge.models.block_swap import plain_parts
+    from editforge.plan import models
+    from editforge.plan.fake import FakeGPU
+    from editforge.train.config import LoraConfig
+    from editforge.train.step import prepare_model
+
+    with FakeGPU() as gpu:
+        transformer = models.transformer(gpu, num_layers=4, **NARROW).to("cpu")
+        prepare_model(SimpleNamespace(transformer=transformer), LoraConfig(rank=4, alpha=4), quantize=base,
+                      gradient_checkpointing=True, blocks_to_swap=2, device=gpu.device)
+        places = {}
+        for name, param in transformer.named_parameters():
+            swapped = name.startswith(("transformer_blocks.2.", "transformer_blocks.3.")) and not param.requires_grad
+            places.setdefault((swapped, frozenset(part.device.type for part in plain_parts(param))), []).append(name)
+    assert set(places) == {(True, frozenset({"cpu"})), (False, frozenset({gpu.device.type}))}, \
+        {key: names[:2] for key, names in places.items()}
+    assert any(".lora_A." in name for name in places[(False, frozenset({gpu.device.type}))])
+
+
+def _step_row(base: str, swapped: int, peak: int, pinned: int) -> dict:
+    return {"stage": "train_step", "model": "qwen-image-edit-2509", "dtype": base, "size": 1024, "references": 1,
+            "batch": 1, "blocks_swapped": swapped, "peak_bytes": peak, "pinned_bytes": pinned}
+
+
+def test_the_swap_lines_loading_checks_reproduce_every_swapped_row():
+    """`memory_table`'s line per configuration (need and pinned memory per swapped block, from 3 up) gives back
+    the needs of every measured swapped row; rows off one line (the peak moved to another phase) stop the plan."""
+    from editforge.plan.fit import memory_table, needs
+
+    GiB = 2**30
+    peak = lambda swapped: 45 * GiB - swapped * 600_000_000  # noqa: E731
+    rows = [_step_row("bf16", s, peak(s), s * 650_000_000) for s in (0, 8, 16, 30, 45)]
+    lines = memory_table({"rows": rows, "components": {}})["training_swapped"]["bf16/1024/1/1"]
+    assert lines["from"] == 3
+    (at, per_block), (pinned_at, pinned_per_block) = lines["needs"], lines["pinned"]
+    for swapped in (8, 16, 30, 45):
+        assert abs(at + per_block * (swapped - 3) - needs(peak(swapped))) <= 1
+        assert pinned_at + pinned_per_block * (swapped - 3) == swapped * 650_000_000
+    rows[3]["peak_bytes"] += 10**6
+    with pytest.raises(ValueError, match="not on one line"):
+        memory_table({"rows": rows, "components": {}})
+
+
+def test_the_copy_time_model_counts_what_compute_cannot_hide():
+    """Per pass over the swapped blocks: the first copy waits; the others show only beyond the previous block's
+    compute (forward: a quarter of the step, backward: three quarters)."""
+    from editforge.plan.report import _added_seconds
+
+    # 10 of 40 blocks, 0.1 s per copy, a 16 s step: a block computes 0.1 s forward and 0.3 s backward
+    assert _added_seconds(2.0, 16.0, 10, 40) == pytest.approx(0.1 + 0.1)
+    # an 8 s step: 0.05 s forward per block, so each later forward copy shows 0.05 s
+    assert _added_seconds(2.0, 8.0, 10, 40) == pytest.approx(0.1 + 9 * 0.05 + 0.1)
+    assert _added_seconds(0.0, 8.0, 0, 40) == 0.0

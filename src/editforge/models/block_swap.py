@@ -40,6 +40,8 @@ class BlockSwap:
             raise EditForgeError(f"`blocks_to_swap` must be between 1 and the model's {len(blocks)} blocks, not {count}")
         self.device = torch.device(device)
         cuda = self.device.type == "cuda"
+        if cuda:
+            exact_pinned_sizes()
         self.stream = torch.cuda.Stream(self.device) if cuda else None
         # per swapped block (the last ones: the first blocks run while the others arrive), its frozen weights:
         # (module, attribute, the resting Parameter, its CPU copy)
@@ -61,9 +63,13 @@ class BlockSwap:
             self.weights.append(entries)
         # Everything else goes to the device (a transformer built on the CPU never holds all its weights there).
         swapped = {id(rest) for entries in self.weights for _, _, rest, _ in entries}
-        for param in transformer.parameters():
-            if id(param) not in swapped and param.device != self.device:
-                param.data = param.data.to(self.device)
+        # New Parameters on the device (the caller collects the LoRA's again): `param.data =` would move only a
+        # quantized weight's wrapper, not its data and scales
+        for module in transformer.modules():
+            for name, param in module._parameters.items():
+                if param is not None and id(param) not in swapped and param.device != self.device:
+                    module._parameters[name] = torch.nn.Parameter(moved(param.detach(), self.device),
+                                                                  requires_grad=param.requires_grad)
         for module in transformer.modules():
             for name, buffer in module._buffers.items():
                 if buffer is not None:
@@ -143,8 +149,16 @@ def moved(tensor: torch.Tensor, device: str | torch.device, *, pin: bool = False
         names, context = tensor.__tensor_flatten__()
         parts = {name: moved(getattr(tensor, name), device, pin=pin) for name in names}
         return type(tensor).__tensor_unflatten__(parts, context, tensor.size(), tensor.stride())
-    copy = tensor.to(device, non_blocking=True, copy=True)
-    return copy.pin_memory() if pin else copy
+    if pin:  # pin_memory copies: one copy, not two, of a tensor already on the CPU
+        return tensor.to(device).pin_memory()
+    return tensor.to(device, non_blocking=True, copy=True)
+
+
+def exact_pinned_sizes() -> None:
+    """torch's pinned-memory cache rounds every allocation up to a power of two (a 72 MiB MLP weight takes 128 MiB):
+    ~1 GiB of host memory per 0.63 GiB block. Swapped weights are pinned once and kept, so rounding buys no reuse;
+    pinned blocks of their exact size. (torch.cuda._set_allocator_settings' deprecation names this call.)"""
+    torch._C._accelerator_setAllocatorSettings("pinned_max_round_threshold_mb:0")
 
 
 def plain_parts(tensor: torch.Tensor) -> list[torch.Tensor]:
@@ -156,9 +170,7 @@ def plain_parts(tensor: torch.Tensor) -> list[torch.Tensor]:
 
 def nbytes(tensor: torch.Tensor) -> int:
     """Bytes of a tensor's storage, a quantized tensor's parts together (fake tensors included)."""
-    from torch.distributed._tools.common_utils import get_untyped_storages
-
-    return sum(storage.nbytes() for storage in get_untyped_storages(tensor))
+    return sum(part.untyped_storage().nbytes() for part in plain_parts(tensor))
 
 
 def resting(cpu: torch.Tensor) -> torch.Tensor:
@@ -167,8 +179,9 @@ def resting(cpu: torch.Tensor) -> torch.Tensor:
 
 
 def swap_blocks(transformer: torch.nn.Module, count: int, device: str | torch.device) -> BlockSwap:
-    """Keep the frozen weights of the transformer's last `count` blocks on the CPU, copied in for each use. The
-    swap stays reachable as `installed(transformer)` (its byte counts)."""
+    """Keep the frozen weights of the transformer's last `count` blocks on the CPU, copied in for each use; the
+    rest goes to `device` as new Parameter objects (collect trainable ones after this). The swap stays reachable
+    as `installed(transformer)` (its byte counts)."""
     swap = BlockSwap(transformer, count, device)
     transformer.__dict__[ATTRIBUTE] = swap  # not a submodule, not a parameter: out of nn.Module's bookkeeping
     return swap

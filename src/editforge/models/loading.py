@@ -140,7 +140,7 @@ def prepare_load(model: str, options: LoadOptions | None = None, **overrides) ->
                   (("transformer", options.transformer), ("text_encoder", options.text_encoder), ("vae", options.vae))
                   if path)
     if options.blocks_to_swap and any(f.is_gguf for f in files) and not (lightning_file or loras):
-        raise EditForgeError("`blocks_to_swap` swaps plain weights; a GGUF transformer stays quantized (give a "
+        raise EditForgeError("`blocks_to_swap` swaps plain, int8 and fp8 weights, not GGUF ones (give a "
                              ".safetensors `transformer`)")
     return LoadPlan(model=model, spec=spec, folder=folder, options=options, lightning_file=lightning_file, loras=loras,
                     dtype=torch_dtype, device=device, compile=compile, files=files)
@@ -282,8 +282,9 @@ def _from_pretrained(plan: LoadPlan, without: tuple[str, ...] = ()):
 
 
 def quantize_transformer(transformer: torch.nn.Module, kind: str, device: str | None = None) -> None:
-    """Weight-only quantization of the (already fused) transformer: int8 via optimum-quanto, fp8 via torchao, in
-    the recipe of the `device` it will run on (default: where it is; block swap quantizes on the CPU)."""
+    """Quantization of the (already fused) transformer's weights: int8 via optimum-quanto, fp8 via torchao, in the
+    recipe of the `device` it will run on (default: where it is; block swap and loading quantize on the CPU): on
+    GPUs with fp8 matmuls the activations too (`fp8_config`)."""
     try:
         if kind == "int8":
             from optimum.quanto import freeze, qint8, quantize

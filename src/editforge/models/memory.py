@@ -82,17 +82,19 @@ def training_memory_line(family: Family, transformer_config: dict, *, base: str 
     would: another base without swapping, else the fewest `blocks_to_swap` (with the pinned CPU memory it takes)."""
     table, swapped = measured().get("training", {}), measured().get("training_swapped", {})
     side = next((s for s in (512, 1024) if s * s >= pixels), None)
-    lowest = min((line["from"] for line in swapped.values()), default=0)
+    lowest = min((line["from"] for line in swapped.values()), default=None)
     covered = (family.name in TRAINING_FAMILIES and checkpointing and rank <= TRAINING_RANK and side
                and controls <= 2 and batch <= 2 and table and measured_shape(transformer_config)
-               and (not blocks_to_swap or (swapped and lowest <= blocks_to_swap < transformer_config["num_layers"])))
+               and (not blocks_to_swap or (lowest and lowest <= blocks_to_swap < transformer_config["num_layers"])))
     card = f"this GPU has {card_bytes / GiB:.1f} GiB"
     if not covered:
+        swaps = f"no blocks swapped or {lowest} and more" if lowest else "no blocks swapped"
         return (f"memory: no measured row covers this run (measured: {', '.join(TRAINING_FAMILIES)}, rank <= 32, "
-                f"gradient checkpointing, up to 1024², 2 controls, batch 2, no blocks swapped or {lowest} and more); "
-                f"{card}")
+                f"gradient checkpointing, up to 1024², 2 controls, batch 2, {swaps}); {card}")
     config = lambda dtype: f"{dtype}/{side}/{max(controls, 1)}/{batch}"  # noqa: E731
     base = base or "bf16"
+    if blocks_to_swap and config(base) not in swapped:
+        return f"memory: no measured row covers {blocks_to_swap} swapped blocks of a {base} base; {card}"
     need = _swapped(swapped[config(base)], "needs", blocks_to_swap) if blocks_to_swap else table[config(base)]
     what = (f"{base} base, {side}², {max(controls, 1)} control(s), batch {batch}"
             + (f", {blocks_to_swap} blocks swapped" if blocks_to_swap else ""))
@@ -101,10 +103,11 @@ def training_memory_line(family: Family, transformer_config: dict, *, base: str 
         return line
     offers = [f"`train.quantize: {dtype}` ({table[config(dtype)] / GiB:.1f} GiB)" for dtype in BASES[1:]
               if dtype != base and table[config(dtype)] <= card_bytes and not blocks_to_swap]
+    unswapped_fits = {dtype for dtype in BASES if table[config(dtype)] <= card_bytes}
     for dtype in dict.fromkeys((base, *BASES)):  # the run's own base first
-        fewest = _fewest_swapped(swapped[config(dtype)], card_bytes, transformer_config["num_layers"])
-        if fewest and (dtype != base or fewest > blocks_to_swap) and len(offers) < 3:
-            lines = swapped[config(dtype)]
+        lines = swapped.get(config(dtype))
+        fewest = lines and _fewest_swapped(lines, card_bytes, transformer_config["num_layers"])
+        if fewest and (dtype != base or fewest > blocks_to_swap) and dtype not in unswapped_fits and len(offers) < 3:
             offers.append((f"`train.quantize: {dtype}` with " if dtype != base else "")
                           + f"`train.blocks_to_swap: {fewest}` ({_swapped(lines, 'needs', fewest) / GiB:.1f} GiB, "
                           f"{_swapped(lines, 'pinned', fewest) / GiB:.1f} GiB of pinned CPU memory)")

@@ -14,8 +14,9 @@ distinct last block, whose text output the model drops, so their difference is o
 Block swap (`train.blocks_to_swap`) adds a second axis: with S of the N blocks swapped, a step is affine in N
 and in S as long as at least 3 blocks are swapped and at least one is not (fewer swapped blocks leave fewer
 device copies in flight; none unswapped moves the backward pass's peak). Three measurements fix the plane:
-(4 blocks, 3 swapped), (5, 3) and (5, 4); the tests check them against runs at (8, 3), (8, 5) and (12, 7), and
-`editforge bench plan` against a full 60-block run with 16 swapped.
+(4 blocks, 3 swapped), (5, 3) and (5, 4); a test checks them against a run at (8, 5) (and they also predicted
+(8, 3) and (12, 7) exactly when this was built), and `editforge bench plan` against a full 60-block run with 16
+swapped.
 
 `editforge bench plan` checks this on the real architecture: one configuration is also run at full
 depth and both are reported; the tests check it on a small architecture against a run at depth 7.

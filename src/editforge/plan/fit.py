@@ -136,11 +136,15 @@ def _swap_lines(steps: list[dict], key) -> dict[str, dict]:
             by_config.setdefault(key(row), []).append(row)
     lines = {}
     for config, rows in by_config.items():
-        low, high = sorted(rows, key=lambda row: row["blocks_swapped"])[:2]
+        rows = sorted(rows, key=lambda row: row["blocks_swapped"])
+        low, high = rows[0], rows[-1]
         span = high["blocks_swapped"] - low["blocks_swapped"]
 
         def line(value) -> list[int]:
             per_block = (value(high) - value(low)) / span
+            for row in rows[1:-1]:  # each row's peak is its largest phase: a line only while one phase peaks
+                if abs(value(low) + per_block * (row["blocks_swapped"] - low["blocks_swapped"]) - value(row)) > span:
+                    raise ValueError(f"training {config}: the swapped rows are not on one line")
             return [round(value(low) + per_block * (MIN_SWAPPED - low["blocks_swapped"])), round(per_block)]
 
         lines[config] = {"from": MIN_SWAPPED, "needs": line(lambda row: needs(row["peak_bytes"])),

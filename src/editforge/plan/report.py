@@ -13,7 +13,8 @@ GPUS = {
 }
 # The share of the peak rate a well-fed transformer step reaches (EditForge's own target, docs/benchmarks.md).
 ACHIEVABLE = 0.6
-# Host-to-device copy rates from pinned memory over x16 links: about 80% of the links' 31.5 and 63 GB/s.
+# Host-to-device copy rates from pinned memory over x16 links: about 80% of the links' 31.5 and 63 GB/s. (The RTX
+# 4090 is a PCIe 4 card; the PCIe 5 column is what a PCIe 5 card of its speed, e.g. an RTX 5090, would see.)
 PCIE = {"PCIe 4.0": 25e9, "PCIe 5.0": 50e9}
 SWAP_CARD = "RTX 4090"  # the 24 GB card block swap is for: its compute hides the copies
 
@@ -69,8 +70,8 @@ def defaults_table(result: dict) -> str:
     from editforge.plan.fit import memory_table, needs
 
     table = memory_table(result)["generation"]["qwen-image-edit-2509"]
-    train = next(r for r in result["rows"] if (r["stage"], r["dtype"], r["size"], r["references"], r["batch"]) ==
-                 ("train_step", "bf16", 1024, 1, 1))
+    train = next(r for r in result["rows"] if (r["stage"], r["dtype"], r["size"], r["references"], r["batch"],
+                                               r["blocks_swapped"]) == ("train_step", "bf16", 1024, 1, 1, 0))
     lines = ["| card | synth / edit default (bf16, no offload) | training default (bf16 base, 1024², batch 1) |",
              "| --- | --- | --- |"]
     for card, total in CARDS.items():
@@ -97,7 +98,7 @@ def roofline_table(rows: list[dict]) -> str:
     edit = dict(model="qwen-image-edit-2509", references=1, dtype="bf16")
     step, text = row("denoise_step", **edit), row("text_encode", **edit)
     encode, decode = row("vae_encode", **edit), row("vae_decode", **edit)
-    train = row("train_step", dtype="bf16", size=1024, references=1, batch=1)
+    train = row("train_step", dtype="bf16", size=1024, references=1, batch=1, blocks_swapped=0)
     lines = ["| GPU | denoise step (s) | image, 8 steps (s) | training step 1024², 1 control (s) |",
              "| --- | --- | --- | --- |"]
     for name, (rate, bandwidth) in GPUS.items():

@@ -62,7 +62,8 @@ def prepare_model(pipe, lora, *, quantize: str | None, gradient_checkpointing: b
     With `blocks_to_swap`, the transformer comes on the CPU: the frozen weights of that many blocks stay there
     (`editforge.models.block_swap`), everything else, the LoRA included, goes to `device`.
 
-    Frozen base, quantized (weight-only) before the LoRA is added: quantizing after would turn the LoRA's own
+    Frozen base, quantized (`fp8_config`: weights, and activations where the GPU has fp8 matmuls) before the
+    LoRA is added: quantizing after would turn the LoRA's own
     layers into frozen quantized ones that get no gradient. The LoRA stays fp32; activations are recomputed in
     the backward pass with `gradient_checkpointing`; attention runs on the fastest backend that has a
     backward pass for the base weights' dtype (FlashAttention 3 has none in diffusers 0.42).
@@ -77,6 +78,7 @@ def prepare_model(pipe, lora, *, quantize: str | None, gradient_checkpointing: b
         transformer.enable_gradient_checkpointing(recompute_whole_block if blocks_to_swap else None)
     if blocks_to_swap:
         swap_blocks(transformer, blocks_to_swap, device)
+        params = [p for p in transformer.parameters() if p.requires_grad]  # the LoRA's, now on the device
     device = str(next(transformer.parameters()).device)
     transformer.set_attention_backend(best_attention_backend(device, dtype, training=True))
     return params
