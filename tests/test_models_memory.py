@@ -147,3 +147,14 @@ def test_training_prints_its_measured_need_and_what_fits_before_loading(full_siz
     config.train.blocks_to_swap = 2  # swapped rows are measured from 3 blocks up
     assert memory_line(config, plan, samples, "cuda").startswith("memory: no measured row covers this run")
     assert memory_line(config, plan, samples, "cpu") is None
+
+
+def test_the_table_loading_checks_is_the_committed_plans():
+    """`memory_needs.json` is `memory_table` of the plan in docs/plan.json: the numbers checked before loading are the
+    ones docs/benchmarks.md shows."""
+    from pathlib import Path
+
+    from editforge.plan.fit import memory_table
+
+    plan = json.loads((Path(__file__).parents[1] / "docs" / "plan.json").read_text())
+    assert memory_table(plan) == memory.measured()

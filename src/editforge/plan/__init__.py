@@ -53,7 +53,8 @@ def run_plan(*, full_depth_check: bool = True, progress: Progress | None = None)
     progress = progress or Progress()
     training = list(product(TRAIN_BASES, TRAIN_SIZES, TRAIN_CONTROLS, TRAIN_BATCHES))
     progress.start("full-size plan",
-                   total=len(GENERATION) + len(QUANTIZED) + 2 * len(training) + 2 * full_depth_check, unit="config")
+                   total=len(GENERATION) + len(QUANTIZED) + 2 * len(training) + (1 + len(TRAIN_BASES)) * full_depth_check,
+                   unit="config")
     rows: list[stages.Row] = []
     for family, references in GENERATION:
         rows += stages.generation_rows(family, list(references))
@@ -69,7 +70,9 @@ def run_plan(*, full_depth_check: bool = True, progress: Progress | None = None)
             return stages.training_row(size, controls, batch, base, text_tokens=text_tokens[controls], depth=d,
                                        blocks_to_swap=swapped)
 
-        rows.append(depth.extrapolate(*[step(d) for d in depth.SHORT_DEPTHS], stages.FULL_DEPTH))
+        # a quantized base's backward peak moves with the depth (see editforge.plan.depth): measured at full depth
+        rows.append(depth.extrapolate(*[step(d) for d in depth.SHORT_DEPTHS], stages.FULL_DEPTH) if base == "bf16"
+                    else step(stages.FULL_DEPTH))
         progress.advance(description=f"training: {base} base, {size}²")
         plane = [step(d, swapped) for d, swapped in depth.SWAP_POINTS]
         rows += [depth.extrapolate(*plane[:2], stages.FULL_DEPTH, more_swapped=plane[2], swapped=swapped)
@@ -77,15 +80,16 @@ def run_plan(*, full_depth_check: bool = True, progress: Progress | None = None)
         progress.advance(description=f"training: {base} base, {size}², blocks swapped")
     checks = []
     if full_depth_check:
-        for swapped in (0, SWAP_CHECK):
-            full = stages.training_row(1024, 1, 1, "bf16", text_tokens=text_tokens[1], blocks_to_swap=swapped)
+        for base, swapped in (("bf16", 0), *((base, SWAP_CHECK) for base in TRAIN_BASES)):
+            full = stages.training_row(1024, 1, 1, base, text_tokens=text_tokens[1], blocks_to_swap=swapped)
             estimate = next(r for r in rows if (r.stage, r.dtype, r.size, r.references, r.batch, r.blocks_swapped) ==
-                            ("train_step", "bf16", 1024, 1, 1, swapped))
+                            ("train_step", base, 1024, 1, 1, swapped))
             checks.append({"full_depth": full.as_dict(), "extrapolated": estimate.as_dict(), "blocks_swapped": swapped,
+                           "base": base,
                            "relative_error": {k: abs(getattr(estimate, k) - getattr(full, k)) / max(getattr(full, k), 1)
                                               for k in ("flops", "peak_bytes", "activations", "weights",
                                                         "copied_bytes")}})
-            progress.advance(description=f"training at full depth (60 blocks, {swapped} swapped)")
+            progress.advance(description=f"training at full depth (60 blocks, {base} base, {swapped} swapped)")
     with FakeGPU() as gpu:
         pipe = models.pipeline(gpu, "qwen-image-edit-2509")
         components = {"text_encoder": fit.component_sizes(pipe.text_encoder),

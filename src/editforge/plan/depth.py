@@ -20,6 +20,13 @@ swapped.
 
 `editforge bench plan` checks this on the real architecture: one configuration is also run at full
 depth and both are reported; the tests check it on a small architecture against a run at depth 7.
+
+Not so for a quantized (int8, fp8) base without swapped blocks: there the backward pass has a second peak, late
+and of constant size (all LoRA gradients present), which is the larger one at 2 and 3 blocks but not at 60,
+where the saved block inputs outweigh it; extrapolating the shallow peak overestimated the full-depth one by
+10% (int8) and 22% (fp8) at 1024². `editforge bench plan` measures those rows at full depth instead (a minute
+each). Swapped steps keep their early peak at every measured depth and extrapolate exactly (checked at full
+depth for every base).
 """
 
 from __future__ import annotations

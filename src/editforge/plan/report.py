@@ -164,7 +164,7 @@ def markdown(result: dict) -> str:
              "Peak rates: " + ", ".join(f"{n} {r / 1e12:.0f} TFLOP/s, {b / 1e12:.2f} TB/s" for n, (r, b) in GPUS.items())]
     for check in result.get("depth_checks", []):
         measured_at = "(4, 3 swapped), (5, 3) and (5, 4)" if check["blocks_swapped"] else "2 and 3"
-        parts += ["", f"Depth check (training, bf16, 1024², 1 control, batch 1, {check['blocks_swapped']} blocks "
+        parts += ["", f"Depth check (training, {check['base']} base, 1024², 1 control, batch 1, {check['blocks_swapped']} blocks "
                   f"swapped; 60 blocks run in full vs extrapolated from {measured_at} blocks): "
                   + ", ".join(f"{k} {v:.2%}" for k, v in check["relative_error"].items())]
     parts += ["", "Not traced: " + "; ".join(result["not_traced"]) + "."]
