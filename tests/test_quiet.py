@@ -50,3 +50,24 @@ def test_progress_bars_come_back_after_a_load(tiny_edit_plus):
 
     editforge.load_pipeline("tiny-qwen-image", device="cpu")
     assert diffusers_logging.is_progress_bar_enabled() and transformers_logging.is_progress_bar_enabled()
+
+
+def test_a_lora_on_an_fp8_base_is_added_without_peft_caution_about_merging():
+    """`train.quantize: fp8`: peft warns that a LoRA on a torchao base cannot be merged; training never merges it."""
+    import warnings
+    from types import SimpleNamespace
+
+    import torch
+
+    from editforge.benchmark.train import tiny_transformer
+    from editforge.models.loading import quantize_transformer
+    from editforge.models.registry import FAMILIES
+    from editforge.train.config import LoraConfig
+    from editforge.train.lora import add_lora
+
+    transformer = tiny_transformer(FAMILIES["qwen-image-edit-2509"], torch.bfloat16)
+    quantize_transformer(transformer, "fp8")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert add_lora(SimpleNamespace(transformer=transformer), LoraConfig(rank=4, alpha=4))
+    assert [str(w.message) for w in caught if "TorchaoLoraLinear" in str(w.message)] == []

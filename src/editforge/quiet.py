@@ -26,6 +26,8 @@ LOG_MESSAGES = {
     "DeepSpeed": re.compile(r"Setting accelerator to CPU\. If you have GPU or other accelerator, we were unable"),
 }
 PEFT_SECOND_ADAPTER = r"Already found a `peft_config` attribute in the model"
+# a LoRA on a torchao (fp8) base cannot be merged into it; training never merges (the base stays frozen as is)
+PEFT_TORCHAO_NO_MERGE = r"TorchaoLoraLinear was instantiated without `get_apply_tensor_subclass`"
 
 
 class _DropMessage(logging.Filter):
@@ -49,9 +51,11 @@ def install_log_filters() -> None:
 @contextlib.contextmanager
 def quiet_adapter_loading():
     """Loading a second LoRA adapter into one model is peft's documented multi-adapter use; its warning
-    that the model already has a `peft_config` says nothing here."""
+    that the model already has a `peft_config` says nothing here. Nor does its caution that a LoRA on an fp8
+    (torchao) base cannot be merged: EditForge trains such a LoRA and never merges it there."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=PEFT_SECOND_ADAPTER, category=UserWarning)
+        warnings.filterwarnings("ignore", message=PEFT_TORCHAO_NO_MERGE, category=UserWarning)
         yield
 
 

@@ -14,6 +14,7 @@ import torch
 
 from editforge.errors import EditForgeError
 from editforge.files import atomic_write
+from editforge.quiet import quiet_adapter_loading
 
 log = logging.getLogger("editforge.train")
 ADAPTER = "editforge"
@@ -48,7 +49,8 @@ def add_lora(pipe, config) -> list[torch.nn.Parameter]:
                                  target_modules=list(config.target_modules), init_lora_weights=True,
                                  exclude_modules=dead_end_modules(transformer) or None)
         try:
-            transformer.add_adapter(peft_config, adapter_name=ADAPTER)
+            with quiet_adapter_loading():
+                transformer.add_adapter(peft_config, adapter_name=ADAPTER)
         except ValueError as exc:
             raise EditForgeError(f"lora.target_modules: {exc}") from exc
     params = [p for n, p in transformer.named_parameters() if f".{ADAPTER}." in n]
