@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -237,6 +238,30 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+PORT_TAKEN = re.compile(r"address already in use|EADDRINUSE", re.IGNORECASE)
+
+
+def accelerate_launch(*args: str, cwd: Path | None = None, env=None, timeout: float = 300,
+                      attempts: int = 3) -> subprocess.CompletedProcess:
+    """`accelerate launch --main_process_port <free port> ARGS`. A port free when chosen can be taken before the
+    main process binds it (Ray and gloo of parallel tests open ports too): that launch is tried again on
+    another port; any other failure is returned as it is."""
+    for _ in range(attempts):
+        result = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--main_process_port",
+                                 str(free_port()), *args], cwd=cwd, env=env, capture_output=True, text=True,
+                                timeout=timeout)
+        if result.returncode == 0 or not PORT_TAKEN.search(result.stderr):
+            return result
+    return result
+
+
+def launch_failure(result: subprocess.CompletedProcess) -> str:
+    """What a failed launch said: every process's error lines first (rank 0's are otherwise cut from the tail by
+    the other ranks' reports of its death), then the tail."""
+    errors = [line for line in result.stderr.splitlines() if "Error" in line or "[rank0]" in line]
+    return "\n".join(errors[-40:]) + "\n---\n" + result.stdout[-2000:] + result.stderr[-3000:]
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300, env=None) -> subprocess.CompletedProcess:

@@ -15,7 +15,8 @@ import pytest
 
 from editforge.sheet.journal import Journal, journal_path
 from editforge.sheet.workbook import create_workbook, open_workbook
-from tests.helpers import FAKE_GENERATOR, ONE_OF_EACH, cell_paths, free_port, make_workbook, outputs
+from tests.helpers import (FAKE_GENERATOR, ONE_OF_EACH, accelerate_launch, cell_paths, launch_failure, make_workbook,
+                           outputs)
 
 FAKE = FAKE_GENERATOR
 INPUTS = {"img/r0.png", "img/r1.png", "img\\r2.png"}
@@ -164,12 +165,11 @@ def test_kill_9_mid_run_then_resume(tmp_path):
 def test_two_processes_share_the_rows(tmp_path):
     rows = 12
     path = make_workbook(tmp_path, rows=[ONE_OF_EACH[i % 3] for i in range(rows)])
-    launch = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
-         "-m", "editforge", "synth", str(path), "--seed", "4"],
-        env={**os.environ, **FAKE, "EDITFORGE_FAKE_DELAY": "0.05"}, capture_output=True, text=True, timeout=120)
-    assert launch.returncode == 0, launch.stderr[-3000:]
+    launch = accelerate_launch(
+        "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend",
+        "no", "-m", "editforge", "synth", str(path), "--seed", "4",
+        env={**os.environ, **FAKE, "EDITFORGE_FAKE_DELAY": "0.05"}, timeout=120)
+    assert launch.returncode == 0, launch_failure(launch)
     assert launch.stdout.count("generated 12, skipped 0, failed 0") == 1  # one summary, from the main process
     assert_complete(tmp_path, path, rows)
     with Journal.for_workbook(path) as journal:

@@ -7,7 +7,6 @@ path goes without it (gloo does the all-reduce), so a launch takes about 20 s on
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,7 @@ import yaml
 from safetensors.torch import load_file
 
 from editforge.train.logs import read_metrics
-from tests.helpers import free_port, write_samples
+from tests.helpers import accelerate_launch, launch_failure, write_samples
 
 pytest.importorskip("deepspeed", reason="DeepSpeed is not installed (pip install deepspeed)")
 
@@ -26,14 +25,12 @@ MODEL = "tiny-qwen-image-edit-2509"
 
 
 def launch(run_yaml: Path, *extra: str, extensions: Path) -> subprocess.CompletedProcess:
-    port = free_port()
     # The example config as shipped (8 GPUs, bf16), cut down on the command line to 2 CPU processes in fp32.
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", "examples/accelerate-zero2.yaml",
-           "--num_processes", "2", "--mixed_precision", "no", "--main_process_port", str(port),
-           "-m", "editforge", "train", str(run_yaml), *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TORCH_EXTENSIONS_DIR": str(extensions)}
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    proc = accelerate_launch("--config_file", "examples/accelerate-zero2.yaml", "--num_processes", "2",
+                             "--mixed_precision", "no", "-m", "editforge", "train", str(run_yaml), *extra,
+                             cwd=ROOT, env=env, timeout=400)
+    assert proc.returncode == 0, launch_failure(proc)
     return proc
 
 

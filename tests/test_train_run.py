@@ -22,7 +22,7 @@ from editforge.train import TrainingDiverged, train
 from editforge.train.config import DEFAULT_TARGET_MODULES, validate
 from editforge.train.logs import read_metrics
 from editforge.train.validation import LABEL_HEIGHT
-from tests.helpers import free_port, write_image, write_samples
+from tests.helpers import accelerate_launch, launch_failure, write_image, write_samples
 
 MODEL = "tiny-qwen-image-edit-2509"
 AREAS = {"max_pixels": 64 * 64, "condition_pixels": 56 * 56}
@@ -293,13 +293,10 @@ def test_two_process_accelerate_launch_on_cpu(data, tmp_path):
                                                       train={"steps": 3}, checkpoint={"every": 2}))
     # `--multi_gpu` is accelerate's torchrun launcher; without CUDA, train() asks for cpu=True and the two
     # processes form a gloo group. (`--cpu --num_processes 2` starts ONE process unless MPI is configured.)
-    port = free_port()
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-              "--num_machines", "1", "--main_process_port", str(port), "--mixed_precision", "no",
-              "--dynamo_backend", "no", "-m", "editforge", "train", str(path)]
-    proc = subprocess.run(launch, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
-                          text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = accelerate_launch("--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+                             "--dynamo_backend", "no", "-m", "editforge", "train", str(path),
+                             cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert proc.returncode == 0, launch_failure(proc)
     assert (out / "lora.safetensors").is_file()
     ckpt = out / "checkpoints" / "step-000002"
     assert {"random_states_0.pkl", "random_states_1.pkl"} <= {p.name for p in ckpt.iterdir()}, proc.stderr[-4000:]
