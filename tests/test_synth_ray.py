@@ -142,7 +142,11 @@ def test_a_row_that_kills_its_workers_fails_with_the_reason_instead_of_looping(t
         watchdog.cancel()
     assert not summary.interrupted and (summary.generated, summary.failed) == (2, 1)
     assert summary.failures[0][0] == 3 and summary.failures[0][1].startswith("a worker died 2 times making this row")
-    assert engine.replaced == 2 and open_workbook(path).get(3, "gen_status").startswith("failed: a worker died")
+    # Two deaths are the poison row's; a third worker can go when a row's result was still on its way to the driver
+    # as the poison killed its worker: that row looks unfinished, takes the blame and is made again (its result is
+    # the same), and the poison row kills once more. Ray does not tell the two apart.
+    assert engine.replaced in (2, 3), engine.replaced
+    assert open_workbook(path).get(3, "gen_status").startswith("failed: a worker died")
 
 
 def test_a_worker_that_cannot_load_the_model_stops_the_run_with_its_error(tmp_path, cluster):
