@@ -70,7 +70,6 @@ class BlockSwap:
                 if param is not None and id(param) not in swapped and param.device != self.device:
                     module._parameters[name] = torch.nn.Parameter(moved(param.detach(), self.device),
                                                                   requires_grad=param.requires_grad)
-        for module in transformer.modules():
             for name, buffer in module._buffers.items():
                 if buffer is not None:
                     module._buffers[name] = buffer.to(self.device)

@@ -52,8 +52,9 @@ def run_plan(*, full_depth_check: bool = True, progress: Progress | None = None)
 
     progress = progress or Progress()
     training = list(product(TRAIN_BASES, TRAIN_SIZES, TRAIN_CONTROLS, TRAIN_BATCHES))
-    progress.start("full-size plan",
-                   total=len(GENERATION) + len(QUANTIZED) + 2 * len(training) + (1 + len(TRAIN_BASES)) * full_depth_check,
+    # (base, swapped blocks) of the 1024² configuration also run at full depth, against their extrapolation
+    full_depth = [("bf16", 0), *((base, SWAP_CHECK) for base in TRAIN_BASES)] if full_depth_check else []
+    progress.start("full-size plan", total=len(GENERATION) + len(QUANTIZED) + 2 * len(training) + len(full_depth),
                    unit="config")
     rows: list[stages.Row] = []
     for family, references in GENERATION:
@@ -79,17 +80,15 @@ def run_plan(*, full_depth_check: bool = True, progress: Progress | None = None)
                  for swapped in SWAPPED]
         progress.advance(description=f"training: {base} base, {size}², blocks swapped")
     checks = []
-    if full_depth_check:
-        for base, swapped in (("bf16", 0), *((base, SWAP_CHECK) for base in TRAIN_BASES)):
-            full = stages.training_row(1024, 1, 1, base, text_tokens=text_tokens[1], blocks_to_swap=swapped)
-            estimate = next(r for r in rows if (r.stage, r.dtype, r.size, r.references, r.batch, r.blocks_swapped) ==
-                            ("train_step", base, 1024, 1, 1, swapped))
-            checks.append({"full_depth": full.as_dict(), "extrapolated": estimate.as_dict(), "blocks_swapped": swapped,
-                           "base": base,
-                           "relative_error": {k: abs(getattr(estimate, k) - getattr(full, k)) / max(getattr(full, k), 1)
-                                              for k in ("flops", "peak_bytes", "activations", "weights",
-                                                        "copied_bytes")}})
-            progress.advance(description=f"training at full depth (60 blocks, {base} base, {swapped} swapped)")
+    for base, swapped in full_depth:
+        full = stages.training_row(1024, 1, 1, base, text_tokens=text_tokens[1], blocks_to_swap=swapped)
+        estimate = next(r for r in rows if (r.stage, r.dtype, r.size, r.references, r.batch, r.blocks_swapped) ==
+                        ("train_step", base, 1024, 1, 1, swapped))
+        checks.append({"full_depth": full.as_dict(), "extrapolated": estimate.as_dict(), "blocks_swapped": swapped,
+                       "base": base,
+                       "relative_error": {k: abs(getattr(estimate, k) - getattr(full, k)) / max(getattr(full, k), 1)
+                                          for k in ("flops", "peak_bytes", "activations", "weights", "copied_bytes")}})
+        progress.advance(description=f"training at full depth (60 blocks, {base} base, {swapped} swapped)")
     with FakeGPU() as gpu:
         pipe = models.pipeline(gpu, "qwen-image-edit-2509")
         components = {"text_encoder": fit.component_sizes(pipe.text_encoder),

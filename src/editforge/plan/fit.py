@@ -108,8 +108,9 @@ def training_label(row: dict) -> str:
 
 def memory_table(result: dict) -> dict:
     """What `editforge.models.memory` checks before loading: per model and transformer precision/offload, the
-    bytes the most demanding measured reference count needs (context and slack included); per training row
-    ("base/size/controls/batch"), the bytes of one optimizer step; and the transformer shape measured."""
+    bytes the most demanding measured reference count needs (context and slack included); per training
+    configuration ("base/size/controls/batch"), the bytes of one optimizer step without swapped blocks and, in
+    `training_swapped`, its lines in the number of swapped blocks; and the transformer shape measured."""
     from editforge.benchmark.architectures import FULL_TRANSFORMER
 
     table: dict[str, dict[str, int]] = {}

@@ -154,7 +154,8 @@ def markdown(result: dict) -> str:
              f"measurement): in each of a step's two passes over the swapped blocks (forward: a quarter of the "
              f"step's FLOPs; recomputation and backward: three quarters) the first block waits for its copy, and "
              f"every other copy shows only where it takes longer than the previous block's share of that pass; the "
-             f"step is the roofline time on an {SWAP_CARD} (below).", "", "### Host syncs", sync_table(result["rows"]), "", "### Fit", fit_table(result["fit"]), "",
+             f"step is the roofline time on an {SWAP_CARD} (below).", "",
+             "### Host syncs", sync_table(result["rows"]), "", "### Fit", fit_table(result["fit"]), "",
              "### What the defaults do on each card", defaults_table(result), "",
              f"Assumed on top of the plan's peak: the CUDA context, {_gib(result['assumptions']['cuda_context_bytes'])} "
              f"GiB, and {result['assumptions']['allocator_slack']:.0%} allocator slack.", "",
@@ -164,8 +165,9 @@ def markdown(result: dict) -> str:
              "Peak rates: " + ", ".join(f"{n} {r / 1e12:.0f} TFLOP/s, {b / 1e12:.2f} TB/s" for n, (r, b) in GPUS.items())]
     for check in result.get("depth_checks", []):
         measured_at = "(4, 3 swapped), (5, 3) and (5, 4)" if check["blocks_swapped"] else "2 and 3"
-        parts += ["", f"Depth check (training, {check['base']} base, 1024², 1 control, batch 1, {check['blocks_swapped']} blocks "
-                  f"swapped; 60 blocks run in full vs extrapolated from {measured_at} blocks): "
+        parts += ["", f"Depth check (training, {check['base']} base, 1024², 1 control, batch 1, "
+                  f"{check['blocks_swapped']} blocks swapped; 60 blocks run in full vs extrapolated from {measured_at} "
+                  "blocks): "
                   + ", ".join(f"{k} {v:.2%}" for k, v in check["relative_error"].items())]
     parts += ["", "Not traced: " + "; ".join(result["not_traced"]) + "."]
     return "\n".join(parts) + "\n"

@@ -63,8 +63,8 @@ def prepare_model(pipe, lora, *, quantize: str | None, gradient_checkpointing: b
     (`editforge.models.block_swap`), everything else, the LoRA included, goes to `device`.
 
     Frozen base, quantized (`fp8_config`: weights, and activations where the GPU has fp8 matmuls) before the
-    LoRA is added: quantizing after would turn the LoRA's own
-    layers into frozen quantized ones that get no gradient. The LoRA stays fp32; activations are recomputed in
+    LoRA is added: quantizing after would turn the LoRA's own layers into frozen quantized ones that get no
+    gradient. The LoRA stays fp32; activations are recomputed in
     the backward pass with `gradient_checkpointing`; attention runs on the fastest backend that has a
     backward pass for the base weights' dtype (FlashAttention 3 has none in diffusers 0.42).
     """
